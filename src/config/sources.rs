@@ -1,0 +1,201 @@
+//! Raw configuration sources: the parsed YAML file (keys lower-cased, as viper does) and a
+//! snapshot of the environment (empty variables dropped: they count as unset).
+
+use crate::error::{Error, Result};
+use serde_norway::Value;
+use std::collections::BTreeMap;
+use std::path::Path;
+
+#[derive(Clone, Debug, Default)]
+pub struct Env(pub BTreeMap<String, String>);
+
+impl Env {
+    pub fn from_process() -> Env {
+        Env(std::env::vars().filter(|(_, v)| !v.is_empty()).collect())
+    }
+    pub fn from_pairs<I: IntoIterator<Item = (S, S)>, S: Into<String>>(pairs: I) -> Env {
+        Env(pairs
+            .into_iter()
+            .map(|(k, v)| (k.into(), v.into()))
+            .filter(|(_, v): &(String, String)| !v.is_empty())
+            .collect())
+    }
+    pub fn get(&self, k: &str) -> Option<&str> {
+        self.0.get(k).map(String::as_str)
+    }
+    /// Variables starting with `prefix`, in name order.
+    pub fn with_prefix<'a>(&'a self, prefix: &'a str) -> impl Iterator<Item = (&'a str, &'a str)> + 'a {
+        self.0
+            .range(prefix.to_string()..)
+            .take_while(move |(k, _)| k.starts_with(prefix))
+            .map(|(k, v)| (k.as_str(), v.as_str()))
+    }
+}
+
+#[derive(Clone, Debug, Default)]
+pub struct Sources {
+    pub root: Value,
+    pub env: Env,
+}
+
+/// Go's strconv.ParseBool.
+pub fn parse_go_bool(s: &str) -> Option<bool> {
+    match s {
+        "1" | "t" | "T" | "TRUE" | "true" | "True" => Some(true),
+        "0" | "f" | "F" | "FALSE" | "false" | "False" => Some(false),
+        _ => None,
+    }
+}
+
+fn lowercase_keys(v: Value) -> Value {
+    match v {
+        Value::Mapping(m) => Value::Mapping(
+            m.into_iter()
+                .map(|(k, v)| {
+                    let k = match k {
+                        Value::String(s) => Value::String(s.to_lowercase()),
+                        other => other,
+                    };
+                    (k, lowercase_keys(v))
+                })
+                .collect(),
+        ),
+        Value::Sequence(s) => Value::Sequence(s.into_iter().map(lowercase_keys).collect()),
+        other => other,
+    }
+}
+
+impl Sources {
+    pub fn read(file: Option<&Path>, env: Env) -> Result<Sources> {
+        let root = match file {
+            None => Value::Null,
+            Some(p) => {
+                let text = std::fs::read_to_string(p)
+                    .map_err(|e| Error::invalid(format!("Error reading config file {}: {e}", p.display())))?;
+                Sources::parse_yaml(&text)
+                    .map_err(|e| Error::invalid(format!("Error reading config file {}: {e}", p.display())))?
+            }
+        };
+        Ok(Sources { root, env })
+    }
+
+    pub fn parse_yaml(text: &str) -> std::result::Result<Value, String> {
+        if text.trim().is_empty() {
+            return Ok(Value::Null);
+        }
+        let v: Value = serde_norway::from_str(text).map_err(|e| e.to_string())?;
+        Ok(lowercase_keys(v))
+    }
+
+    pub fn from_yaml(text: &str, env: Env) -> Result<Sources> {
+        let root = Sources::parse_yaml(text).map_err(Error::invalid)?;
+        Ok(Sources { root, env })
+    }
+
+    pub fn get(&self, path: &[&str]) -> Option<&Value> {
+        let mut v = &self.root;
+        for k in path {
+            v = v.as_mapping()?.get(Value::String((*k).to_string()))?;
+        }
+        if v.is_null() && !path.is_empty() {
+            return None;
+        }
+        Some(v)
+    }
+
+    pub fn is_map(&self, path: &[&str]) -> bool {
+        self.get(path).is_some_and(Value::is_mapping)
+    }
+
+    fn dotted(path: &[&str]) -> String {
+        path.join(".")
+    }
+
+    fn label(path: &[&str], env: Option<&str>) -> String {
+        match env {
+            Some(e) => format!("{} ({e})", Self::dotted(path)),
+            None => Self::dotted(path),
+        }
+    }
+
+    /// A string: env (if bound and non-empty), else the file's scalar, else None.
+    pub fn string(&self, path: &[&str], env: Option<&str>) -> std::result::Result<Option<String>, String> {
+        if let Some(v) = env.and_then(|e| self.env.get(e)) {
+            return Ok(Some(v.to_string()));
+        }
+        match self.get(path) {
+            None => Ok(None),
+            Some(Value::String(s)) => Ok(if s.is_empty() { None } else { Some(s.clone()) }),
+            Some(Value::Number(n)) => Ok(Some(n.to_string())),
+            Some(Value::Bool(b)) => Ok(Some(b.to_string())),
+            Some(_) => Err(format!("{}: expected a string", Self::label(path, env))),
+        }
+    }
+
+    pub fn bool(&self, path: &[&str], env: Option<&str>, default: bool) -> std::result::Result<bool, String> {
+        let bad = |v: &str| {
+            format!(
+                "{}: cannot parse {v:?} as bool (expected true/false, 1/0, t/f)",
+                Self::label(path, env)
+            )
+        };
+        if let Some(v) = env.and_then(|e| self.env.get(e)) {
+            return parse_go_bool(v).ok_or_else(|| bad(v));
+        }
+        match self.get(path) {
+            None => Ok(default),
+            Some(Value::Bool(b)) => Ok(*b),
+            Some(Value::String(s)) => parse_go_bool(s).ok_or_else(|| bad(s)),
+            Some(other) => Err(bad(&format!("{other:?}"))),
+        }
+    }
+
+    pub fn int(&self, path: &[&str], env: Option<&str>, default: i64) -> std::result::Result<i64, String> {
+        let bad = |v: &str| format!("{}: cannot parse {v:?} as an integer", Self::label(path, env));
+        if let Some(v) = env.and_then(|e| self.env.get(e)) {
+            return v.trim().parse().map_err(|_| bad(v));
+        }
+        match self.get(path) {
+            None => Ok(default),
+            Some(Value::Number(n)) => match (n.as_i64(), n.as_f64()) {
+                (Some(i), _) => Ok(i),
+                (None, Some(f)) if f.fract() == 0.0 && f.abs() < 9.0e15 => Ok(f as i64),
+                _ => Err(bad(&n.to_string())),
+            },
+            Some(Value::String(s)) => s.trim().parse().map_err(|_| bad(s)),
+            Some(other) => Err(bad(&format!("{other:?}"))),
+        }
+    }
+
+    pub fn float(&self, path: &[&str], env: Option<&str>, default: f64) -> std::result::Result<f64, String> {
+        let bad = |v: &str| format!("{}: cannot parse {v:?} as a number", Self::label(path, env));
+        if let Some(v) = env.and_then(|e| self.env.get(e)) {
+            return v.trim().parse().map_err(|_| bad(v));
+        }
+        match self.get(path) {
+            None => Ok(default),
+            Some(Value::Number(n)) => n.as_f64().ok_or_else(|| bad(&n.to_string())),
+            Some(Value::String(s)) => s.trim().parse().map_err(|_| bad(s)),
+            Some(other) => Err(bad(&format!("{other:?}"))),
+        }
+    }
+
+    /// A list of strings (YAML sequence, or a comma-separated env value).
+    pub fn string_list(&self, path: &[&str], env: Option<&str>) -> std::result::Result<Vec<String>, String> {
+        if let Some(v) = env.and_then(|e| self.env.get(e)) {
+            return Ok(v.split(',').map(|s| s.trim().to_string()).filter(|s| !s.is_empty()).collect());
+        }
+        match self.get(path) {
+            None => Ok(Vec::new()),
+            Some(Value::Sequence(s)) => s
+                .iter()
+                .map(|x| match x {
+                    Value::String(s) => Ok(s.clone()),
+                    other => Err(format!("{}: expected a list of strings, found {other:?}", Self::label(path, env))),
+                })
+                .collect(),
+            Some(Value::String(s)) => Ok(s.split(',').map(|s| s.trim().to_string()).filter(|s| !s.is_empty()).collect()),
+            Some(_) => Err(format!("{}: expected a list of strings", Self::label(path, env))),
+        }
+    }
+}

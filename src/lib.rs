@@ -1,0 +1,23 @@
+//! dbtune-agent: the library behind the `dbtune-agent` binary.
+//!
+//! Code map (see ARCHITECTURE.md): `main` → `cli` + `config` → `runner` → `adapter` →
+//! `collectors` / `metrics` / `pg` / `host` / `cloud`; everything sent goes through `platform`.
+
+pub mod adapter;
+pub mod error;
+pub mod apply;
+pub mod checks;
+pub mod cli;
+pub mod collectors;
+pub mod config;
+pub mod gojson;
+pub mod host;
+pub mod logging;
+pub mod metrics;
+pub mod model;
+pub mod pg;
+pub mod platform;
+pub mod runner;
+pub mod secret;
+pub mod timefmt;
+pub mod version;

@@ -1,0 +1,3 @@
+fn main() {
+    println!("{}", dbtune_agent::version::long_version());
+}

@@ -1,0 +1,272 @@
+//! Connection strings: `postgres://` URLs and `key=value` DSNs as libpq accepts them. The driver
+//! knows only part of libpq's options, so the TLS ones (`sslmode` verify modes, `sslrootcert`)
+//! are taken out here and handled by `pg::tls`, and pool options some operators carry over from
+//! other agents (`pool_max_conns`, …) are dropped instead of failing.
+
+use crate::error::{Error, Result};
+use std::str::FromStr;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SslMode {
+    Disable,
+    Allow,
+    Prefer,
+    Require,
+    VerifyCa,
+    VerifyFull,
+}
+
+impl SslMode {
+    fn parse(s: &str) -> Result<SslMode> {
+        Ok(match s {
+            "disable" => SslMode::Disable,
+            "allow" => SslMode::Allow,
+            "prefer" => SslMode::Prefer,
+            "require" => SslMode::Require,
+            "verify-ca" => SslMode::VerifyCa,
+            "verify-full" => SslMode::VerifyFull,
+            other => {
+                return Err(Error::invalid(format!(
+                    "sslmode {other:?} is not one of disable, allow, prefer, require, verify-ca, verify-full"
+                )))
+            }
+        })
+    }
+}
+
+#[derive(Clone, Debug)]
+pub struct ConnInfo {
+    pub config: postgres::Config,
+    pub sslmode: SslMode,
+    pub sslrootcert: Option<String>,
+}
+
+/// Options the driver understands and we pass through.
+const DRIVER_KEYS: &[&str] = &[
+    "user",
+    "password",
+    "dbname",
+    "options",
+    "application_name",
+    "host",
+    "hostaddr",
+    "port",
+    "connect_timeout",
+    "tcp_user_timeout",
+    "keepalives",
+    "keepalives_idle",
+    "keepalives_interval",
+    "keepalives_retries",
+    "target_session_attrs",
+    "channel_binding",
+    "load_balance_hosts",
+    "sslnegotiation",
+];
+
+impl ConnInfo {
+    pub fn parse(s: &str) -> Result<ConnInfo> {
+        let s = s.trim();
+        if s.is_empty() {
+            return Err(Error::invalid("the connection string is empty"));
+        }
+        let is_url = s.starts_with("postgres://") || s.starts_with("postgresql://");
+        let pairs = if is_url { url_params(s) } else { dsn_pairs(s)? };
+        let mut sslmode = None;
+        let mut sslrootcert = None;
+        let mut kept: Vec<(String, String)> = Vec::new();
+        for (k, v) in pairs {
+            match k.as_str() {
+                "sslmode" => sslmode = Some(SslMode::parse(&percent_decode(&v))?),
+                "sslrootcert" => sslrootcert = Some(percent_decode(&v)),
+                k if DRIVER_KEYS.contains(&k) => kept.push((k.to_string(), v)),
+                other => log::debug!("connection string option {other:?} is not used by the agent; ignored"),
+            }
+        }
+        let rebuilt = if is_url {
+            let base = s.split('?').next().unwrap_or(s);
+            if kept.is_empty() {
+                base.to_string()
+            } else {
+                let q: Vec<String> = kept.iter().map(|(k, v)| format!("{k}={v}")).collect();
+                format!("{base}?{}", q.join("&"))
+            }
+        } else {
+            kept.iter()
+                .map(|(k, v)| format!("{k}='{}'", v.replace('\\', "\\\\").replace('\'', "\\'")))
+                .collect::<Vec<_>>()
+                .join(" ")
+        };
+        let mut config = postgres::Config::from_str(&rebuilt)
+            .map_err(|e| Error::invalid(format!("not a valid PostgreSQL connection string: {e}")))?;
+        apply_env_defaults(&mut config);
+        let sslmode = match sslmode {
+            Some(m) => m,
+            None => match std::env::var("PGSSLMODE").ok().filter(|v| !v.is_empty()) {
+                Some(v) => SslMode::parse(&v)?,
+                None => SslMode::Prefer,
+            },
+        };
+        let sslrootcert = sslrootcert.or_else(|| std::env::var("PGSSLROOTCERT").ok().filter(|v| !v.is_empty()));
+        config.ssl_mode(match sslmode {
+            SslMode::Disable => postgres::config::SslMode::Disable,
+            SslMode::Allow | SslMode::Prefer => postgres::config::SslMode::Prefer,
+            SslMode::Require | SslMode::VerifyCa | SslMode::VerifyFull => postgres::config::SslMode::Require,
+        });
+        Ok(ConnInfo { config, sslmode, sslrootcert })
+    }
+}
+
+/// libpq's `PG*` environment variables act as defaults for what the string leaves out.
+fn apply_env_defaults(c: &mut postgres::Config) {
+    let env = |k: &str| std::env::var(k).ok().filter(|v| !v.is_empty());
+    if c.get_hosts().is_empty() {
+        match env("PGHOST") {
+            Some(h) => {
+                c.host(&h);
+            }
+            None => {
+                c.host("localhost");
+            }
+        }
+    }
+    if c.get_ports().is_empty() {
+        if let Some(p) = env("PGPORT").and_then(|p| p.parse().ok()) {
+            c.port(p);
+        }
+    }
+    if c.get_user().is_none() {
+        if let Some(u) = env("PGUSER") {
+            c.user(&u);
+        }
+    }
+    if c.get_password().is_none() {
+        if let Some(p) = env("PGPASSWORD") {
+            c.password(p);
+        }
+    }
+    if c.get_dbname().is_none() {
+        if let Some(d) = env("PGDATABASE") {
+            c.dbname(&d);
+        }
+    }
+}
+
+fn url_params(s: &str) -> Vec<(String, String)> {
+    match s.split_once('?') {
+        None => Vec::new(),
+        Some((_, q)) => q
+            .split('&')
+            .filter(|p| !p.is_empty())
+            .map(|p| match p.split_once('=') {
+                Some((k, v)) => (k.to_string(), v.to_string()),
+                None => (p.to_string(), String::new()),
+            })
+            .collect(),
+    }
+}
+
+/// Splits `key=value key='quoted value'` into pairs (values unquoted).
+fn dsn_pairs(s: &str) -> Result<Vec<(String, String)>> {
+    let mut out = Vec::new();
+    let mut chars = s.chars().peekable();
+    loop {
+        while chars.peek().is_some_and(|c| c.is_whitespace()) {
+            chars.next();
+        }
+        if chars.peek().is_none() {
+            break;
+        }
+        let mut key = String::new();
+        while let Some(&c) = chars.peek() {
+            if c == '=' || c.is_whitespace() {
+                break;
+            }
+            key.push(c);
+            chars.next();
+        }
+        while chars.peek().is_some_and(|c| c.is_whitespace()) {
+            chars.next();
+        }
+        if chars.next() != Some('=') {
+            return Err(Error::invalid(format!("connection string: expected key=value after {key:?}")));
+        }
+        while chars.peek().is_some_and(|c| c.is_whitespace()) {
+            chars.next();
+        }
+        let mut val = String::new();
+        if chars.peek() == Some(&'\'') {
+            chars.next();
+            loop {
+                match chars.next() {
+                    Some('\\') => {
+                        if let Some(c) = chars.next() {
+                            val.push(c)
+                        }
+                    }
+                    Some('\'') => break,
+                    Some(c) => val.push(c),
+                    None => return Err(Error::invalid("connection string: unterminated quoted value")),
+                }
+            }
+        } else {
+            while let Some(&c) = chars.peek() {
+                if c.is_whitespace() {
+                    break;
+                }
+                val.push(c);
+                chars.next();
+            }
+        }
+        out.push((key, val));
+    }
+    Ok(out)
+}
+
+fn percent_decode(s: &str) -> String {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'%' && i + 2 < b.len() + 0 && i + 2 <= b.len() - 1 {
+            if let Ok(v) = u8::from_str_radix(&s[i + 1..i + 3], 16) {
+                out.push(v);
+                i += 3;
+                continue;
+            }
+        }
+        out.push(b[i]);
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn url_with_tls_and_foreign_options() {
+        let c = ConnInfo::parse(
+            "postgres://u:p@db.example:6432/app?sslmode=verify-full&sslrootcert=%2Fetc%2Fca.pem&pool_max_conns=4",
+        )
+        .unwrap();
+        assert_eq!(c.sslmode, SslMode::VerifyFull);
+        assert_eq!(c.sslrootcert.as_deref(), Some("/etc/ca.pem"));
+        assert_eq!(c.config.get_dbname(), Some("app"));
+        assert_eq!(c.config.get_ports(), &[6432]);
+    }
+
+    #[test]
+    fn dsn_form() {
+        let c = ConnInfo::parse("host=127.0.0.1 port=5433 user=postgres password='a b\\'c' sslmode=disable dbname=x").unwrap();
+        assert_eq!(c.sslmode, SslMode::Disable);
+        assert_eq!(c.config.get_password(), Some(&b"a b'c"[..]));
+        assert_eq!(c.config.get_ports(), &[5433]);
+    }
+
+    #[test]
+    fn bad_sslmode_names_the_option() {
+        let e = ConnInfo::parse("postgres://h/db?sslmode=maybe").unwrap_err();
+        assert!(e.to_string().contains("sslmode \"maybe\""), "{e}");
+    }
+}

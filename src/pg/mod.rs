@@ -1,0 +1,191 @@
+//! PostgreSQL access. Every statement the agent sends goes through this module: it carries the
+//! `/*dbtune*/ ` prefix, and every session sets `application_name`, `statement_timeout`,
+//! `lock_timeout` and `idle_in_transaction_session_timeout` so the agent can never wait on the
+//! workload for long. No SQL lives outside `src/pg` and the collectors' query files.
+
+pub mod conninfo;
+pub mod queries;
+pub mod tls;
+pub mod version;
+
+use crate::error::{Context, Error, Kind, Result};
+use postgres::types::ToSql;
+use postgres::Row;
+use r2d2::{CustomizeConnection, Pool, PooledConnection};
+use r2d2_postgres::PostgresConnectionManager;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio_postgres_rustls::MakeRustlsConnect;
+
+pub use version::ServerVersion;
+
+pub const QUERY_PREFIX: &str = "/*dbtune*/ ";
+
+/// Trims `sql` and puts the agent's marker in front (once).
+pub fn prefixed(sql: &str) -> String {
+    let s = sql.trim();
+    if s.starts_with("/*dbtune*/") {
+        s.to_string()
+    } else {
+        format!("{QUERY_PREFIX}{s}")
+    }
+}
+
+/// Session limits applied to every pooled connection.
+#[derive(Clone, Debug)]
+pub struct SessionLimits {
+    pub statement_timeout: Duration,
+    pub lock_timeout: Duration,
+    pub idle_in_transaction_timeout: Duration,
+    pub connect_timeout: Duration,
+}
+
+impl Default for SessionLimits {
+    fn default() -> Self {
+        SessionLimits {
+            statement_timeout: Duration::from_secs(10),
+            lock_timeout: Duration::from_millis(500),
+            idle_in_transaction_timeout: Duration::from_secs(30),
+            connect_timeout: Duration::from_secs(5),
+        }
+    }
+}
+
+type Manager = PostgresConnectionManager<MakeRustlsConnect>;
+pub type Conn = PooledConnection<Manager>;
+
+/// A small pool of agent sessions (default 2 connections), connecting lazily.
+#[derive(Clone)]
+pub struct Pg {
+    pool: Pool<Manager>,
+    /// The connection string with its password hidden, for messages.
+    pub display_url: String,
+    pub limits: SessionLimits,
+}
+
+#[derive(Debug)]
+struct SessionSetup(SessionLimits);
+
+impl CustomizeConnection<postgres::Client, postgres::Error> for SessionSetup {
+    fn on_acquire(&self, c: &mut postgres::Client) -> std::result::Result<(), postgres::Error> {
+        let ms = |d: Duration| d.as_millis().to_string();
+        c.execute(
+            &prefixed(
+                "SELECT set_config('statement_timeout', $1, false), set_config('lock_timeout', $2, false), \
+                 set_config('idle_in_transaction_session_timeout', $3, false)",
+            ),
+            &[&ms(self.0.statement_timeout), &ms(self.0.lock_timeout), &ms(self.0.idle_in_transaction_timeout)],
+        )?;
+        Ok(())
+    }
+}
+
+impl Pg {
+    /// Builds the pool without connecting; only a malformed connection string fails here.
+    pub fn new(url: &str, pool_size: u32, limits: SessionLimits) -> Result<Pg> {
+        let info = conninfo::ConnInfo::parse(url).context("parsing postgresql.connection_url")?;
+        let mut cfg = info.config.clone();
+        cfg.application_name("dbtune-agent");
+        cfg.connect_timeout(limits.connect_timeout);
+        let tls = tls::make_tls(&info).context("setting up TLS for PostgreSQL")?;
+        let manager = PostgresConnectionManager::new(cfg, tls);
+        let pool = Pool::builder()
+            .max_size(pool_size.max(1))
+            .min_idle(Some(0))
+            .test_on_check_out(false)
+            .connection_timeout(limits.connect_timeout + Duration::from_secs(1))
+            .idle_timeout(Some(Duration::from_secs(300)))
+            .thread_pool(Arc::new(
+                scheduled_thread_pool::ScheduledThreadPool::builder()
+                    .num_threads(1)
+                    .thread_name_pattern("pg-pool-{}")
+                    .build(),
+            ))
+            .error_handler(Box::new(r2d2::NopErrorHandler))
+            .connection_customizer(Box::new(SessionSetup(limits.clone())))
+            .build_unchecked(manager);
+        Ok(Pg { pool, display_url: crate::secret::redact_dsn(url), limits })
+    }
+
+    /// A session from the pool. A broken connection (server restarted) is replaced.
+    pub fn conn(&self) -> Result<Conn> {
+        Ok(self.pool.get()?)
+    }
+
+    /// Runs a query (prefixed) on a pooled session.
+    pub fn query(&self, sql: &str, params: &[&(dyn ToSql + Sync)]) -> Result<Vec<Row>> {
+        let mut c = self.conn()?;
+        query(&mut c, sql, params)
+    }
+
+    pub fn query_one(&self, sql: &str, params: &[&(dyn ToSql + Sync)]) -> Result<Row> {
+        let mut c = self.conn()?;
+        query_one(&mut c, sql, params)
+    }
+
+    /// `SELECT 1` with a short deadline: used by the health gate and readiness waits.
+    pub fn ping(&self) -> Result<()> {
+        let mut c = self.conn()?;
+        c.simple_query(&prefixed("SELECT 1")).map(|_| ()).map_err(Error::from)
+    }
+
+    /// Closes idle sessions (e.g. before a restart) so the pool reconnects afterwards.
+    pub fn idle_connections(&self) -> u32 {
+        self.pool.state().idle_connections
+    }
+}
+
+pub fn query(c: &mut postgres::Client, sql: &str, params: &[&(dyn ToSql + Sync)]) -> Result<Vec<Row>> {
+    c.query(&prefixed(sql), params).map_err(Error::from)
+}
+
+pub fn query_one(c: &mut postgres::Client, sql: &str, params: &[&(dyn ToSql + Sync)]) -> Result<Row> {
+    c.query_one(&prefixed(sql), params).map_err(Error::from)
+}
+
+pub fn execute(c: &mut postgres::Client, sql: &str, params: &[&(dyn ToSql + Sync)]) -> Result<u64> {
+    c.execute(&prefixed(sql), params).map_err(Error::from)
+}
+
+/// Runs a single statement that cannot take bind parameters (ALTER SYSTEM), prefixed.
+pub fn simple(c: &mut postgres::Client, sql: &str) -> Result<()> {
+    c.simple_query(&prefixed(sql)).map(|_| ()).map_err(Error::from)
+}
+
+/// Quotes a string as a SQL literal (standard_conforming_strings on: double the quotes; an
+/// E'' literal when a backslash is present so the meaning never depends on the setting).
+pub fn quote_literal(s: &str) -> String {
+    if s.contains('\\') {
+        format!("E'{}'", s.replace('\\', "\\\\").replace('\'', "''"))
+    } else {
+        format!("'{}'", s.replace('\'', "''"))
+    }
+}
+
+/// Quotes an identifier (`"name"`), doubling embedded quotes.
+pub fn quote_ident(s: &str) -> String {
+    format!("\"{}\"", s.replace('"', "\"\""))
+}
+
+/// Marks an error as a timeout when PostgreSQL cancelled it for us.
+pub fn is_timeout(e: &Error) -> bool {
+    e.kind == Kind::Timeout
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn prefix_is_added_once() {
+        assert_eq!(prefixed("  SELECT 1 \n"), "/*dbtune*/ SELECT 1");
+        assert_eq!(prefixed("/*dbtune*/ SELECT 1"), "/*dbtune*/ SELECT 1");
+    }
+
+    #[test]
+    fn literals_are_quoted() {
+        assert_eq!(quote_literal("'; DROP TABLE t; --"), "'''; DROP TABLE t; --'");
+        assert_eq!(quote_literal(r"a\b'"), r"E'a\\b'''");
+        assert_eq!(quote_ident(r#"we"ird"#), r#""we""ird""#);
+    }
+}
