@@ -1,0 +1,4 @@
+//! Shared test harness: real PostgreSQL clusters and a platform stand-in on loopback.
+#![allow(dead_code)]
+
+pub mod pgcluster;
