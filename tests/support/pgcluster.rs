@@ -53,7 +53,11 @@ impl PgCluster {
 
     /// Starts a cluster; `extra` lines are appended to postgresql.conf.
     pub fn start_with(extra: &[&str]) -> PgCluster {
-        let bin = PgBin::from_env();
+        PgCluster::start_bin(PgBin::from_env(), extra)
+    }
+
+    /// Starts a cluster from the given binaries (the version matrix uses this).
+    pub fn start_bin(bin: PgBin, extra: &[&str]) -> PgCluster {
         let dir = std::env::temp_dir().join(format!(
             "dbtune-pg-{}-{}",
             std::process::id(),
@@ -68,7 +72,7 @@ impl PgCluster {
         let data = dir.join("data");
         let port = free_port();
         let mut c = PgCluster { bin, dir: dir.clone(), data, port, log: dir.join("server.log"), as_postgres, stopped: true };
-        let out = c.run_tool("initdb", &["-D", c.data.to_str().unwrap(), "-U", "postgres", "-A", "trust", "-E", "UTF8", "--no-sync", "--no-instructions"]);
+        let out = c.run_tool("initdb", &["-D", c.data.to_str().unwrap(), "-U", "postgres", "-A", "trust", "-E", "UTF8", "--no-sync"]);
         assert!(out.status.success(), "initdb failed: {}", String::from_utf8_lossy(&out.stderr));
         let mut conf = format!(
             "\nport = {port}\nlisten_addresses = '127.0.0.1'\nunix_socket_directories = '{}'\n\
