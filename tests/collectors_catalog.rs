@@ -2,7 +2,9 @@
 //! state machines, the DDL round trip, lock safety and the capability probe.
 mod support;
 
-use dbtune_agent::collectors::{probe, registry, CatalogCollector, CollectCtx, CollectorSettings, ServerInfo};
+use dbtune_agent::collectors::{
+    probe, registry, CatalogCollector, CollectCtx, CollectorSettings, ServerInfo,
+};
 use dbtune_agent::config::collectors::OptionValue;
 use dbtune_agent::pg::{Pg, SessionLimits};
 use serde_json::Value;
@@ -29,7 +31,11 @@ impl Agent {
         (registry::find(name).unwrap().build)(&s)
     }
     fn run(&self, c: &mut Box<dyn CatalogCollector>) -> Option<Value> {
-        c.collect(&CollectCtx { pg: &self.pg, server: &self.server }).unwrap()
+        c.collect(&CollectCtx {
+            pg: &self.pg,
+            server: &self.server,
+        })
+        .unwrap()
     }
     fn once(&self, name: &str) -> Option<Value> {
         let mut c = self.build_with(name, &[]);
@@ -82,9 +88,15 @@ fn ddl_is_complete_and_replays_into_an_identical_schema() {
     let agent = Agent::connect(&pg.url_db("src"));
     let mut c = agent.build_with("ddl", &[]);
     let v = agent.run(&mut c).expect("ddl sent");
-    assert_eq!(v.as_object().unwrap().keys().collect::<Vec<_>>(), ["ddl", "ddl_hash"]);
+    assert_eq!(
+        v.as_object().unwrap().keys().collect::<Vec<_>>(),
+        ["ddl", "ddl_hash"]
+    );
     let ddl = v["ddl"].as_str().unwrap();
-    assert_eq!(v["ddl_hash"], dbtune_agent::gojson::sha256_hex(ddl.as_bytes()));
+    assert_eq!(
+        v["ddl_hash"],
+        dbtune_agent::gojson::sha256_hex(ddl.as_bytes())
+    );
     for needle in [
         "CREATE SCHEMA IF NOT EXISTS app;\n\n",
         "\nCREATE TYPE app.status AS ENUM ('active', 'inactive', 'it''s complicated');\n",
@@ -116,13 +128,18 @@ fn ddl_is_complete_and_replays_into_an_identical_schema() {
     ] {
         assert!(ddl.contains(needle), "missing {needle:?} in:\n{ddl}");
     }
-    assert!(!ddl.contains("CREATE TABLE public.measurements_2024 (\n"), "partition children are not tables");
+    assert!(
+        !ddl.contains("CREATE TABLE public.measurements_2024 (\n"),
+        "partition children are not tables"
+    );
     // Unchanged schema → nothing sent until the 30th time.
     assert!(agent.run(&mut c).is_none());
 
     // The dump is executable and reproduces itself.
     let mut replay = postgres::Client::connect(&pg.url_db("replay"), postgres::NoTls).unwrap();
-    replay.batch_execute(ddl).unwrap_or_else(|e| panic!("replaying DDL: {e:?}\n{ddl}"));
+    replay
+        .batch_execute(ddl)
+        .unwrap_or_else(|e| panic!("replaying DDL: {e:?}\n{ddl}"));
     let again = Agent::connect(&pg.url_db("replay")).once("ddl").unwrap();
     assert_eq!(again["ddl"].as_str().unwrap(), ddl);
 }
@@ -131,8 +148,12 @@ fn ddl_is_complete_and_replays_into_an_identical_schema() {
 fn activity_locks_prepared_and_database_collectors_show_real_state() {
     let pg = PgCluster::start_with(&["max_prepared_transactions = 5"]);
     let mut admin = pg.client();
-    admin.batch_execute("CREATE TABLE t(id int); CREATE TABLE t2(id int)").unwrap();
-    admin.batch_execute("BEGIN; INSERT INTO t2 VALUES (1); PREPARE TRANSACTION 'gx1';").unwrap();
+    admin
+        .batch_execute("CREATE TABLE t(id int); CREATE TABLE t2(id int)")
+        .unwrap();
+    admin
+        .batch_execute("BEGIN; INSERT INTO t2 VALUES (1); PREPARE TRANSACTION 'gx1';")
+        .unwrap();
     let agent = Agent::connect(&pg.url());
 
     // A blocked session and its blocker.
@@ -149,8 +170,18 @@ fn activity_locks_prepared_and_database_collectors_show_real_state() {
 
     let v = agent.once("pg_locks").unwrap();
     let locks = rows(&v);
-    assert!(locks.iter().any(|r| r["granted"] == false && r["mode"] == "ExclusiveLock"), "{v}");
-    assert!(locks.iter().any(|r| r["granted"] == true && r["mode"] == "ShareLock"), "{v}");
+    assert!(
+        locks
+            .iter()
+            .any(|r| r["granted"] == false && r["mode"] == "ExclusiveLock"),
+        "{v}"
+    );
+    assert!(
+        locks
+            .iter()
+            .any(|r| r["granted"] == true && r["mode"] == "ShareLock"),
+        "{v}"
+    );
     let first = locks[0].as_object().unwrap();
     assert_eq!(first.len(), 17);
     assert!(first["pid"].is_i64() && first["relation"].is_u64());
@@ -175,19 +206,29 @@ fn activity_locks_prepared_and_database_collectors_show_real_state() {
 
     let v = agent.once("pg_prepared_xacts").unwrap();
     let r = by(&v, "gid", "gx1").unwrap();
-    assert!(r["transaction"].as_str().unwrap().parse::<u64>().is_ok(), "xid is a string: {r}");
+    assert!(
+        r["transaction"].as_str().unwrap().parse::<u64>().is_ok(),
+        "xid is a string: {r}"
+    );
     assert!(r["transaction_age"].as_i64().unwrap() >= 0);
     assert_eq!(r["owner"], "postgres");
     admin.batch_execute("ROLLBACK PREPARED 'gx1'").unwrap();
 
     let v = agent.once("pg_database").unwrap();
-    let names: Vec<&str> = rows(&v).iter().map(|r| r["datname"].as_str().unwrap()).collect();
+    let names: Vec<&str> = rows(&v)
+        .iter()
+        .map(|r| r["datname"].as_str().unwrap())
+        .collect();
     for n in ["postgres", "template0", "template1"] {
         assert!(names.contains(&n), "{names:?}");
     }
     let t0 = by(&v, "datname", "template0").unwrap();
     assert_eq!(t0["datistemplate"], true);
-    assert!(t0["datfrozenxid"].is_string() && t0["datfrozenxid_age"].is_i64() && t0["datminmxid_age"].is_i64());
+    assert!(
+        t0["datfrozenxid"].is_string()
+            && t0["datfrozenxid_age"].is_i64()
+            && t0["datminmxid_age"].is_i64()
+    );
 }
 
 #[test]
@@ -213,13 +254,21 @@ fn per_table_collectors_page_sample_and_follow_changes() {
         match agent.run(&mut c) {
             Some(v) => {
                 assert!(rows(&v).len() <= 4);
-                seen.extend(rows(&v).iter().map(|r| r["relname"].as_str().unwrap().to_string()));
+                seen.extend(
+                    rows(&v)
+                        .iter()
+                        .map(|r| r["relname"].as_str().unwrap().to_string()),
+                );
             }
             None => break,
         }
         assert!(seen.len() < 100);
     }
-    assert!(seen.contains(&"tab3".to_string()) && seen.contains(&"tab3_cat".to_string()) && seen.contains(&"tab0_pkey".to_string()));
+    assert!(
+        seen.contains(&"tab3".to_string())
+            && seen.contains(&"tab3_cat".to_string())
+            && seen.contains(&"tab0_pkey".to_string())
+    );
     assert_eq!(seen.len(), 15);
     // Delta mode: nothing changed → nothing; VACUUM one table → only that one.
     thread::sleep(Duration::from_millis(1100));
@@ -233,27 +282,52 @@ fn per_table_collectors_page_sample_and_follow_changes() {
     assert_eq!(r["relkind"], "r");
     assert!(r["reltuples"].as_f64().unwrap() >= 299.0);
     assert!(r["relfrozenxid"].is_string() && r["access_method"] == "heap");
-    assert_eq!(r.as_object().unwrap().contains_key("relallfrozen"), agent.server.major() >= 18);
+    assert_eq!(
+        r.as_object().unwrap().contains_key("relallfrozen"),
+        agent.server.major() >= 18
+    );
 
     // pg_stats: bootstrap without values, then (with include_table_data) values as strings.
     let v = agent.once("pg_stats").unwrap();
-    let cat = rows(&v).iter().find(|r| r["tablename"] == "tab1" && r["attname"] == "cat").unwrap();
-    assert!(cat["most_common_vals"].is_null(), "bootstrap never carries values");
-    assert!(cat["most_common_freqs"].is_array(), "frequencies are sent: {cat}");
+    let cat = rows(&v)
+        .iter()
+        .find(|r| r["tablename"] == "tab1" && r["attname"] == "cat")
+        .unwrap();
+    assert!(
+        cat["most_common_vals"].is_null(),
+        "bootstrap never carries values"
+    );
+    assert!(
+        cat["most_common_freqs"].is_array(),
+        "frequencies are sent: {cat}"
+    );
     let mut st = agent.build_with(
         "pg_stats",
-        &[("include_table_data", OptionValue::Bool(true)), ("backfill_batch_size", OptionValue::Int(2))],
+        &[
+            ("include_table_data", OptionValue::Bool(true)),
+            ("backfill_batch_size", OptionValue::Int(2)),
+        ],
     );
     agent.run(&mut st).unwrap(); // bootstrap
     let page = agent.run(&mut st).expect("first backfill page");
-    let tables: std::collections::BTreeSet<&str> = rows(&page).iter().map(|r| r["tablename"].as_str().unwrap()).collect();
+    let tables: std::collections::BTreeSet<&str> = rows(&page)
+        .iter()
+        .map(|r| r["tablename"].as_str().unwrap())
+        .collect();
     assert_eq!(tables.len(), 2, "a page is two tables: {tables:?}");
     let cat = rows(&page).iter().find(|r| r["attname"] == "cat").unwrap();
     let mcv = cat["most_common_vals"].as_array().unwrap();
     assert_eq!(mcv.len(), 3);
     assert!(mcv.iter().all(|x| x.as_str().unwrap().starts_with('c')));
     let tags = rows(&page).iter().find(|r| r["attname"] == "tags").unwrap();
-    assert!(tags["most_common_elems"].as_array().unwrap().iter().all(Value::is_string), "{tags}");
+    assert!(
+        tags["most_common_elems"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(Value::is_string),
+        "{tags}"
+    );
     agent.run(&mut st).unwrap(); // tab2, tab3
     agent.run(&mut st).unwrap(); // tab4
     assert!(agent.run(&mut st).is_none(), "backfill done");
@@ -263,12 +337,22 @@ fn per_table_collectors_page_sample_and_follow_changes() {
     assert!(rows(&v).iter().all(|r| r["tablename"] == "tab4"));
 
     // pg_stat_user_tables: three samples of category_limit each.
-    admin.batch_execute("SELECT count(*) FROM tab0; SELECT count(*) FROM tab0; DELETE FROM tab1 WHERE id < 50").unwrap();
+    admin
+        .batch_execute(
+            "SELECT count(*) FROM tab0; SELECT count(*) FROM tab0; DELETE FROM tab1 WHERE id < 50",
+        )
+        .unwrap();
     drop(admin);
     thread::sleep(Duration::from_millis(1200));
-    let mut t = agent.build_with("pg_stat_user_tables", &[("category_limit", OptionValue::Int(1))]);
+    let mut t = agent.build_with(
+        "pg_stat_user_tables",
+        &[("category_limit", OptionValue::Int(1))],
+    );
     let v = agent.run(&mut t).unwrap();
-    let names: Vec<&str> = rows(&v).iter().map(|r| r["relname"].as_str().unwrap()).collect();
+    let names: Vec<&str> = rows(&v)
+        .iter()
+        .map(|r| r["relname"].as_str().unwrap())
+        .collect();
     assert!(!names.is_empty() && names.len() <= 3, "{names:?}");
     assert!(names.contains(&"tab1"), "most dead tuples: {names:?}");
     let r = by(&v, "relname", "tab1").unwrap();
@@ -276,30 +360,44 @@ fn per_table_collectors_page_sample_and_follow_changes() {
     assert!(r["n_dead_tup"].as_i64().unwrap() >= 49);
     let v = agent.once("pg_stat_user_indexes").unwrap();
     assert!(rows(&v).len() <= 600 && rows(&v).iter().any(|r| r["indexrelname"] == "tab0_cat"));
-    let mut z = agent.build_with("pg_stat_user_tables", &[("category_limit", OptionValue::Int(0))]);
+    let mut z = agent.build_with(
+        "pg_stat_user_tables",
+        &[("category_limit", OptionValue::Int(0))],
+    );
     assert_eq!(rows(&agent.run(&mut z).unwrap()).len(), 0);
 
     // pg_statio_user_indexes: pages, an empty tick, then only changes.
-    let mut io = agent.build_with("pg_statio_user_indexes", &[("backfill_batch_size", OptionValue::Int(6))]);
+    let mut io = agent.build_with(
+        "pg_statio_user_indexes",
+        &[("backfill_batch_size", OptionValue::Int(6))],
+    );
     let mut n = 0;
     while let Some(v) = agent.run(&mut io) {
         n += rows(&v).len();
     }
     assert_eq!(n, 10);
     let mut cl = pg.client();
-    cl.batch_execute("SET enable_seqscan = off; SELECT * FROM tab3 WHERE cat = 'c1'").unwrap();
+    cl.batch_execute("SET enable_seqscan = off; SELECT * FROM tab3 WHERE cat = 'c1'")
+        .unwrap();
     drop(cl);
     thread::sleep(Duration::from_millis(1200));
     let mut changed = Vec::new();
     for _ in 0..3 {
         // two pages and the empty tick that closes the pass
         if let Some(v) = agent.run(&mut io) {
-            changed.extend(rows(&v).iter().map(|r| r["indexrelname"].as_str().unwrap().to_string()));
+            changed.extend(
+                rows(&v)
+                    .iter()
+                    .map(|r| r["indexrelname"].as_str().unwrap().to_string()),
+            );
         }
     }
     // Planning reads every index's metapage of the table; nothing else changed.
     assert!(changed.contains(&"tab3_cat".to_string()), "{changed:?}");
-    assert!(changed.iter().all(|n| n.starts_with("tab3_")), "{changed:?}");
+    assert!(
+        changed.iter().all(|n| n.starts_with("tab3_")),
+        "{changed:?}"
+    );
 
     // pg_index / pg_index_inventory / pg_attribute / pg_constraint / pg_type.
     let v = agent.once("pg_index").unwrap();
@@ -308,10 +406,16 @@ fn per_table_collectors_page_sample_and_follow_changes() {
     assert_eq!(r["indisvalid"], true);
     let v = agent.once("pg_index_inventory").unwrap();
     let r = by(&v, "indexname", "tab0_cat").unwrap();
-    assert_eq!(r["indexdef"], "CREATE INDEX tab0_cat ON public.tab0 USING btree (cat)");
+    assert_eq!(
+        r["indexdef"],
+        "CREATE INDEX tab0_cat ON public.tab0 USING btree (cat)"
+    );
     assert_eq!(r["indkey"], serde_json::json!([2]));
     assert_eq!(r["indnatts"], 1);
-    assert_eq!(r["indnullsnotdistinct"].is_boolean(), agent.server.major() >= 15);
+    assert_eq!(
+        r["indnullsnotdistinct"].is_boolean(),
+        agent.server.major() >= 15
+    );
     let v = agent.once("pg_attribute").unwrap();
     let r = rows(&v).iter().find(|r| r["attname"] == "tags").unwrap();
     assert_eq!(r["atttypid"], 1009);
@@ -323,7 +427,10 @@ fn per_table_collectors_page_sample_and_follow_changes() {
     assert_eq!(r["conkey"], serde_json::json!([1]));
     let v = agent.once("pg_type").unwrap();
     assert_eq!(by(&v, "typname", "int4").unwrap()["typlen"], 4);
-    assert!(by(&v, "typname", "tab0").is_some(), "user row types are listed");
+    assert!(
+        by(&v, "typname", "tab0").is_some(),
+        "user row types are listed"
+    );
 }
 
 #[test]
@@ -337,22 +444,52 @@ fn relations_under_access_exclusive_lock_are_skipped_not_waited_on() {
         )
         .unwrap();
     let agent = Agent::connect(&pg.url());
-    let mut oid = |n: &str| -> u32 { admin.query_one("SELECT $1::text::regclass::oid", &[&n]).unwrap().get(0) };
+    let mut oid = |n: &str| -> u32 {
+        admin
+            .query_one("SELECT $1::text::regclass::oid", &[&n])
+            .unwrap()
+            .get(0)
+    };
     let (busy, calm) = (oid("busy"), oid("calm"));
     let mut locker = pg.client();
-    locker.batch_execute("BEGIN; LOCK TABLE busy IN ACCESS EXCLUSIVE MODE").unwrap();
+    locker
+        .batch_execute("BEGIN; LOCK TABLE busy IN ACCESS EXCLUSIVE MODE")
+        .unwrap();
 
-    for name in ["pg_class", "pg_attribute", "pg_index", "pg_index_inventory", "pg_stats", "ddl"] {
+    for name in [
+        "pg_class",
+        "pg_attribute",
+        "pg_index",
+        "pg_index_inventory",
+        "pg_stats",
+        "ddl",
+    ] {
         let t = Instant::now();
-        let v = agent.once(name).unwrap_or_else(|| panic!("{name} sent nothing"));
-        assert!(t.elapsed() < Duration::from_secs(3), "{name} waited on the lock");
+        let v = agent
+            .once(name)
+            .unwrap_or_else(|| panic!("{name} sent nothing"));
+        assert!(
+            t.elapsed() < Duration::from_secs(3),
+            "{name} waited on the lock"
+        );
         let text = v.to_string();
-        let mentions = |n: &str, oid: u32| text.contains(n) || text.contains(&format!("\"attrelid\":{oid},"));
-        assert!(!mentions("busy", busy), "{name} must skip the locked table: {text}");
-        assert!(mentions("calm", calm), "{name} still reports the others: {text}");
+        let mentions =
+            |n: &str, oid: u32| text.contains(n) || text.contains(&format!("\"attrelid\":{oid},"));
+        assert!(
+            !mentions("busy", busy),
+            "{name} must skip the locked table: {text}"
+        );
+        assert!(
+            mentions("calm", calm),
+            "{name} still reports the others: {text}"
+        );
     }
     locker.batch_execute("COMMIT").unwrap();
-    assert!(agent.once("pg_attribute").unwrap().to_string().contains(&format!("\"attrelid\":{busy},")));
+    assert!(agent
+        .once("pg_attribute")
+        .unwrap()
+        .to_string()
+        .contains(&format!("\"attrelid\":{busy},")));
 }
 
 #[test]
@@ -361,17 +498,32 @@ fn probe_turns_off_collectors_whose_functions_fail_without_repeated_errors() {
     let major = pg.major();
     let mut admin = pg.client();
     // Like Aurora, where pg_stat_get_wal() exists but raises: an unprivileged role cannot run it.
-    admin.batch_execute("CREATE ROLE agent LOGIN; GRANT pg_monitor TO agent").unwrap();
+    admin
+        .batch_execute("CREATE ROLE agent LOGIN; GRANT pg_monitor TO agent")
+        .unwrap();
     for f in ["pg_stat_get_wal", "pg_stat_get_io"] {
-        admin.batch_execute(&format!("REVOKE EXECUTE ON FUNCTION {f} FROM PUBLIC")).ok(); // absent on older majors
+        admin
+            .batch_execute(&format!("REVOKE EXECUTE ON FUNCTION {f} FROM PUBLIC"))
+            .ok(); // absent on older majors
     }
-    let url = format!("postgres://agent@127.0.0.1:{}/postgres?sslmode=disable", pg.port);
+    let url = format!(
+        "postgres://agent@127.0.0.1:{}/postgres?sslmode=disable",
+        pg.port
+    );
     let agent = Agent::connect(&url);
     assert!(agent.server.has("fn:pg_stat_get_wal()") == (major >= 14));
-    assert!(!agent.server.has("view:pg_stat_wal"), "{:?}", agent.server.caps);
+    assert!(
+        !agent.server.has("view:pg_stat_wal"),
+        "{:?}",
+        agent.server.caps
+    );
     assert!(agent.server.has("view:pg_stat_bgwriter"));
     assert!(agent.server.has("col:pg_stat_activity.pid"));
-    assert!(agent.server.caps.iter().any(|c| c.starts_with("ext:pg_stat_statements=")));
+    assert!(agent
+        .server
+        .caps
+        .iter()
+        .any(|c| c.starts_with("ext:pg_stat_statements=")));
     if major >= 16 {
         assert!(!agent.server.has("view:pg_stat_io"));
     }
@@ -383,9 +535,14 @@ fn probe_turns_off_collectors_whose_functions_fail_without_repeated_errors() {
         .query_one("SELECT COALESCE(sum(calls), 0)::bigint FROM pg_stat_statements WHERE query LIKE '%pg_stat_wal%' AND query LIKE '/*dbtune*/%'", &[])
         .unwrap()
         .get(0);
-    assert!(failing <= 1, "the failing view is touched once by the probe at most: {failing}");
+    assert!(
+        failing <= 1,
+        "the failing view is touched once by the probe at most: {failing}"
+    );
     // With the privilege restored and a fresh probe, the collector works.
-    admin.batch_execute("GRANT EXECUTE ON FUNCTION pg_stat_get_wal TO PUBLIC").ok();
+    admin
+        .batch_execute("GRANT EXECUTE ON FUNCTION pg_stat_get_wal TO PUBLIC")
+        .ok();
     if major >= 14 {
         let agent = Agent::connect(&url);
         let v = agent.once("pg_stat_wal").unwrap();

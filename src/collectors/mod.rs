@@ -14,8 +14,8 @@ pub mod probe;
 pub mod registry;
 pub mod rowmap;
 pub mod skip;
-pub mod stats_views;
 pub mod statio_indexes;
+pub mod stats_views;
 
 use crate::error::Result;
 use crate::pg::{Pg, ServerVersion};
@@ -78,12 +78,19 @@ pub struct Built {
 
 /// Builds the enabled collectors in registry order. `forced_off` lists names an adapter
 /// disables (Aurora: `pg_stat_wal`, `pg_stat_wal_receiver`).
-pub fn build_enabled(cfg: &crate::config::collectors::CollectorsConfig, forced_off: &[&str]) -> Vec<Built> {
+pub fn build_enabled(
+    cfg: &crate::config::collectors::CollectorsConfig,
+    forced_off: &[&str],
+) -> Vec<Built> {
     registry::REGISTRY
         .iter()
         .filter(|d| !forced_off.contains(&d.name))
         .filter_map(|d| {
-            let s = if d.configurable { cfg.settings(d.name) } else { CollectorSettings::default() };
+            let s = if d.configurable {
+                cfg.settings(d.name)
+            } else {
+                CollectorSettings::default()
+            };
             if !s.enabled {
                 return None;
             }
@@ -92,7 +99,11 @@ pub fn build_enabled(cfg: &crate::config::collectors::CollectorsConfig, forced_o
             } else {
                 Duration::from_secs(s.interval_seconds).max(d.default_interval)
             };
-            Some(Built { def: d, interval, collector: (d.build)(&s) })
+            Some(Built {
+                def: d,
+                interval,
+                collector: (d.build)(&s),
+            })
         })
         .collect()
 }
@@ -100,7 +111,10 @@ pub fn build_enabled(cfg: &crate::config::collectors::CollectorsConfig, forced_o
 /// The generic catalog envelope `{"collected_at": ..., "rows": [...]}`.
 pub fn envelope(collected_at: std::time::SystemTime, rows: Vec<Value>) -> Value {
     let mut m = serde_json::Map::new();
-    m.insert("collected_at".into(), Value::from(crate::timefmt::utc_nanos(collected_at)));
+    m.insert(
+        "collected_at".into(),
+        Value::from(crate::timefmt::utc_nanos(collected_at)),
+    );
     m.insert("rows".into(), Value::Array(rows));
     Value::Object(m)
 }

@@ -22,18 +22,31 @@ pub fn bin_for(major: u32) -> Option<PgBin> {
         let lib = dir.join("lib");
         // The system's PostgreSQL (linked into the cache) needs no bundled libraries.
         let bundled = lib.is_dir() && !dir.join("bin").is_symlink();
-        return Some(PgBin { bin: dir.join("bin"), lib: bundled.then_some(lib) });
+        return Some(PgBin {
+            bin: dir.join("bin"),
+            lib: bundled.then_some(lib),
+        });
     }
     let system = PathBuf::from(format!("/usr/lib/postgresql/{major}/bin"));
-    system.join("initdb").exists().then(|| PgBin { bin: system, lib: None })
+    system.join("initdb").exists().then(|| PgBin {
+        bin: system,
+        lib: None,
+    })
 }
 
 /// The majors that can run here; with `CI=true` all of [`MAJORS`] are required.
 pub fn available() -> Vec<(u32, PgBin)> {
-    let found: Vec<(u32, PgBin)> = MAJORS.iter().filter_map(|m| bin_for(*m).map(|b| (*m, b))).collect();
+    let found: Vec<(u32, PgBin)> = MAJORS
+        .iter()
+        .filter_map(|m| bin_for(*m).map(|b| (*m, b)))
+        .collect();
     if std::env::var("CI").as_deref() == Ok("true") {
         let have: Vec<u32> = found.iter().map(|(m, _)| *m).collect();
-        let missing: Vec<u32> = MAJORS.iter().copied().filter(|m| !have.contains(m)).collect();
+        let missing: Vec<u32> = MAJORS
+            .iter()
+            .copied()
+            .filter(|m| !have.contains(m))
+            .collect();
         assert!(
             missing.is_empty(),
             "CI=true but PostgreSQL {missing:?} are missing from {} (run .ci/setup-pg-versions.sh)",
