@@ -66,6 +66,22 @@ pub fn auto_conf_entries(c: &mut Client) -> Result<Option<Vec<(String, String)>>
     }
 }
 
+/// Entries of `postgresql.auto.conf` PostgreSQL reports as in effect (`applied`), for values
+/// `pg_settings` shows differently (`archive_command` shows `(disabled)` without archiving);
+/// None when `pg_file_settings` is not readable.
+pub fn auto_conf_applied(c: &mut Client) -> Result<Option<Vec<(String, String)>>> {
+    match pg::query(
+        c,
+        "SELECT name, setting FROM pg_catalog.pg_file_settings \
+         WHERE sourcefile LIKE '%/postgresql.auto.conf' AND name IS NOT NULL AND applied AND error IS NULL",
+        &[],
+    ) {
+        Ok(rows) => Ok(Some(rows.iter().map(|r| (r.get(0), r.get::<_, Option<String>>(1).unwrap_or_default())).collect())),
+        Err(e) if denied(&e) => Ok(None),
+        Err(e) => Err(e.context("reading pg_file_settings")),
+    }
+}
+
 /// Errors PostgreSQL found in configuration files for `names`, or unattributed ones (syntax)
 /// in `postgresql.auto.conf`, as "file:line: name: error"; None when not readable.
 pub fn file_errors(c: &mut Client, names: &[String]) -> Result<Option<Vec<String>>> {

@@ -1,4 +1,5 @@
 //! Shared test harness: real PostgreSQL clusters and a platform stand-in on loopback.
 #![allow(dead_code)]
 
+pub mod apply;
 pub mod pgcluster;
