@@ -659,7 +659,8 @@ pub(crate) fn verify(
                         .any(|(n, v)| n.eq_ignore_ascii_case(&k.name) && v == want)
                 })
             };
-            if !same && !(s.vartype == "string" && in_effect()) {
+            let shown_differently = s.vartype == "string" && in_effect();
+            if !(same || shown_differently) {
                 problems.push(format!("{} is {:?}, expected {want:?}", k.name, s.setting));
             }
         }

@@ -10,12 +10,14 @@ pub const DEFAULT_DENY: &[&str] = &[
     // Run shell commands.
     "*_command",
     "ssl_passphrase_command_supports_reload",
-    // Load code into the server.
+    // Load code into the server, or choose which code runs.
     "*_library",
     "*_libraries",
     "dynamic_library_path",
     "extension_control_path",
+    "extension_destdir",
     "jit_provider",
+    "search_path",
     // Point at files and directories (read, written or executed by the server).
     "*_file",
     "*_directory",
@@ -26,11 +28,25 @@ pub const DEFAULT_DENY: &[&str] = &[
     "log_file_mode",
     "unix_socket_group",
     "unix_socket_permissions",
-    // Network exposure and replication sources (may carry credentials).
+    // Network exposure, encryption and authentication, replication sources (credentials).
     "listen_addresses",
     "port",
+    "ssl*",
+    "password_encryption",
+    "krb_*",
+    "db_user_namespace",
     "primary_conninfo",
     "primary_slot_name",
+    // Switch off crash safety or integrity checks, or the ALTER SYSTEM guard itself.
+    "fsync",
+    "full_page_writes",
+    "data_sync_retry",
+    "zero_damaged_pages",
+    "ignore_checksum_failure",
+    "ignore_invalid_pages",
+    "ignore_system_indexes",
+    "allow_system_table_mods",
+    "allow_alter_system",
 ];
 
 fn matches(pattern: &str, name: &str) -> bool {
@@ -54,7 +70,7 @@ pub fn refusal(cfg: &ApplyConfig, name: &str) -> Option<String> {
     }
     DEFAULT_DENY.iter().find(|p| matches(p, &n)).map(|p| {
         format!(
-            "refused by the default policy ({p}: runs commands, loads code, points at files or exposes the server); list it in apply.allow (DBT_APPLY_ALLOW) to permit it"
+            "refused by the default policy ({p}: runs commands, loads code, points at files, changes the server's exposure or switches off a safety check); list it in apply.allow (DBT_APPLY_ALLOW) to permit it"
         )
     })
 }
@@ -199,15 +215,26 @@ mod tests {
             "port",
             "listen_addresses",
             "jit_provider",
+            "ssl",
+            "ssl_min_protocol_version",
+            "fsync",
+            "extension_destdir",
+            "search_path",
         ] {
             assert!(refusal(&cfg, n).is_some(), "{n} should be denied");
         }
         for n in [
             "work_mem",
             "shared_buffers",
-            "search_path",
             "log_min_duration_statement",
             "max_wal_size",
+            "log_temp_files",
+            "log_replication_commands",
+            "max_files_per_process",
+            "temp_file_limit",
+            "syslog_facility",
+            "wal_compression",
+            "synchronous_commit",
         ] {
             assert!(refusal(&cfg, n).is_none(), "{n} should be allowed");
         }
