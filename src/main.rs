@@ -122,6 +122,15 @@ fn real_main() -> i32 {
         log::info!("Startup checks are disabled via configuration (disable_checks=true)");
     }
 
+    // An apply interrupted by a crash is settled (completed or rolled back) before anything else.
+    if !dry_run {
+        match adapter.recover() {
+            Ok(r) if r.action == dbtune_agent::apply::recover::Recovery::Nothing => log::debug!("{r}"),
+            Ok(r) => log::warn!("{r}"),
+            Err(e) => log::error!("apply journal recovery failed (will retry before the next apply): {e}"),
+        }
+    }
+
     let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
     platform.set_stop_flag(stop.clone());
     let platform = Arc::new(platform);

@@ -2,5 +2,6 @@
 #![allow(dead_code)]
 
 pub mod agent;
+pub mod apply;
 pub mod pgcluster;
 pub mod platform;
