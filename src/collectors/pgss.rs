@@ -722,7 +722,10 @@ impl CatalogCollector for PgStatStatements {
                 }
             }
         }
-        self.fetch_texts(ctx, &schema, &unknown, false)?;
+        // Texts come along when the new statements fit in one payload; otherwise only the
+        // verdicts, and texts later for the rows actually sent (bounds memory and transfer).
+        let small = self.diff_limit == 0 && unknown.len() <= 500 || unknown.len() <= self.diff_limit;
+        self.fetch_texts(ctx, &schema, &unknown, small)?;
         self.texts.retain(&live);
 
         // Excluded statements are dropped; statements whose text vanished between the two reads
