@@ -125,9 +125,13 @@ fn real_main() -> i32 {
     // An apply interrupted by a crash is settled (completed or rolled back) before anything else.
     if !dry_run {
         match adapter.recover() {
-            Ok(r) if r.action == dbtune_agent::apply::recover::Recovery::Nothing => log::debug!("{r}"),
+            Ok(r) if r.action == dbtune_agent::apply::recover::Recovery::Nothing => {
+                log::debug!("{r}")
+            }
             Ok(r) => log::warn!("{r}"),
-            Err(e) => log::error!("apply journal recovery failed (will retry before the next apply): {e}"),
+            Err(e) => {
+                log::error!("apply journal recovery failed (will retry before the next apply): {e}")
+            }
         }
     }
 

@@ -1,7 +1,9 @@
 //! The 5-second collectors against a real PostgreSQL: counts match the load we create.
 mod support;
 
-use dbtune_agent::collectors::{probe, registry, CatalogCollector, CollectCtx, CollectorSettings, ServerInfo};
+use dbtune_agent::collectors::{
+    probe, registry, CatalogCollector, CollectCtx, CollectorSettings, ServerInfo,
+};
 use dbtune_agent::pg::{Pg, SessionLimits};
 use serde_json::Value;
 use std::thread;
@@ -24,11 +26,16 @@ impl Agent {
         (d.build)(&CollectorSettings::defaults_for(name))
     }
     fn run(&self, c: &mut Box<dyn CatalogCollector>) -> Option<Value> {
-        c.collect(&CollectCtx { pg: &self.pg, server: &self.server }).unwrap()
+        c.collect(&CollectCtx {
+            pg: &self.pg,
+            server: &self.server,
+        })
+        .unwrap()
     }
     fn once(&self, name: &str) -> Value {
         let mut c = self.build(name);
-        self.run(&mut c).unwrap_or_else(|| panic!("{name} sent nothing"))
+        self.run(&mut c)
+            .unwrap_or_else(|| panic!("{name} sent nothing"))
     }
 }
 
@@ -69,7 +76,10 @@ fn connections_wait_events_autovacuum_and_size_reflect_real_sessions() {
             "total_connections"
         ]
     );
-    assert!(r["idle_in_transaction_connections"].as_i64().unwrap() >= 1, "{r}");
+    assert!(
+        r["idle_in_transaction_connections"].as_i64().unwrap() >= 1,
+        "{r}"
+    );
     // The sleeper and our own collecting session are active.
     assert!(r["active_connections"].as_i64().unwrap() >= 2, "{r}");
     assert!(r["idle_connections"].as_i64().unwrap() >= 1, "{r}");
@@ -78,13 +88,46 @@ fn connections_wait_events_autovacuum_and_size_reflect_real_sessions() {
 
     let v = agent.once("wait_events");
     let rs = rows(&v);
-    let names: Vec<&str> = rs.iter().map(|r| r["wait_event_type"].as_str().unwrap()).collect();
-    assert_eq!(names, ["Activity", "BufferPin", "Client", "Extension", "IO", "IPC", "Lock", "LWLock", "Timeout", "TOTAL"]);
-    let count = |n: &str| rs.iter().find(|r| r["wait_event_type"] == n).unwrap()["current_count"].as_i64().unwrap();
+    let names: Vec<&str> = rs
+        .iter()
+        .map(|r| r["wait_event_type"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        names,
+        [
+            "Activity",
+            "BufferPin",
+            "Client",
+            "Extension",
+            "IO",
+            "IPC",
+            "Lock",
+            "LWLock",
+            "Timeout",
+            "TOTAL"
+        ]
+    );
+    let count = |n: &str| {
+        rs.iter().find(|r| r["wait_event_type"] == n).unwrap()["current_count"]
+            .as_i64()
+            .unwrap()
+    };
     assert!(count("Timeout") >= 1, "pg_sleep waits on Timeout: {v}");
-    assert!(count("Client") >= 2, "idle sessions wait on ClientRead: {v}");
-    assert!(count("Activity") >= 1, "background processes wait on Activity: {v}");
-    assert_eq!(count("TOTAL"), rs[..9].iter().map(|r| r["current_count"].as_i64().unwrap()).sum::<i64>());
+    assert!(
+        count("Client") >= 2,
+        "idle sessions wait on ClientRead: {v}"
+    );
+    assert!(
+        count("Activity") >= 1,
+        "background processes wait on Activity: {v}"
+    );
+    assert_eq!(
+        count("TOTAL"),
+        rs[..9]
+            .iter()
+            .map(|r| r["current_count"].as_i64().unwrap())
+            .sum::<i64>()
+    );
 
     let v = agent.once("autovacuum_count");
     assert_eq!(keys(&rows(&v)[0]), ["count"]);
@@ -94,11 +137,17 @@ fn connections_wait_events_autovacuum_and_size_reflect_real_sessions() {
     let size = rows(&v)[0]["total_size_bytes"].as_i64().unwrap();
     let expect: i64 = pg
         .client()
-        .query_one("SELECT sum(pg_database_size(datname))::bigint FROM pg_database", &[])
+        .query_one(
+            "SELECT sum(pg_database_size(datname))::bigint FROM pg_database",
+            &[],
+        )
         .unwrap()
         .get(0);
     assert!((size - expect).abs() < 1 << 20, "{size} vs {expect}");
-    assert!(size > 3 * 5_000_000, "three databases of several MB: {size}");
+    assert!(
+        size > 3 * 5_000_000,
+        "three databases of several MB: {size}"
+    );
     sleeper.join().unwrap();
 }
 
@@ -125,10 +174,14 @@ fn database_transactions_reports_tps_from_the_second_run() {
     let after = r["xact_commit"].as_i64().unwrap();
     assert!(after - before >= 200, "{before} → {after}");
     let tps = r["tps"].as_f64().unwrap();
-    assert!(tps > 20.0 && tps < (after - before) as f64 * 10.0, "tps {tps}");
+    assert!(
+        tps > 20.0 && tps < (after - before) as f64 * 10.0,
+        "tps {tps}"
+    );
 
     // After a stats reset the counter drops: no tps for that run.
-    cl.batch_execute("SELECT pg_stat_reset_shared('bgwriter')").unwrap();
+    cl.batch_execute("SELECT pg_stat_reset_shared('bgwriter')")
+        .unwrap();
     for db in ["postgres", "template1"] {
         let mut d = postgres::Client::connect(&pg.url_db(db), postgres::NoTls).unwrap();
         d.batch_execute("SELECT pg_stat_reset()").unwrap();
@@ -136,7 +189,10 @@ fn database_transactions_reports_tps_from_the_second_run() {
     thread::sleep(Duration::from_millis(1100));
     let third = agent.run(&mut c).unwrap();
     let r = &rows(&third)[0];
-    assert!(r["xact_commit"].as_i64().unwrap() < after, "reset lowers the sum: {r}");
+    assert!(
+        r["xact_commit"].as_i64().unwrap() < after,
+        "reset lowers the sum: {r}"
+    );
     assert_eq!(keys(r), ["xact_commit"], "no tps after a decrease: {r}");
 }
 
@@ -147,15 +203,32 @@ fn server_uptime_reports_identity_and_start_time() {
     let mut c = agent.build("server_uptime");
     let v = agent.run(&mut c).unwrap();
     let r = &rows(&v)[0];
-    assert_eq!(keys(r), ["uptime_minutes", "system_identifier", "timeline_id", "postmaster_start_time"]);
+    assert_eq!(
+        keys(r),
+        [
+            "uptime_minutes",
+            "system_identifier",
+            "timeline_id",
+            "postmaster_start_time"
+        ]
+    );
     let up = r["uptime_minutes"].as_f64().unwrap();
     assert!((0.0..5.0).contains(&up), "{up}");
-    let sysid: i64 =
-        pg.client().query_one("SELECT system_identifier FROM pg_control_system()", &[]).unwrap().get(0);
-    assert_eq!(r["system_identifier"], Value::from((sysid as u64).to_string()));
+    let sysid: i64 = pg
+        .client()
+        .query_one("SELECT system_identifier FROM pg_control_system()", &[])
+        .unwrap()
+        .get(0);
+    assert_eq!(
+        r["system_identifier"],
+        Value::from((sysid as u64).to_string())
+    );
     assert_eq!(r["timeline_id"], 1);
     let start = r["postmaster_start_time"].as_str().unwrap();
-    assert!(start.len() == 20 && start.ends_with('Z'), "seconds precision, UTC: {start}");
+    assert!(
+        start.len() == 20 && start.ends_with('Z'),
+        "seconds precision, UTC: {start}"
+    );
 
     // A restart changes the start time; the collector follows on the next run.
     thread::sleep(Duration::from_millis(1100));
@@ -163,7 +236,10 @@ fn server_uptime_reports_identity_and_start_time() {
     pg.pg_ctl_start();
     let mut v2 = None;
     for _ in 0..20 {
-        match c.collect(&CollectCtx { pg: &agent.pg, server: &agent.server }) {
+        match c.collect(&CollectCtx {
+            pg: &agent.pg,
+            server: &agent.server,
+        }) {
             Ok(v) => {
                 v2 = v;
                 break;

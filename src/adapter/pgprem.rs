@@ -78,7 +78,11 @@ impl PgPrem {
     }
 
     fn with_ctx<T>(&self, f: impl FnOnce(&ApplyContext<'_>) -> T) -> T {
-        let rt = self.runtime.read().unwrap_or_else(|p| p.into_inner()).clone();
+        let rt = self
+            .runtime
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
         let ctx = ApplyContext {
             pg: &self.pg,
             allow_restart: rt.allow_restart,
@@ -92,7 +96,8 @@ impl PgPrem {
 
     /// `--plan`: the report of what `rec` would change (nothing is applied).
     pub fn plan(&self, rec: &Recommendation) -> Result<String> {
-        self.with_ctx(|ctx| crate::apply::plan(ctx, rec)).map(|p| p.to_string())
+        self.with_ctx(|ctx| crate::apply::plan(ctx, rec))
+            .map(|p| p.to_string())
     }
 
     /// Settles an apply that an earlier run left unfinished (journal in the state directory).

@@ -24,7 +24,8 @@ pub struct Ddl {
 const COLTYPES: &str = "SELECT DISTINCT a.atttypid FROM pg_catalog.pg_attribute a \
      JOIN pg_catalog.pg_class c ON c.oid = a.attrelid JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace \
      WHERE n.nspname = ANY($1) AND c.relkind IN ('r', 'p') AND a.attnum > 0 AND NOT a.attisdropped";
-const NOT_EXT_OWNED: &str = "NOT EXISTS (SELECT 1 FROM pg_catalog.pg_depend d WHERE d.objid = {} AND d.deptype = 'e')";
+const NOT_EXT_OWNED: &str =
+    "NOT EXISTS (SELECT 1 FROM pg_catalog.pg_depend d WHERE d.objid = {} AND d.deptype = 'e')";
 const NOT_PARTITION_CHILD: &str = "NOT EXISTS (SELECT 1 FROM pg_catalog.pg_inherits i JOIN pg_catalog.pg_class pc ON pc.oid = i.inhparent \
      WHERE i.inhrelid = c.oid AND pc.relkind = 'p')";
 const QNAME: &str = "quote_ident(n.nspname) || '.' || quote_ident(c.relname)";
@@ -84,7 +85,10 @@ fn trim_def(d: &str) -> &str {
 /// Builds the DDL text (empty when the database has no user schema).
 pub fn dump(ctx: &CollectCtx<'_>) -> Result<String> {
     let mut c = ctx.pg.conn().context("failed to collect DDL")?;
-    let q = |c: &mut crate::pg::Conn, what: &str, sql: &str, params: &[&(dyn postgres::types::ToSql + Sync)]| {
+    let q = |c: &mut crate::pg::Conn,
+             what: &str,
+             sql: &str,
+             params: &[&(dyn postgres::types::ToSql + Sync)]| {
         crate::pg::query(c, sql, params).with_context(|| format!("failed to collect DDL: {what}"))
     };
     let schemas = q(
@@ -373,16 +377,35 @@ pub fn dump(ctx: &CollectCtx<'_>) -> Result<String> {
         .collect();
     let serial: Vec<&Seq> = seqs
         .iter()
-        .filter(|q| q.kind == "serial" && q.owner_table.is_some() && q.owner_column.is_some() && q.default_expr.is_some())
+        .filter(|q| {
+            q.kind == "serial"
+                && q.owner_table.is_some()
+                && q.owner_column.is_some()
+                && q.default_expr.is_some()
+        })
         .collect();
     let identity: Vec<&Seq> = seqs
         .iter()
-        .filter(|q| q.kind == "identity" && q.owner_table.is_some() && q.owner_column.is_some() && q.identity_kind.is_some())
+        .filter(|q| {
+            q.kind == "identity"
+                && q.owner_table.is_some()
+                && q.owner_column.is_some()
+                && q.identity_kind.is_some()
+        })
         .collect();
-    let standalone: Vec<&Seq> = seqs.iter().filter(|q| q.kind != "serial" && q.kind != "identity").collect();
+    let standalone: Vec<&Seq> = seqs
+        .iter()
+        .filter(|q| q.kind != "serial" && q.kind != "identity")
+        .collect();
     let owned = |list: &[&Seq]| -> HashSet<String> {
         list.iter()
-            .map(|q| format!("{}.{}", q.owner_table.as_deref().unwrap_or(""), q.owner_column.as_deref().unwrap_or("")))
+            .map(|q| {
+                format!(
+                    "{}.{}",
+                    q.owner_table.as_deref().unwrap_or(""),
+                    q.owner_column.as_deref().unwrap_or("")
+                )
+            })
             .collect()
     };
     let serial_cols = owned(&serial);
@@ -407,14 +430,28 @@ pub fn dump(ctx: &CollectCtx<'_>) -> Result<String> {
         }
     }
     for r in &enums {
-        let labels: Vec<String> = r.get::<_, Vec<String>>("labels").iter().map(|l| format!("'{}'", l.replace('\'', "''"))).collect();
+        let labels: Vec<String> = r
+            .get::<_, Vec<String>>("labels")
+            .iter()
+            .map(|l| format!("'{}'", l.replace('\'', "''")))
+            .collect();
         emit(
             &mut out,
-            &format!("CREATE TYPE {}.{} AS ENUM ({});", s(r, "schema_name"), s(r, "type_name"), labels.join(", ")),
+            &format!(
+                "CREATE TYPE {}.{} AS ENUM ({});",
+                s(r, "schema_name"),
+                s(r, "type_name"),
+                labels.join(", ")
+            ),
         );
     }
     for r in &domains {
-        let mut d = format!("CREATE DOMAIN {}.{} AS {}", s(r, "schema_name"), s(r, "type_name"), s(r, "base_type"));
+        let mut d = format!(
+            "CREATE DOMAIN {}.{} AS {}",
+            s(r, "schema_name"),
+            s(r, "type_name"),
+            s(r, "base_type")
+        );
         if r.get::<_, bool>("not_null") {
             d.push_str(" NOT NULL");
         }
@@ -432,17 +469,33 @@ pub fn dump(ctx: &CollectCtx<'_>) -> Result<String> {
     for r in &composites {
         emit(
             &mut out,
-            &format!("CREATE TYPE {}.{} AS (\n    {}\n);", s(r, "schema_name"), s(r, "type_name"), s(r, "attributes")),
+            &format!(
+                "CREATE TYPE {}.{} AS (\n    {}\n);",
+                s(r, "schema_name"),
+                s(r, "type_name"),
+                s(r, "attributes")
+            ),
         );
     }
     for q in standalone.iter().chain(&serial) {
-        emit(&mut out, &format!("CREATE SEQUENCE {}\n    AS {}{};", q.name, q.data_type, q.options("\n    ")));
+        emit(
+            &mut out,
+            &format!(
+                "CREATE SEQUENCE {}\n    AS {}{};",
+                q.name,
+                q.data_type,
+                q.options("\n    ")
+            ),
+        );
     }
     for t in &tables {
         let oid: u32 = t.get("oid");
         let tq = s(t, "quoted_name");
         let mut lines = Vec::new();
-        for col in columns.iter().filter(|c| c.get::<_, u32>("table_oid") == oid) {
+        for col in columns
+            .iter()
+            .filter(|c| c.get::<_, u32>("table_oid") == oid)
+        {
             let name = s(col, "name");
             let key = format!("{tq}.{name}");
             let mut l = format!("    {name} {}", s(col, "type_name"));
@@ -468,7 +521,11 @@ pub fn dump(ctx: &CollectCtx<'_>) -> Result<String> {
             }
             lines.push(l);
         }
-        let mut text = String::from(if s(t, "persistence") == "u" { "CREATE UNLOGGED TABLE " } else { "CREATE TABLE " });
+        let mut text = String::from(if s(t, "persistence") == "u" {
+            "CREATE UNLOGGED TABLE "
+        } else {
+            "CREATE TABLE "
+        });
         let _ = write!(text, "{tq} (\n{}\n)", lines.join(",\n"));
         if let Some(x) = os(t, "inherits_from") {
             let _ = write!(text, "\nINHERITS ({x})");
@@ -489,7 +546,12 @@ pub fn dump(ctx: &CollectCtx<'_>) -> Result<String> {
     for r in &partitions {
         emit(
             &mut out,
-            &format!("CREATE TABLE {} PARTITION OF {} {};", s(r, "child_name"), s(r, "parent_name"), s(r, "bound_expr")),
+            &format!(
+                "CREATE TABLE {} PARTITION OF {} {};",
+                s(r, "child_name"),
+                s(r, "parent_name"),
+                s(r, "bound_expr")
+            ),
         );
     }
     for q in &serial {
@@ -504,8 +566,16 @@ pub fn dump(ctx: &CollectCtx<'_>) -> Result<String> {
         );
     }
     for q in &identity {
-        let alter = if q.owner_relkind.as_deref() == Some("p") { "ALTER TABLE" } else { "ALTER TABLE ONLY" };
-        let how = if q.identity_kind.as_deref() == Some("a") { "ALWAYS" } else { "BY DEFAULT" };
+        let alter = if q.owner_relkind.as_deref() == Some("p") {
+            "ALTER TABLE"
+        } else {
+            "ALTER TABLE ONLY"
+        };
+        let how = if q.identity_kind.as_deref() == Some("a") {
+            "ALWAYS"
+        } else {
+            "BY DEFAULT"
+        };
         emit(
             &mut out,
             &format!(
@@ -538,7 +608,11 @@ pub fn dump(ctx: &CollectCtx<'_>) -> Result<String> {
             };
             emit(
                 &mut out,
-                &format!("ALTER TABLE ONLY {} ALTER COLUMN {} SET STORAGE {word};", s(col, "table_name"), s(col, "name")),
+                &format!(
+                    "ALTER TABLE ONLY {} ALTER COLUMN {} SET STORAGE {word};",
+                    s(col, "table_name"),
+                    s(col, "name")
+                ),
             );
         }
     }
@@ -546,20 +620,41 @@ pub fn dump(ctx: &CollectCtx<'_>) -> Result<String> {
         if let Some(n) = col.get::<_, Option<i32>>("statistics") {
             emit(
                 &mut out,
-                &format!("ALTER TABLE ONLY {} ALTER COLUMN {} SET STATISTICS {n};", s(col, "table_name"), s(col, "name")),
+                &format!(
+                    "ALTER TABLE ONLY {} ALTER COLUMN {} SET STATISTICS {n};",
+                    s(col, "table_name"),
+                    s(col, "name")
+                ),
             );
         }
     }
     for v in &views {
-        let with = os(v, "rel_options").map(|o| format!(" WITH ({o})")).unwrap_or_default();
-        emit(&mut out, &format!("CREATE VIEW {}{with} AS\n{};", s(v, "name"), trim_def(&s(v, "view_def"))));
-    }
-    for v in &matviews {
-        let with = os(v, "rel_options").map(|o| format!("\nWITH ({o})")).unwrap_or_default();
-        let ts = os(v, "tablespace").map(|o| format!("\nTABLESPACE {o}")).unwrap_or_default();
+        let with = os(v, "rel_options")
+            .map(|o| format!(" WITH ({o})"))
+            .unwrap_or_default();
         emit(
             &mut out,
-            &format!("CREATE MATERIALIZED VIEW {}{with}{ts} AS\n{}\nWITH NO DATA;", s(v, "name"), trim_def(&s(v, "view_def"))),
+            &format!(
+                "CREATE VIEW {}{with} AS\n{};",
+                s(v, "name"),
+                trim_def(&s(v, "view_def"))
+            ),
+        );
+    }
+    for v in &matviews {
+        let with = os(v, "rel_options")
+            .map(|o| format!("\nWITH ({o})"))
+            .unwrap_or_default();
+        let ts = os(v, "tablespace")
+            .map(|o| format!("\nTABLESPACE {o}"))
+            .unwrap_or_default();
+        emit(
+            &mut out,
+            &format!(
+                "CREATE MATERIALIZED VIEW {}{with}{ts} AS\n{}\nWITH NO DATA;",
+                s(v, "name"),
+                trim_def(&s(v, "view_def"))
+            ),
         );
     }
     for (i, f) in functions.iter().enumerate() {
@@ -582,7 +677,12 @@ pub fn dump(ctx: &CollectCtx<'_>) -> Result<String> {
     for r in &fks {
         emit(
             &mut out,
-            &format!("ALTER TABLE ONLY {}\n    ADD CONSTRAINT {} {};", s(r, "table_name"), s(r, "con_name"), s(r, "constraint_def")),
+            &format!(
+                "ALTER TABLE ONLY {}\n    ADD CONSTRAINT {} {};",
+                s(r, "table_name"),
+                s(r, "con_name"),
+                s(r, "constraint_def")
+            ),
         );
     }
     for r in &indexes {
@@ -600,7 +700,11 @@ pub fn dump(ctx: &CollectCtx<'_>) -> Result<String> {
         emit(&mut out, &x);
     }
     for r in &policies {
-        let mut x = format!("CREATE POLICY {} ON {}", s(r, "policy_name"), s(r, "table_name"));
+        let mut x = format!(
+            "CREATE POLICY {} ON {}",
+            s(r, "policy_name"),
+            s(r, "table_name")
+        );
         match s(r, "command").as_str() {
             "r" => x.push_str(" FOR SELECT"),
             "a" => x.push_str(" FOR INSERT"),
@@ -638,7 +742,10 @@ impl CatalogCollector for Ddl {
         m.insert("ddl".into(), Value::from(ddl));
         m.insert("ddl_hash".into(), Value::from(hash));
         let payload = Value::Object(m);
-        if !self.skip.should_send(&serde_json::to_vec(&payload).unwrap_or_default()) {
+        if !self
+            .skip
+            .should_send(&serde_json::to_vec(&payload).unwrap_or_default())
+        {
             return Ok(None);
         }
         Ok(Some(payload))

@@ -724,7 +724,8 @@ impl CatalogCollector for PgStatStatements {
         }
         // Texts come along when the new statements fit in one payload; otherwise only the
         // verdicts, and texts later for the rows actually sent (bounds memory and transfer).
-        let small = self.diff_limit == 0 && unknown.len() <= 500 || unknown.len() <= self.diff_limit;
+        let small =
+            self.diff_limit == 0 && unknown.len() <= 500 || unknown.len() <= self.diff_limit;
         self.fetch_texts(ctx, &schema, &unknown, small)?;
         self.texts.retain(&live);
 
