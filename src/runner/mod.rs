@@ -140,6 +140,8 @@ pub struct RunnerOptions {
     pub alive_every: Duration,
     /// How long shutdown waits for running tasks.
     pub shutdown_grace: Duration,
+    /// Caps every task's run-time bound (tests use a short one to see a wedged task).
+    pub max_runtime_cap: Option<Duration>,
 }
 
 impl Default for RunnerOptions {
@@ -151,6 +153,7 @@ impl Default for RunnerOptions {
             on_alive: None,
             alive_every: Duration::from_secs(10),
             shutdown_grace: Duration::from_secs(7),
+            max_runtime_cap: None,
         }
     }
 }
@@ -274,6 +277,11 @@ impl Runner {
                     timing_out: AtomicBool::new(false),
                 }),
             });
+        }
+        if let Some(cap) = opts.max_runtime_cap {
+            for t in &mut tasks {
+                t.max_runtime = t.max_runtime.min(cap);
+            }
         }
         Runner {
             shared,
