@@ -159,4 +159,12 @@ fn failure_mid_list_rolls_back_every_earlier_knob() {
     assert_eq!(setting(&c, "seq_page_cost").0, "1");
     assert_eq!(setting(&c, "TimeZone").0, tz_before);
     assert_eq!(journal_phase(&state).as_deref(), Some("rolled_back"));
+    // Served again: refused before any ALTER, the file stays as it is.
+    let e = apply::apply(&ctx, &r).unwrap_err();
+    assert!(
+        e.message.contains("already tried and rolled back") && e.message.contains("TimeZone"),
+        "{}",
+        e.message
+    );
+    assert_eq!(auto_conf(&c), after);
 }

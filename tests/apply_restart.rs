@@ -143,6 +143,18 @@ fn failing_restart_script_rolls_back() {
     assert_eq!(auto_conf(&c), before);
     assert_eq!(setting(&c, "shared_buffers"), ("2048".into(), false));
     assert_eq!(journal_phase(&state).as_deref(), Some("rolled_back"));
+    // Served again: not retried, no second restart attempt.
+    let e = apply::apply(
+        &ctx,
+        &rec(vec![knob("shared_buffers", json!(4096), "integer")]),
+    )
+    .unwrap_err();
+    assert!(
+        e.message.contains("already tried and rolled back"),
+        "{}",
+        e.message
+    );
+    assert_eq!(script_runs(&dir), 1);
 
     // 2. The script restarts PostgreSQL (new value live) and then exits non-zero.
     let dir = temp_dir("failscript-b");

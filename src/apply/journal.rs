@@ -115,6 +115,9 @@ pub struct Entry {
     pub auto_conf_before: Option<String>,
     /// What went wrong, for rolled-back entries.
     pub note: Option<String>,
+    /// The apply itself failed (not interrupted): the same recommendation is not retried.
+    #[serde(default)]
+    pub failed: bool,
 }
 
 pub struct Journal {
@@ -259,6 +262,7 @@ mod tests {
             auto_conf_path: None,
             auto_conf_before: Some("# x\n".into()),
             note: None,
+            failed: false,
         };
         j.record(&mut e, Phase::Intent).unwrap();
         j.record(&mut e, Phase::Applied).unwrap();

@@ -203,11 +203,9 @@ fn settings_map(c: &mut Client) -> Result<HashMap<String, Setting>> {
 /// Checks `rec` against the running server and the local policy; changes nothing.
 pub fn prepare(ctx: &ApplyContext<'_>, rec: &Recommendation) -> Result<Prepared> {
     let settings = with_conn(ctx.pg, settings_map)?;
-    let last = Journal::new(ctx.state_dir)
-        .load()
-        .ok()
-        .flatten()
-        .filter(|e| e.phase == Phase::Verified);
+    let journal = Journal::new(ctx.state_dir);
+    let previous = journal.load().ok().flatten();
+    let last = previous.as_ref().filter(|e| e.phase == Phase::Verified);
     let mut knobs: Vec<KnobPlan> = Vec::new();
     for name in &rec.knobs_overrides {
         if knobs.iter().any(|k| &k.name == name) {
@@ -292,6 +290,32 @@ pub fn prepare(ctx: &ApplyContext<'_>, rec: &Recommendation) -> Result<Prepared>
     };
     if let Some(why) = policy::frozen(ctx.policy, ctx.state_dir) {
         p.blockers.push(why);
+    }
+    // A recommendation whose apply failed and was rolled back is not retried as is: serving
+    // it again must not cost another restart or another rollback.
+    if let Some(e) = previous
+        .as_ref()
+        .filter(|e| e.failed && e.phase == Phase::RolledBack)
+    {
+        let mut tried: Vec<(&str, &str)> = e
+            .knobs
+            .iter()
+            .map(|k| (k.name.as_str(), k.new_value.as_str()))
+            .collect();
+        let mut now: Vec<(&str, &str)> = p
+            .changes()
+            .map(|k| (k.name.as_str(), k.proposed.as_str()))
+            .collect();
+        tried.sort();
+        now.sort();
+        if !now.is_empty() && tried == now {
+            p.blockers.push(format!(
+                "this recommendation was already tried and rolled back at {} ({}); it is not retried (a different recommendation, or removing {}, allows a new attempt)",
+                e.updated_at,
+                e.note.as_deref().unwrap_or("no detail"),
+                journal.path().display()
+            ));
+        }
     }
     let restart = p.restart_knobs();
     if !restart.is_empty() {
@@ -448,6 +472,7 @@ fn execute(
             .map(|p| p.display().to_string()),
         auto_conf_before: snap.auto_conf_text.clone(),
         note: None,
+        failed: false,
     };
     let journal = Journal::new(ctx.state_dir);
     journal.record(&mut entry, Phase::Intent).map_err(|e| {
@@ -545,7 +570,8 @@ fn fail(
     log::error!("apply failed, rolling back: {reason}");
     let knobs: Vec<KnobChange> = entry.knobs.iter().take(altered).cloned().collect();
     let names: Vec<String> = knobs.iter().map(|k| k.name.clone()).collect();
-    match rollback(ctx, entry, &knobs) {
+    entry.failed = true;
+    match rollback(ctx, entry, &knobs, false) {
         Ok(how) => {
             entry.note = Some(reason.clone());
             let _ = journal.record(entry, Phase::RolledBack);
@@ -686,6 +712,7 @@ pub(crate) fn rollback(
     ctx: &ApplyContext<'_>,
     entry: &Entry,
     knobs: &[KnobChange],
+    retry: bool,
 ) -> Result<String> {
     let mut how: Vec<String> = Vec::new();
     if wait_ready(ctx.pg, UP_PROBE).is_ok() {
@@ -728,8 +755,18 @@ pub(crate) fn rollback(
         let r = ctx.restarter.ok_or_else(|| {
             Error::other("a restart is needed to bring the previous values back but neither a restart script nor a service name is configured")
         })?;
-        // Counted in the budget, but never refused: getting back to a known state comes first.
-        let _ = Budget::new(ctx.state_dir).record(journal::now_unix());
+        // Counted in the budget. Refused only when retrying an earlier failed rollback (so a
+        // persistent failure cannot restart PostgreSQL every few seconds); the first rollback
+        // of an apply always runs: getting back to a known state comes first.
+        let budget = Budget::new(ctx.state_dir);
+        let now = journal::now_unix();
+        if retry && budget.recent(now)?.len() >= ctx.policy.max_restarts_per_day as usize {
+            return Err(Error::other(format!(
+                "a restart is needed to bring the previous values back, but the restart budget (apply.max_restarts_per_day = {}) is used up; restart PostgreSQL by hand",
+                ctx.policy.max_restarts_per_day
+            )));
+        }
+        let _ = budget.record(now);
         match r.restart(ctx.policy.restart_timeout) {
             Ok(()) => how.push(format!("restarted via {}", r.describe())),
             // Judged by the checks below: a script may fail after PostgreSQL came back.

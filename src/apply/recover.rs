@@ -85,7 +85,7 @@ pub fn recover(ctx: &ApplyContext<'_>) -> Result<RecoveryReport> {
         }
     }
     let all = entry.knobs.clone();
-    match rollback(ctx, &entry, &all) {
+    match rollback(ctx, &entry, &all, entry.phase == Phase::RollbackFailed) {
         Ok(how) => {
             entry.note = Some(format!("rolled back by start-up recovery: {how}"));
             journal.record(&mut entry, Phase::RolledBack)?;
