@@ -749,6 +749,12 @@ pub(crate) fn rollback(
         how.push(format!(
             "PostgreSQL was down; {path} was restored from the snapshot"
         ));
+        if !(entry.restart_needed && ctx.allow_restart) {
+            // Down, but not because of a restart of ours: do not start it behind the operator.
+            return Err(Error::other(format!(
+                "PostgreSQL is not running; {path} was restored from the snapshot so the previous values apply when it starts; the agent did not start it because this apply did not restart it"
+            )));
+        }
     }
     // Only a restart brings the previous values back from here.
     {

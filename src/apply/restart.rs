@@ -301,6 +301,23 @@ mod tests {
     }
 
     #[test]
+    fn systemctl_failure_falls_back_to_sudo_n_and_reports_both() {
+        let r = SystemctlRestarter {
+            unit: "dbtune-test-no-such-unit.service".into(),
+            timeout: Duration::from_secs(20),
+        };
+        assert_eq!(
+            r.describe(),
+            "systemctl restart dbtune-test-no-such-unit.service"
+        );
+        let t = Instant::now();
+        let e = r.restart(Duration::from_secs(20)).unwrap_err().to_string();
+        assert!(t.elapsed() < Duration::from_secs(21));
+        assert!(e.starts_with("failed to restart PostgreSQL service: systemctl restart dbtune-test-no-such-unit.service"), "{e}");
+        assert!(e.contains("sudo"), "the sudo -n fallback was tried: {e}");
+    }
+
+    #[test]
     fn output_is_bounded() {
         let p = script(
             "loud",
