@@ -38,7 +38,18 @@ pub fn run_bounded(mut cmd: Command, timeout: Duration) -> std::io::Result<Comma
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .process_group(0);
-    let mut child = cmd.spawn()?;
+    // ETXTBSY: a script written a moment ago may still be open for writing in a process
+    // forked meanwhile (seen with parallel tests); it clears within milliseconds.
+    let mut tries = 0;
+    let mut child = loop {
+        match cmd.spawn() {
+            Err(e) if e.raw_os_error() == Some(libc::ETXTBSY) && tries < 20 => {
+                tries += 1;
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            r => break r?,
+        }
+    };
     let out = Arc::new(Mutex::new(Vec::new()));
     // Readers are never joined: a daemon started by the script may keep the pipe open.
     for mut pipe in [
@@ -290,7 +301,7 @@ mod tests {
             "took {:?}",
             t.elapsed()
         );
-        assert_eq!(e.kind, Kind::Timeout);
+        assert_eq!(e.kind, Kind::Timeout, "{e}");
         assert!(e.to_string().contains("timed out after 0.5s"), "{e}");
         std::thread::sleep(Duration::from_secs(4));
         assert!(
