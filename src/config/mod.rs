@@ -76,13 +76,23 @@ pub fn find_file(explicit: Option<&Path>) -> Result<Option<PathBuf>> {
 
 impl Config {
     /// Loads from the file (if any) and the process environment.
-    pub fn load(explicit: Option<&Path>) -> Result<Config> {
+    pub fn load(explicit: Option<&Path>, require_platform: bool) -> Result<Config> {
         let file = find_file(explicit)?;
         let sources = Sources::read(file.as_deref(), Env::from_process())?;
-        Config::from_sources(sources, file)
+        Config::from_sources_opts(sources, file, require_platform)
     }
 
     pub fn from_sources(src: Sources, file: Option<PathBuf>) -> Result<Config> {
+        Config::from_sources_opts(src, file, true)
+    }
+
+    /// `require_platform` false (dry-run): the `dbtune` section may be absent; anything that is
+    /// given is still validated.
+    pub fn from_sources_opts(
+        src: Sources,
+        file: Option<PathBuf>,
+        require_platform: bool,
+    ) -> Result<Config> {
         let mut errs: Vec<String> = Vec::new();
 
         let debug =
@@ -207,6 +217,14 @@ impl Config {
                 "dbtune.server_url (DBT_DBTUNE_SERVER_URL): {server_url:?} is not a URL (expected e.g. https://app.dbtune.com)"
             ));
         }
+        let (api_key, database_id) = if require_platform {
+            (api_key, database_id)
+        } else {
+            (
+                Some(api_key.unwrap_or_else(|| "00000000-0000-0000-0000-000000000000".into())),
+                Some(database_id.unwrap_or_else(|| "00000000-0000-0000-0000-000000000000".into())),
+            )
+        };
         match &api_key {
             None => errs.push("dbtune.api_key (DBT_DBTUNE_API_KEY): missing (expected a lower-case UUID)".into()),
             Some(k) if !is_lower_uuid(k) => errs.push(format!(
