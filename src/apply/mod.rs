@@ -142,14 +142,6 @@ impl Prepared {
     }
 }
 
-fn knob_application_text(k: KnobApplication) -> &'static str {
-    match k {
-        KnobApplication::Restart => "restart",
-        KnobApplication::Reload => "reload",
-        KnobApplication::Unspecified => "",
-    }
-}
-
 /// A Go-style list: `[a b]`.
 fn go_list(v: &[String]) -> String {
     format!("[{}]", v.join(" "))
@@ -371,10 +363,6 @@ pub fn apply(
     ctx: &ApplyContext<'_>,
     rec: &Recommendation,
 ) -> std::result::Result<Outcome, ApplyError> {
-    log::info!(
-        "Applying Config: {}",
-        knob_application_text(rec.knob_application)
-    );
     if let Some(why) = policy::frozen(ctx.policy, ctx.state_dir) {
         return Err(ApplyError::config(format!(
             "{why}; the recommendation was not applied"
