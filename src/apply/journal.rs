@@ -54,6 +54,36 @@ pub fn ensure_dir(dir: &Path) -> Result<()> {
     Ok(())
 }
 
+/// An exclusive lock on the state directory for the duration of an apply or a recovery, so
+/// two agent processes sharing it never interleave journal entries. Released on drop.
+pub struct StateLock {
+    _file: File,
+}
+
+impl StateLock {
+    pub fn acquire(state_dir: &Path) -> Result<StateLock> {
+        ensure_dir(state_dir)?;
+        let path = state_dir.join("apply.lock");
+        let file = OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .mode(0o600)
+            .open(&path)
+            .with_context(|| format!("opening {}", path.display()))?;
+        use std::os::fd::AsRawFd;
+        // SAFETY: flock(2) on a descriptor we own; no memory is involved.
+        let rc = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
+        if rc != 0 {
+            return Err(Error::other(format!(
+                "another dbtune-agent process is applying a configuration (lock {} is held)",
+                path.display()
+            )));
+        }
+        Ok(StateLock { _file: file })
+    }
+}
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Phase {
@@ -273,6 +303,20 @@ mod tests {
         assert!(!d.join(format!(".{JOURNAL_FILE}.tmp")).exists());
         let mode = fs::metadata(j.path()).unwrap().permissions().mode() & 0o777;
         assert_eq!(mode, 0o600);
+        fs::remove_dir_all(&d).unwrap();
+    }
+
+    #[test]
+    fn state_lock_is_exclusive() {
+        let d = tmpdir("lock");
+        let l = StateLock::acquire(&d).unwrap();
+        let e = StateLock::acquire(&d).err().unwrap();
+        assert!(
+            e.to_string().contains("another dbtune-agent process"),
+            "{e}"
+        );
+        drop(l);
+        assert!(StateLock::acquire(&d).is_ok());
         fs::remove_dir_all(&d).unwrap();
     }
 

@@ -368,8 +368,13 @@ pub fn apply(
             "{why}; the recommendation was not applied"
         )));
     }
+    let _lock = journal::StateLock::acquire(ctx.state_dir).map_err(|e| {
+        ApplyError::config(format!(
+            "{e}; refusing to change the configuration without a journal, nothing was changed"
+        ))
+    })?;
     // An interrupted earlier apply is settled first; never stacked on.
-    let rep = recover(ctx).map_err(|e| {
+    let rep = recover::recover_locked(ctx).map_err(|e| {
         ApplyError::config(format!(
             "an earlier interrupted apply could not be recovered, nothing applied: {e}"
         ))

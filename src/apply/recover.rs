@@ -44,8 +44,15 @@ impl fmt::Display for RecoveryReport {
     }
 }
 
-/// Settles an unfinished journal entry. Call before the runner starts; `apply` calls it too.
+/// Settles an unfinished journal entry. Call before the runner starts; `apply` does the same
+/// first.
 pub fn recover(ctx: &ApplyContext<'_>) -> Result<RecoveryReport> {
+    let _lock = super::journal::StateLock::acquire(ctx.state_dir)?;
+    recover_locked(ctx)
+}
+
+/// `recover` for a caller that holds the state lock.
+pub(crate) fn recover_locked(ctx: &ApplyContext<'_>) -> Result<RecoveryReport> {
     let journal = Journal::new(ctx.state_dir);
     let Some(mut entry) = journal.load()? else {
         return Ok(RecoveryReport {
