@@ -125,6 +125,10 @@ pub struct KnobChange {
     /// `pg_settings.setting` before the apply.
     pub previous_setting: String,
     pub previous_auto_conf: AutoConfValue,
+    /// `pg_settings.pending_restart` before the apply (someone else's change waiting for a
+    /// restart is not ours to resolve in a rollback).
+    #[serde(default)]
+    pub previous_pending_restart: bool,
     /// The value written with ALTER SYSTEM.
     pub new_value: String,
     /// `pg_settings.setting` after a verified apply.
@@ -286,6 +290,7 @@ mod tests {
                 context: "user".into(),
                 previous_setting: "4096".into(),
                 previous_auto_conf: AutoConfValue::Absent,
+                previous_pending_restart: false,
                 new_value: "8192".into(),
                 observed: None,
             }],

@@ -454,6 +454,7 @@ fn execute(
                     context: s.context.clone(),
                     previous_setting: s.setting.clone(),
                     previous_auto_conf: snap.value(&s.name),
+                    previous_pending_restart: s.pending_restart,
                     new_value: k.proposed.clone(),
                     observed: None,
                 })
@@ -643,7 +644,8 @@ pub(crate) fn verify(
                 Target::New => &k.new_value,
                 Target::Previous => &k.previous_setting,
             };
-            if s.pending_restart {
+            let pending_before = target == Target::Previous && k.previous_pending_restart;
+            if s.pending_restart && !pending_before {
                 problems.push(format!("{} is pending a restart", k.name));
                 continue;
             }
