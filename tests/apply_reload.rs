@@ -21,6 +21,23 @@ fn reload_knob_is_applied_and_visible() {
         state_dir: &state,
         ready_timeout: pol.ready_timeout,
     };
+    // Without a writable state directory there is no journal, and no change.
+    let nowhere = std::path::Path::new("/proc/dbtune-no-state");
+    let bad = ApplyContext {
+        state_dir: nowhere,
+        ..ctx
+    };
+    let e = apply::apply(&bad, &rec(vec![knob("work_mem", json!(8192), "integer")])).unwrap_err();
+    assert!(
+        e.message.contains("without a journal, nothing was changed"),
+        "{}",
+        e.message
+    );
+    assert_eq!(setting(&c, "work_mem").0, "4096");
+    let ctx = ApplyContext {
+        state_dir: &state,
+        ..bad
+    };
     let reloads = reload_count(&c);
     let out = apply::apply(&ctx, &rec(vec![knob("work_mem", json!(8192), "integer")])).unwrap();
     assert_eq!(out, Outcome::Reloaded(vec!["work_mem".into()]));
@@ -75,8 +92,12 @@ fn same_recommendation_twenty_times_reloads_once() {
         knob("random_page_cost", json!(1.5), "real"),
     ]);
     let mut outcomes = Vec::new();
-    for _ in 0..20 {
+    for i in 0..20 {
+        let t = std::time::Instant::now();
         outcomes.push(apply::apply(&ctx, &r).unwrap());
+        if i < 2 {
+            eprintln!("apply #{}: {:?} in {:?}", i + 1, outcomes[i], t.elapsed());
+        }
     }
     std::thread::sleep(std::time::Duration::from_millis(300));
     assert_eq!(
@@ -159,4 +180,12 @@ fn failure_mid_list_rolls_back_every_earlier_knob() {
     assert_eq!(setting(&c, "seq_page_cost").0, "1");
     assert_eq!(setting(&c, "TimeZone").0, tz_before);
     assert_eq!(journal_phase(&state).as_deref(), Some("rolled_back"));
+    // Served again: refused before any ALTER, the file stays as it is.
+    let e = apply::apply(&ctx, &r).unwrap_err();
+    assert!(
+        e.message.contains("already tried and rolled back") && e.message.contains("TimeZone"),
+        "{}",
+        e.message
+    );
+    assert_eq!(auto_conf(&c), after);
 }

@@ -143,6 +143,18 @@ fn failing_restart_script_rolls_back() {
     assert_eq!(auto_conf(&c), before);
     assert_eq!(setting(&c, "shared_buffers"), ("2048".into(), false));
     assert_eq!(journal_phase(&state).as_deref(), Some("rolled_back"));
+    // Served again: not retried, no second restart attempt.
+    let e = apply::apply(
+        &ctx,
+        &rec(vec![knob("shared_buffers", json!(4096), "integer")]),
+    )
+    .unwrap_err();
+    assert!(
+        e.message.contains("already tried and rolled back"),
+        "{}",
+        e.message
+    );
+    assert_eq!(script_runs(&dir), 1);
 
     // 2. The script restarts PostgreSQL (new value live) and then exits non-zero.
     let dir = temp_dir("failscript-b");
@@ -297,4 +309,54 @@ fn restart_budget_and_maintenance_window() {
     );
     assert_eq!(script_runs(&dir), 1);
     assert_eq!(setting(&c, "shared_buffers").0, "3072");
+}
+
+#[test]
+fn rollback_keeps_someone_elses_pending_change_without_restarting() {
+    let c = PgCluster::start();
+    // An operator's ALTER SYSTEM that waits for a restart.
+    c.client()
+        .batch_execute("ALTER SYSTEM SET shared_buffers = '3000'")
+        .unwrap();
+    c.client().batch_execute("SELECT pg_reload_conf()").unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    assert_eq!(setting(&c, "shared_buffers"), ("2048".into(), true));
+    let pg = pool(&c);
+    let state = temp_dir("pending");
+    let dir = temp_dir("pending-script");
+    let failing = support::apply::script(&dir, "restart.sh", "exit 3");
+    let failing = dbtune_agent::apply::restart::ScriptRestarter {
+        path: failing,
+        timeout: std::time::Duration::from_secs(30),
+    };
+    let pol = policy();
+    let ctx = ApplyContext {
+        pg: &pg,
+        allow_restart: true,
+        restarter: Some(&failing),
+        policy: &pol,
+        state_dir: &state,
+        ready_timeout: pol.ready_timeout,
+    };
+    let e = apply::apply(
+        &ctx,
+        &rec(vec![knob("shared_buffers", json!(4096), "integer")]),
+    )
+    .unwrap_err();
+    assert!(
+        e.message.contains("exit code 3") && e.message.contains("rolled back"),
+        "{}",
+        e.message
+    );
+    assert_eq!(
+        script_runs(&dir),
+        1,
+        "the rollback did not restart PostgreSQL"
+    );
+    assert!(
+        auto_conf(&c).contains("shared_buffers = '3000'"),
+        "{}",
+        auto_conf(&c)
+    );
+    assert_eq!(setting(&c, "shared_buffers"), ("2048".into(), true));
 }

@@ -255,6 +255,7 @@ fn plan_shows_the_diff_and_applies_nothing() {
     ]);
     let p = plan(&ctx, &r).unwrap();
     let text = p.to_string();
+    println!("{text}");
     assert!(
         text.contains("~ work_mem          4096 kB -> 8192 kB  (reload)"),
         "{text}"

@@ -54,6 +54,36 @@ pub fn ensure_dir(dir: &Path) -> Result<()> {
     Ok(())
 }
 
+/// An exclusive lock on the state directory for the duration of an apply or a recovery, so
+/// two agent processes sharing it never interleave journal entries. Released on drop.
+pub struct StateLock {
+    _file: File,
+}
+
+impl StateLock {
+    pub fn acquire(state_dir: &Path) -> Result<StateLock> {
+        ensure_dir(state_dir)?;
+        let path = state_dir.join("apply.lock");
+        let file = OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .mode(0o600)
+            .open(&path)
+            .with_context(|| format!("opening {}", path.display()))?;
+        use std::os::fd::AsRawFd;
+        // SAFETY: flock(2) on a descriptor we own; no memory is involved.
+        let rc = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
+        if rc != 0 {
+            return Err(Error::other(format!(
+                "another dbtune-agent process is applying a configuration (lock {} is held)",
+                path.display()
+            )));
+        }
+        Ok(StateLock { _file: file })
+    }
+}
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Phase {
@@ -95,6 +125,10 @@ pub struct KnobChange {
     /// `pg_settings.setting` before the apply.
     pub previous_setting: String,
     pub previous_auto_conf: AutoConfValue,
+    /// `pg_settings.pending_restart` before the apply (someone else's change waiting for a
+    /// restart is not ours to resolve in a rollback).
+    #[serde(default)]
+    pub previous_pending_restart: bool,
     /// The value written with ALTER SYSTEM.
     pub new_value: String,
     /// `pg_settings.setting` after a verified apply.
@@ -115,6 +149,9 @@ pub struct Entry {
     pub auto_conf_before: Option<String>,
     /// What went wrong, for rolled-back entries.
     pub note: Option<String>,
+    /// The apply itself failed (not interrupted): the same recommendation is not retried.
+    #[serde(default)]
+    pub failed: bool,
 }
 
 pub struct Journal {
@@ -253,12 +290,14 @@ mod tests {
                 context: "user".into(),
                 previous_setting: "4096".into(),
                 previous_auto_conf: AutoConfValue::Absent,
+                previous_pending_restart: false,
                 new_value: "8192".into(),
                 observed: None,
             }],
             auto_conf_path: None,
             auto_conf_before: Some("# x\n".into()),
             note: None,
+            failed: false,
         };
         j.record(&mut e, Phase::Intent).unwrap();
         j.record(&mut e, Phase::Applied).unwrap();
@@ -269,6 +308,20 @@ mod tests {
         assert!(!d.join(format!(".{JOURNAL_FILE}.tmp")).exists());
         let mode = fs::metadata(j.path()).unwrap().permissions().mode() & 0o777;
         assert_eq!(mode, 0o600);
+        fs::remove_dir_all(&d).unwrap();
+    }
+
+    #[test]
+    fn state_lock_is_exclusive() {
+        let d = tmpdir("lock");
+        let l = StateLock::acquire(&d).unwrap();
+        let e = StateLock::acquire(&d).err().unwrap();
+        assert!(
+            e.to_string().contains("another dbtune-agent process"),
+            "{e}"
+        );
+        drop(l);
+        assert!(StateLock::acquire(&d).is_ok());
         fs::remove_dir_all(&d).unwrap();
     }
 

@@ -142,14 +142,6 @@ impl Prepared {
     }
 }
 
-fn knob_application_text(k: KnobApplication) -> &'static str {
-    match k {
-        KnobApplication::Restart => "restart",
-        KnobApplication::Reload => "reload",
-        KnobApplication::Unspecified => "",
-    }
-}
-
 /// A Go-style list: `[a b]`.
 fn go_list(v: &[String]) -> String {
     format!("[{}]", v.join(" "))
@@ -203,11 +195,9 @@ fn settings_map(c: &mut Client) -> Result<HashMap<String, Setting>> {
 /// Checks `rec` against the running server and the local policy; changes nothing.
 pub fn prepare(ctx: &ApplyContext<'_>, rec: &Recommendation) -> Result<Prepared> {
     let settings = with_conn(ctx.pg, settings_map)?;
-    let last = Journal::new(ctx.state_dir)
-        .load()
-        .ok()
-        .flatten()
-        .filter(|e| e.phase == Phase::Verified);
+    let journal = Journal::new(ctx.state_dir);
+    let previous = journal.load().ok().flatten();
+    let last = previous.as_ref().filter(|e| e.phase == Phase::Verified);
     let mut knobs: Vec<KnobPlan> = Vec::new();
     for name in &rec.knobs_overrides {
         if knobs.iter().any(|k| &k.name == name) {
@@ -293,6 +283,32 @@ pub fn prepare(ctx: &ApplyContext<'_>, rec: &Recommendation) -> Result<Prepared>
     if let Some(why) = policy::frozen(ctx.policy, ctx.state_dir) {
         p.blockers.push(why);
     }
+    // A recommendation whose apply failed and was rolled back is not retried as is: serving
+    // it again must not cost another restart or another rollback.
+    if let Some(e) = previous
+        .as_ref()
+        .filter(|e| e.failed && e.phase == Phase::RolledBack)
+    {
+        let mut tried: Vec<(&str, &str)> = e
+            .knobs
+            .iter()
+            .map(|k| (k.name.as_str(), k.new_value.as_str()))
+            .collect();
+        let mut now: Vec<(&str, &str)> = p
+            .changes()
+            .map(|k| (k.name.as_str(), k.proposed.as_str()))
+            .collect();
+        tried.sort();
+        now.sort();
+        if !now.is_empty() && tried == now {
+            p.blockers.push(format!(
+                "this recommendation was already tried and rolled back at {} ({}); it is not retried (a different recommendation, or removing {}, allows a new attempt)",
+                e.updated_at,
+                e.note.as_deref().unwrap_or("no detail"),
+                journal.path().display()
+            ));
+        }
+    }
     let restart = p.restart_knobs();
     if !restart.is_empty() {
         let n = restart.len();
@@ -347,17 +363,18 @@ pub fn apply(
     ctx: &ApplyContext<'_>,
     rec: &Recommendation,
 ) -> std::result::Result<Outcome, ApplyError> {
-    log::info!(
-        "Applying Config: {}",
-        knob_application_text(rec.knob_application)
-    );
     if let Some(why) = policy::frozen(ctx.policy, ctx.state_dir) {
         return Err(ApplyError::config(format!(
             "{why}; the recommendation was not applied"
         )));
     }
+    let _lock = journal::StateLock::acquire(ctx.state_dir).map_err(|e| {
+        ApplyError::config(format!(
+            "{e}; refusing to change the configuration without a journal, nothing was changed"
+        ))
+    })?;
     // An interrupted earlier apply is settled first; never stacked on.
-    let rep = recover(ctx).map_err(|e| {
+    let rep = recover::recover_locked(ctx).map_err(|e| {
         ApplyError::config(format!(
             "an earlier interrupted apply could not be recovered, nothing applied: {e}"
         ))
@@ -437,6 +454,7 @@ fn execute(
                     context: s.context.clone(),
                     previous_setting: s.setting.clone(),
                     previous_auto_conf: snap.value(&s.name),
+                    previous_pending_restart: s.pending_restart,
                     new_value: k.proposed.clone(),
                     observed: None,
                 })
@@ -448,6 +466,7 @@ fn execute(
             .map(|p| p.display().to_string()),
         auto_conf_before: snap.auto_conf_text.clone(),
         note: None,
+        failed: false,
     };
     let journal = Journal::new(ctx.state_dir);
     journal.record(&mut entry, Phase::Intent).map_err(|e| {
@@ -545,7 +564,8 @@ fn fail(
     log::error!("apply failed, rolling back: {reason}");
     let knobs: Vec<KnobChange> = entry.knobs.iter().take(altered).cloned().collect();
     let names: Vec<String> = knobs.iter().map(|k| k.name.clone()).collect();
-    match rollback(ctx, entry, &knobs) {
+    entry.failed = true;
+    match rollback(ctx, entry, &knobs, false) {
         Ok(how) => {
             entry.note = Some(reason.clone());
             let _ = journal.record(entry, Phase::RolledBack);
@@ -624,7 +644,8 @@ pub(crate) fn verify(
                 Target::New => &k.new_value,
                 Target::Previous => &k.previous_setting,
             };
-            if s.pending_restart {
+            let pending_before = target == Target::Previous && k.previous_pending_restart;
+            if s.pending_restart && !pending_before {
                 problems.push(format!("{} is pending a restart", k.name));
                 continue;
             }
@@ -686,6 +707,7 @@ pub(crate) fn rollback(
     ctx: &ApplyContext<'_>,
     entry: &Entry,
     knobs: &[KnobChange],
+    retry: bool,
 ) -> Result<String> {
     let mut how: Vec<String> = Vec::new();
     if wait_ready(ctx.pg, UP_PROBE).is_ok() {
@@ -722,14 +744,30 @@ pub(crate) fn rollback(
         how.push(format!(
             "PostgreSQL was down; {path} was restored from the snapshot"
         ));
+        if !(entry.restart_needed && ctx.allow_restart) {
+            // Down, but not because of a restart of ours: do not start it behind the operator.
+            return Err(Error::other(format!(
+                "PostgreSQL is not running; {path} was restored from the snapshot so the previous values apply when it starts; the agent did not start it because this apply did not restart it"
+            )));
+        }
     }
     // Only a restart brings the previous values back from here.
     {
         let r = ctx.restarter.ok_or_else(|| {
             Error::other("a restart is needed to bring the previous values back but neither a restart script nor a service name is configured")
         })?;
-        // Counted in the budget, but never refused: getting back to a known state comes first.
-        let _ = Budget::new(ctx.state_dir).record(journal::now_unix());
+        // Counted in the budget. Refused only when retrying an earlier failed rollback (so a
+        // persistent failure cannot restart PostgreSQL every few seconds); the first rollback
+        // of an apply always runs: getting back to a known state comes first.
+        let budget = Budget::new(ctx.state_dir);
+        let now = journal::now_unix();
+        if retry && budget.recent(now)?.len() >= ctx.policy.max_restarts_per_day as usize {
+            return Err(Error::other(format!(
+                "a restart is needed to bring the previous values back, but the restart budget (apply.max_restarts_per_day = {}) is used up; restart PostgreSQL by hand",
+                ctx.policy.max_restarts_per_day
+            )));
+        }
+        let _ = budget.record(now);
         match r.restart(ctx.policy.restart_timeout) {
             Ok(()) => how.push(format!("restarted via {}", r.describe())),
             // Judged by the checks below: a script may fail after PostgreSQL came back.

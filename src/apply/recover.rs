@@ -44,8 +44,15 @@ impl fmt::Display for RecoveryReport {
     }
 }
 
-/// Settles an unfinished journal entry. Call before the runner starts; `apply` calls it too.
+/// Settles an unfinished journal entry. Call before the runner starts; `apply` does the same
+/// first.
 pub fn recover(ctx: &ApplyContext<'_>) -> Result<RecoveryReport> {
+    let _lock = super::journal::StateLock::acquire(ctx.state_dir)?;
+    recover_locked(ctx)
+}
+
+/// `recover` for a caller that holds the state lock.
+pub(crate) fn recover_locked(ctx: &ApplyContext<'_>) -> Result<RecoveryReport> {
     let journal = Journal::new(ctx.state_dir);
     let Some(mut entry) = journal.load()? else {
         return Ok(RecoveryReport {
@@ -85,7 +92,7 @@ pub fn recover(ctx: &ApplyContext<'_>) -> Result<RecoveryReport> {
         }
     }
     let all = entry.knobs.clone();
-    match rollback(ctx, &entry, &all) {
+    match rollback(ctx, &entry, &all, entry.phase == Phase::RollbackFailed) {
         Ok(how) => {
             entry.note = Some(format!("rolled back by start-up recovery: {how}"));
             journal.record(&mut entry, Phase::RolledBack)?;

@@ -38,7 +38,18 @@ pub fn run_bounded(mut cmd: Command, timeout: Duration) -> std::io::Result<Comma
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .process_group(0);
-    let mut child = cmd.spawn()?;
+    // ETXTBSY: a script written a moment ago may still be open for writing in a process
+    // forked meanwhile (seen with parallel tests); it clears within milliseconds.
+    let mut tries = 0;
+    let mut child = loop {
+        match cmd.spawn() {
+            Err(e) if e.raw_os_error() == Some(libc::ETXTBSY) && tries < 20 => {
+                tries += 1;
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            r => break r?,
+        }
+    };
     let out = Arc::new(Mutex::new(Vec::new()));
     // Readers are never joined: a daemon started by the script may keep the pipe open.
     for mut pipe in [
@@ -290,7 +301,7 @@ mod tests {
             "took {:?}",
             t.elapsed()
         );
-        assert_eq!(e.kind, Kind::Timeout);
+        assert_eq!(e.kind, Kind::Timeout, "{e}");
         assert!(e.to_string().contains("timed out after 0.5s"), "{e}");
         std::thread::sleep(Duration::from_secs(4));
         assert!(
@@ -298,6 +309,23 @@ mod tests {
             "the script's background child survived the timeout"
         );
         let _ = std::fs::remove_file(p);
+    }
+
+    #[test]
+    fn systemctl_failure_falls_back_to_sudo_n_and_reports_both() {
+        let r = SystemctlRestarter {
+            unit: "dbtune-test-no-such-unit.service".into(),
+            timeout: Duration::from_secs(20),
+        };
+        assert_eq!(
+            r.describe(),
+            "systemctl restart dbtune-test-no-such-unit.service"
+        );
+        let t = Instant::now();
+        let e = r.restart(Duration::from_secs(20)).unwrap_err().to_string();
+        assert!(t.elapsed() < Duration::from_secs(21));
+        assert!(e.starts_with("failed to restart PostgreSQL service: systemctl restart dbtune-test-no-such-unit.service"), "{e}");
+        assert!(e.contains("sudo"), "the sudo -n fallback was tried: {e}");
     }
 
     #[test]
