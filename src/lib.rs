@@ -8,6 +8,7 @@ pub mod error;
 pub mod apply;
 pub mod checks;
 pub mod cli;
+pub mod cloud;
 pub mod collectors;
 pub mod config;
 pub mod gojson;
