@@ -17,12 +17,14 @@ pub fn uri_encode(s: &str, keep_slash: bool) -> String {
     out
 }
 
-/// `application/x-www-form-urlencoded` body from pairs (same strict encoding; AWS and OAuth
-/// servers accept `%20` for spaces).
+/// `application/x-www-form-urlencoded` body from pairs: unreserved characters kept, space as
+/// `+`, everything else `%XX`. This is byte-for-byte what Python's `urlencode` produces, which
+/// matters for peers that re-serialise the form before checking the signature (moto does).
 pub fn form(pairs: &[(&str, &str)]) -> String {
+    let enc = |s: &str| uri_encode(s, false).replace("%20", "+");
     pairs
         .iter()
-        .map(|(k, v)| format!("{}={}", uri_encode(k, false), uri_encode(v, false)))
+        .map(|(k, v)| format!("{}={}", enc(k), enc(v)))
         .collect::<Vec<_>>()
         .join("&")
 }
