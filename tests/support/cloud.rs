@@ -3,3 +3,4 @@
 
 pub mod moto;
 pub mod stand_in;
+pub mod test_keys;
