@@ -166,8 +166,72 @@ impl StandIn {
         }
     }
 
+    /// Serves HTTPS on 127.0.0.1 with the given certificate; with `client_ca`, a client
+    /// certificate signed by it is required (mutual TLS, as kube-apiserver can).
+    pub fn start_tls(
+        cert_pem: &str,
+        key_pem: &str,
+        client_ca: Option<&str>,
+        handler: impl Fn(&Req) -> Resp + Send + Sync + 'static,
+    ) -> StandIn {
+        use rustls::pki_types::pem::PemObject;
+        use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+        let certs: Vec<CertificateDer<'static>> =
+            CertificateDer::pem_slice_iter(cert_pem.as_bytes()).collect::<Result<_, _>>().unwrap();
+        let key = PrivateKeyDer::from_pem_slice(key_pem.as_bytes()).unwrap();
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let builder = rustls::ServerConfig::builder_with_provider(provider.clone())
+            .with_safe_default_protocol_versions()
+            .unwrap();
+        let builder = match client_ca {
+            Some(ca) => {
+                let mut roots = rustls::RootCertStore::empty();
+                for c in CertificateDer::pem_slice_iter(ca.as_bytes()) {
+                    roots.add(c.unwrap()).unwrap();
+                }
+                let v = rustls::server::WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider)
+                    .build()
+                    .unwrap();
+                builder.with_client_cert_verifier(v)
+            }
+            None => builder.with_no_client_auth(),
+        };
+        let config = Arc::new(builder.with_single_cert(certs, key).unwrap());
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        listener.set_nonblocking(true).unwrap();
+        let (log, stop) = (Arc::new(Mutex::new(Vec::new())), Arc::new(AtomicBool::new(false)));
+        let handler: Handler = Arc::new(handler);
+        let (l2, s2) = (log.clone(), stop.clone());
+        thread::spawn(move || {
+            while !s2.load(Ordering::Relaxed) {
+                match listener.accept() {
+                    Ok((s, _)) => {
+                        s.set_nonblocking(false).unwrap();
+                        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+                        let (h, l, cfg) = (handler.clone(), l2.clone(), config.clone());
+                        thread::spawn(move || {
+                            let conn = rustls::ServerConnection::new(cfg).unwrap();
+                            serve(rustls::StreamOwned::new(conn, s), h, l)
+                        });
+                    }
+                    Err(_) => thread::sleep(Duration::from_millis(5)),
+                }
+            }
+        });
+        StandIn {
+            port,
+            socket: None,
+            log,
+            stop,
+        }
+    }
+
     pub fn url(&self) -> String {
         format!("http://127.0.0.1:{}", self.port)
+    }
+    pub fn https_url(&self) -> String {
+        format!("https://127.0.0.1:{}", self.port)
     }
     pub fn requests(&self) -> Vec<Req> {
         self.log.lock().unwrap().clone()
