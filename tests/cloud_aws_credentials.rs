@@ -16,7 +16,11 @@ use std::sync::Arc;
 use support::cloud::stand_in::{Resp, StandIn};
 
 fn tmpdir(tag: &str) -> std::path::PathBuf {
-    let d = std::env::temp_dir().join(format!("dbtune-cloud-{tag}-{}-{}", std::process::id(), now_unix()));
+    let d = std::env::temp_dir().join(format!(
+        "dbtune-cloud-{tag}-{}-{}",
+        std::process::id(),
+        now_unix()
+    ));
     std::fs::create_dir_all(&d).unwrap();
     d
 }
@@ -37,7 +41,9 @@ fn web_identity_is_unsigned_rereads_the_token_and_refreshes_before_expiry() {
     let n2 = n.clone();
     let sts = StandIn::start(move |r| {
         let f = r.form();
-        if r.header("Authorization").is_some() || f.get("Action").map(String::as_str) != Some("AssumeRoleWithWebIdentity") {
+        if r.header("Authorization").is_some()
+            || f.get("Action").map(String::as_str) != Some("AssumeRoleWithWebIdentity")
+        {
             return Resp::text(400, "unexpected request");
         }
         assert_eq!(f.get("Version").unwrap(), "2011-06-15");
@@ -45,7 +51,15 @@ fn web_identity_is_unsigned_rereads_the_token_and_refreshes_before_expiry() {
         assert_eq!(f.get("RoleSessionName").unwrap(), "sess");
         let i = n2.fetch_add(1, Ordering::SeqCst) + 1;
         // Expires in two minutes: inside the five-minute refresh margin.
-        Resp::new(200, "text/xml", sts_credentials_xml("AssumeRoleWithWebIdentity", &format!("ASIA{i}"), now_unix() + 120))
+        Resp::new(
+            200,
+            "text/xml",
+            sts_credentials_xml(
+                "AssumeRoleWithWebIdentity",
+                &format!("ASIA{i}"),
+                now_unix() + 120,
+            ),
+        )
     });
     let dir = tmpdir("wi");
     let token = dir.join("token");
@@ -64,9 +78,20 @@ fn web_identity_is_unsigned_rereads_the_token_and_refreshes_before_expiry() {
     assert_eq!(c1.source, "web identity");
     std::fs::write(&token, "second-jwt").unwrap();
     let c2 = p.credentials().unwrap();
-    assert_eq!(c2.access_key_id, "ASIA2", "credentials within 5 min of expiry must be refreshed");
-    let tokens: Vec<String> = sts.requests().iter().map(|r| r.form()["WebIdentityToken"].clone()).collect();
-    assert_eq!(tokens, vec!["first-jwt", "second-jwt"], "the token file is re-read on refresh");
+    assert_eq!(
+        c2.access_key_id, "ASIA2",
+        "credentials within 5 min of expiry must be refreshed"
+    );
+    let tokens: Vec<String> = sts
+        .requests()
+        .iter()
+        .map(|r| r.form()["WebIdentityToken"].clone())
+        .collect();
+    assert_eq!(
+        tokens,
+        vec!["first-jwt", "second-jwt"],
+        "the token file is re-read on refresh"
+    );
 
     // An STS error keeps its code, and the web identity token never shows in the text.
     let bad = StandIn::start(|r| {
@@ -82,10 +107,15 @@ fn web_identity_is_unsigned_rereads_the_token_and_refreshes_before_expiry() {
         ("AWS_WEB_IDENTITY_TOKEN_FILE", token.to_str().unwrap()),
         ("AWS_ROLE_ARN", "arn:aws:iam::1:role/r"),
     ]);
-    let err = CredentialProvider::new(Http::new(), env, "eu-west-1", StaticKeys::default()).credentials().unwrap_err();
+    let err = CredentialProvider::new(Http::new(), env, "eu-west-1", StaticKeys::default())
+        .credentials()
+        .unwrap_err();
     assert_eq!(err.code(), Some("InvalidIdentityToken"));
     let text = err.to_string();
-    assert!(text.contains("loading AWS credentials") && text.contains("STS AssumeRoleWithWebIdentity"), "{text}");
+    assert!(
+        text.contains("loading AWS credentials") && text.contains("STS AssumeRoleWithWebIdentity"),
+        "{text}"
+    );
     assert!(!text.contains("second-jwt"), "token leaked: {text}");
     let _ = std::fs::remove_dir_all(dir);
 }
@@ -93,7 +123,8 @@ fn web_identity_is_unsigned_rereads_the_token_and_refreshes_before_expiry() {
 #[test]
 fn container_credentials_send_the_token_file_and_reject_foreign_hosts() {
     let ecs = StandIn::start(|r| {
-        if r.path() != "/v1/credentials" || r.header("Authorization") != Some("pod-identity-token") {
+        if r.path() != "/v1/credentials" || r.header("Authorization") != Some("pod-identity-token")
+        {
             return Resp::json(401, json!({"message": "bad token"}));
         }
         Resp::json(
@@ -107,13 +138,22 @@ fn container_credentials_send_the_token_file_and_reject_foreign_hosts() {
     let url = format!("{}/v1/credentials", ecs.url());
     let env = Env::from_pairs([
         ("AWS_CONTAINER_CREDENTIALS_FULL_URI", url.as_str()),
-        ("AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE", tf.to_str().unwrap()),
-        ("AWS_CONTAINER_AUTHORIZATION_TOKEN", "ignored-when-the-file-is-set"),
+        (
+            "AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE",
+            tf.to_str().unwrap(),
+        ),
+        (
+            "AWS_CONTAINER_AUTHORIZATION_TOKEN",
+            "ignored-when-the-file-is-set",
+        ),
         ("HOME", dir.to_str().unwrap()),
     ]);
     let p = CredentialProvider::new(Http::new(), env, "us-east-1", StaticKeys::default());
     let c = p.credentials().unwrap();
-    assert_eq!((c.access_key_id.as_str(), c.session_token.unwrap().expose()), ("ASIAECS", "t"));
+    assert_eq!(
+        (c.access_key_id.as_str(), c.session_token.unwrap().expose()),
+        ("ASIAECS", "t")
+    );
     assert_eq!(c.source, "container credentials");
     // Cached for an hour-long credential: a second call makes no request.
     p.credentials().unwrap();
@@ -123,16 +163,29 @@ fn container_credentials_send_the_token_file_and_reject_foreign_hosts() {
     std::fs::write(&tf, "stale-token").unwrap();
     let env = Env::from_pairs([
         ("AWS_CONTAINER_CREDENTIALS_FULL_URI", url.as_str()),
-        ("AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE", tf.to_str().unwrap()),
+        (
+            "AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE",
+            tf.to_str().unwrap(),
+        ),
         ("HOME", dir.to_str().unwrap()),
     ]);
-    let err = CredentialProvider::new(Http::new(), env, "us-east-1", StaticKeys::default()).credentials().unwrap_err();
+    let err = CredentialProvider::new(Http::new(), env, "us-east-1", StaticKeys::default())
+        .credentials()
+        .unwrap_err();
     assert_eq!(err.kind, ErrorKind::Auth);
     assert!(!err.to_string().contains("stale-token"));
 
     // Plain HTTP to anything but loopback / the ECS and EKS agent addresses is refused.
-    let env = Env::from_pairs([("AWS_CONTAINER_CREDENTIALS_FULL_URI", "http://attacker.example/creds"), ("HOME", "/nonexistent")]);
-    let err = CredentialProvider::new(Http::new(), env, "us-east-1", StaticKeys::default()).credentials().unwrap_err();
+    let env = Env::from_pairs([
+        (
+            "AWS_CONTAINER_CREDENTIALS_FULL_URI",
+            "http://attacker.example/creds",
+        ),
+        ("HOME", "/nonexistent"),
+    ]);
+    let err = CredentialProvider::new(Http::new(), env, "us-east-1", StaticKeys::default())
+        .credentials()
+        .unwrap_err();
     assert_eq!(err.kind, ErrorKind::Config, "{err}");
     assert!(err.to_string().contains("attacker.example"));
     let _ = std::fs::remove_dir_all(dir);
@@ -145,7 +198,10 @@ fn imds(v2: bool) -> StandIn {
             if !v2 {
                 return Resp::text(405, "Method Not Allowed");
             }
-            assert_eq!(r.header("X-aws-ec2-metadata-token-ttl-seconds"), Some("21600"));
+            assert_eq!(
+                r.header("X-aws-ec2-metadata-token-ttl-seconds"),
+                Some("21600")
+            );
             return Resp::text(200, "imds-session-token");
         }
         if v2 && r.header("X-aws-ec2-metadata-token") != Some("imds-session-token") {
@@ -168,7 +224,10 @@ fn imds(v2: bool) -> StandIn {
 fn imds_v2_and_v1_fallback() {
     for v2 in [true, false] {
         let server = imds(v2);
-        let env = Env::from_pairs([("AWS_EC2_METADATA_SERVICE_ENDPOINT", server.url().as_str()), ("HOME", "/nonexistent")]);
+        let env = Env::from_pairs([
+            ("AWS_EC2_METADATA_SERVICE_ENDPOINT", server.url().as_str()),
+            ("HOME", "/nonexistent"),
+        ]);
         let c = CredentialProvider::new(Http::new(), env, "us-east-1", StaticKeys::default())
             .credentials()
             .unwrap_or_else(|e| panic!("v2={v2}: {e}"));
@@ -177,11 +236,21 @@ fn imds_v2_and_v1_fallback() {
         let reqs = server.requests();
         assert_eq!(reqs[0].method, "PUT");
         assert!(reqs[1..].iter().all(|r| r.method == "GET"));
-        assert_eq!(reqs[1..].iter().all(|r| r.header("X-aws-ec2-metadata-token").is_some()), v2);
+        assert_eq!(
+            reqs[1..]
+                .iter()
+                .all(|r| r.header("X-aws-ec2-metadata-token").is_some()),
+            v2
+        );
     }
     // Disabled metadata with nothing else configured: a clear "no credentials" error.
-    let env = Env::from_pairs([("AWS_EC2_METADATA_DISABLED", "true"), ("HOME", "/nonexistent")]);
-    let err = CredentialProvider::new(Http::new(), env, "us-east-1", StaticKeys::default()).credentials().unwrap_err();
+    let env = Env::from_pairs([
+        ("AWS_EC2_METADATA_DISABLED", "true"),
+        ("HOME", "/nonexistent"),
+    ]);
+    let err = CredentialProvider::new(Http::new(), env, "us-east-1", StaticKeys::default())
+        .credentials()
+        .unwrap_err();
     assert_eq!(err.kind, ErrorKind::Auth);
     assert!(err.to_string().contains("no credentials found"), "{err}");
 }
@@ -196,30 +265,50 @@ fn chain_order_and_static_key_sources() {
         ("AWS_ROLE_ARN", "arn:aws:iam::1:role/r"),
     ]);
     // Plain AWS_* keys, with their session token (the Go agent dropped it).
-    let c = CredentialProvider::new(Http::new(), env.clone(), "us-east-1", StaticKeys::default()).credentials().unwrap();
+    let c = CredentialProvider::new(Http::new(), env.clone(), "us-east-1", StaticKeys::default())
+        .credentials()
+        .unwrap();
     assert_eq!(c.access_key_id, "AKIAENV");
     assert_eq!(c.session_token.unwrap().expose(), "env-token");
     // DBT_AWS_* beat AWS_*; the agent's own config beats both.
     let mut env2 = env.clone();
-    env2.0.insert("DBT_AWS_ACCESS_KEY_ID".into(), "AKIADBT".into());
-    env2.0.insert("DBT_AWS_SECRET_ACCESS_KEY".into(), "dbt-secret".into());
-    let c = CredentialProvider::new(Http::new(), env2.clone(), "us-east-1", StaticKeys::default()).credentials().unwrap();
-    assert_eq!((c.access_key_id.as_str(), c.secret_access_key.expose()), ("AKIADBT", "dbt-secret"));
+    env2.0
+        .insert("DBT_AWS_ACCESS_KEY_ID".into(), "AKIADBT".into());
+    env2.0
+        .insert("DBT_AWS_SECRET_ACCESS_KEY".into(), "dbt-secret".into());
+    let c = CredentialProvider::new(
+        Http::new(),
+        env2.clone(),
+        "us-east-1",
+        StaticKeys::default(),
+    )
+    .credentials()
+    .unwrap();
+    assert_eq!(
+        (c.access_key_id.as_str(), c.secret_access_key.expose()),
+        ("AKIADBT", "dbt-secret")
+    );
     let keys = StaticKeys {
         access_key_id: Some("AKIACFG".into()),
         secret_access_key: Some(Secret::new("cfg-secret")),
         session_token: None,
     };
-    let c = CredentialProvider::new(Http::new(), env2, "us-east-1", keys).credentials().unwrap();
+    let c = CredentialProvider::new(Http::new(), env2, "us-east-1", keys)
+        .credentials()
+        .unwrap();
     assert_eq!(c.access_key_id, "AKIACFG");
     // Half a key pair is a configuration error naming what is missing.
     let env = Env::from_pairs([("AWS_ACCESS_KEY_ID", "AKIAONLY")]);
-    let err = CredentialProvider::new(Http::new(), env, "us-east-1", StaticKeys::default()).credentials().unwrap_err();
+    let err = CredentialProvider::new(Http::new(), env, "us-east-1", StaticKeys::default())
+        .credentials()
+        .unwrap_err();
     assert_eq!(err.kind, ErrorKind::Config);
     assert!(err.to_string().contains("AWS_SECRET_ACCESS_KEY"), "{err}");
     // A profile named in AWS_PROFILE that does not exist is an error, not a silent fallback.
     let env = Env::from_pairs([("AWS_PROFILE", "ghost"), ("HOME", "/nonexistent")]);
-    let err = CredentialProvider::new(Http::new(), env, "us-east-1", StaticKeys::default()).credentials().unwrap_err();
+    let err = CredentialProvider::new(Http::new(), env, "us-east-1", StaticKeys::default())
+        .credentials()
+        .unwrap_err();
     assert!(err.to_string().contains("ghost"), "{err}");
 }
 
@@ -231,19 +320,26 @@ fn json11_calls_are_signed_for_their_service_and_keep_the_error_type() {
             && r.header("X-Amz-Target") == Some("PerformanceInsightsv20180227.GetResourceMetrics")
             && auth.starts_with("AWS4-HMAC-SHA256 Credential=AKIAPI/")
             && auth.contains("/eu-west-1/pi/aws4_request")
-            && auth.contains("SignedHeaders=content-type;host;x-amz-date;x-amz-security-token;x-amz-target")
+            && auth.contains(
+                "SignedHeaders=content-type;host;x-amz-date;x-amz-security-token;x-amz-target",
+            )
             && r.header("X-Amz-Security-Token") == Some("pi-token");
         if !ok {
             return Resp::text(400, "unexpected request shape");
         }
         if r.json()["Identifier"] == "db-MISSING" {
-            return Resp::json(400, json!({"__type": "InvalidArgumentException", "Message": "no such resource"}));
+            return Resp::json(
+                400,
+                json!({"__type": "InvalidArgumentException", "Message": "no such resource"}),
+            );
         }
         Resp::new(
             200,
             "application/x-amz-json-1.1",
-            serde_json::to_vec(&json!({"MetricList": [{"Key": {"Metric": "os.memory.active.avg"},
-                "DataPoints": [{"Timestamp": 1.7e9, "Value": 1024.0}]}]}))
+            serde_json::to_vec(
+                &json!({"MetricList": [{"Key": {"Metric": "os.memory.active.avg"},
+                "DataPoints": [{"Timestamp": 1.7e9, "Value": 1024.0}]}]}),
+            )
             .unwrap(),
         )
     });
@@ -255,11 +351,25 @@ fn json11_calls_are_signed_for_their_service_and_keep_the_error_type() {
     };
     let aws = Aws::new(Http::new(), env, "eu-west-1", keys);
     let body = json!({"ServiceType": "RDS", "Identifier": "db-ABC", "MetricQueries": [{"Metric": "os.memory.active.avg"}]});
-    let v = aws.json11(Service::Pi, "PerformanceInsightsv20180227.GetResourceMetrics", &body).unwrap();
+    let v = aws
+        .json11(
+            Service::Pi,
+            "PerformanceInsightsv20180227.GetResourceMetrics",
+            &body,
+        )
+        .unwrap();
     assert_eq!(v["MetricList"][0]["DataPoints"][0]["Value"], 1024.0);
     let err = aws
-        .json11(Service::Pi, "PerformanceInsightsv20180227.GetResourceMetrics", &json!({"Identifier": "db-MISSING"}))
+        .json11(
+            Service::Pi,
+            "PerformanceInsightsv20180227.GetResourceMetrics",
+            &json!({"Identifier": "db-MISSING"}),
+        )
         .unwrap_err();
     assert_eq!(err.code(), Some("InvalidArgumentException"));
-    assert!(err.to_string().contains("Performance Insights GetResourceMetrics") && err.to_string().contains("no such resource"));
+    assert!(
+        err.to_string()
+            .contains("Performance Insights GetResourceMetrics")
+            && err.to_string().contains("no such resource")
+    );
 }

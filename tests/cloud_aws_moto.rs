@@ -18,13 +18,24 @@ const ACCOUNT: &str = "123456789012";
 
 /// An IAM call during moto's unauthenticated window (signed with a throwaway key: moto does not
 /// check it yet).
-fn iam(http: &Http, moto: &Moto, action: &str, params: &[(&str, &str)]) -> dbtune_agent::cloud::xml::Element {
+fn iam(
+    http: &Http,
+    moto: &Moto,
+    action: &str,
+    params: &[(&str, &str)],
+) -> dbtune_agent::cloud::xml::Element {
     let mut pairs = vec![("Action", action), ("Version", "2010-05-08")];
     pairs.extend_from_slice(params);
     let mut req = Request::post(format!("{}/", moto.url())).form(&pairs);
     let dummy = Credentials::new("AKIDSETUP", "setup-secret", None);
-    sign_request(&mut req, &SigningParams::new(&dummy, REGION, "iam", now_unix()));
-    http.send(&req).unwrap_or_else(|e| panic!("IAM {action}: {e}\n{}", moto.log_text())).xml().unwrap()
+    sign_request(
+        &mut req,
+        &SigningParams::new(&dummy, REGION, "iam", now_unix()),
+    );
+    http.send(&req)
+        .unwrap_or_else(|e| panic!("IAM {action}: {e}\n{}", moto.log_text()))
+        .xml()
+        .unwrap()
 }
 
 fn p(k: &str, v: &str) -> (String, String) {
@@ -32,7 +43,10 @@ fn p(k: &str, v: &str) -> (String, String) {
 }
 
 fn client(moto: &Moto, id: &str, secret: &str, token: Option<&str>) -> Aws {
-    let env = Env::from_pairs([("AWS_ENDPOINT_URL", moto.url().as_str()), ("HOME", "/nonexistent")]);
+    let env = Env::from_pairs([
+        ("AWS_ENDPOINT_URL", moto.url().as_str()),
+        ("HOME", "/nonexistent"),
+    ]);
     Aws::new(
         Http::new(),
         env,
@@ -52,17 +66,41 @@ fn moto_accepts_our_signatures_for_every_call_the_adapters_make() {
     let http = Http::new();
 
     // --- the six unauthenticated setup calls: a user and a role, both allowed everything ---
-    let allow_all = r#"{"Version":"2012-10-17","Statement":[{"Effect":"Allow","Action":"*","Resource":"*"}]}"#;
+    let allow_all =
+        r#"{"Version":"2012-10-17","Statement":[{"Effect":"Allow","Action":"*","Resource":"*"}]}"#;
     let trust = r#"{"Version":"2012-10-17","Statement":[{"Effect":"Allow","Principal":{"AWS":"*"},"Action":"sts:AssumeRole"}]}"#;
     iam(&http, &moto, "CreateUser", &[("UserName", "dbtune")]);
-    iam(&http, &moto, "CreatePolicy", &[("PolicyName", "all"), ("PolicyDocument", allow_all)]);
+    iam(
+        &http,
+        &moto,
+        "CreatePolicy",
+        &[("PolicyName", "all"), ("PolicyDocument", allow_all)],
+    );
     let policy_arn = format!("arn:aws:iam::{ACCOUNT}:policy/all");
-    iam(&http, &moto, "AttachUserPolicy", &[("UserName", "dbtune"), ("PolicyArn", &policy_arn)]);
+    iam(
+        &http,
+        &moto,
+        "AttachUserPolicy",
+        &[("UserName", "dbtune"), ("PolicyArn", &policy_arn)],
+    );
     let key = iam(&http, &moto, "CreateAccessKey", &[("UserName", "dbtune")]);
     let id = key.find("AccessKeyId").unwrap().text.clone();
     let secret = key.find("SecretAccessKey").unwrap().text.clone();
-    iam(&http, &moto, "CreateRole", &[("RoleName", "dbtune-role"), ("AssumeRolePolicyDocument", trust)]);
-    iam(&http, &moto, "AttachRolePolicy", &[("RoleName", "dbtune-role"), ("PolicyArn", &policy_arn)]);
+    iam(
+        &http,
+        &moto,
+        "CreateRole",
+        &[
+            ("RoleName", "dbtune-role"),
+            ("AssumeRolePolicyDocument", trust),
+        ],
+    );
+    iam(
+        &http,
+        &moto,
+        "AttachRolePolicy",
+        &[("RoleName", "dbtune-role"), ("PolicyArn", &policy_arn)],
+    );
 
     // --- from here on moto verifies every signature ---
     let aws = client(&moto, &id, &secret, None);
@@ -76,8 +114,14 @@ fn moto_accepts_our_signatures_for_every_call_the_adapters_make() {
     assert_eq!(err.status, Some(403));
     assert_eq!(err.kind, ErrorKind::Auth);
     let text = err.to_string();
-    assert!(text.contains("RDS DescribeDBInstances") && text.contains("SignatureDoesNotMatch"), "{text}");
-    assert!(!text.contains("not-the-secret-at-all"), "the secret leaked: {text}");
+    assert!(
+        text.contains("RDS DescribeDBInstances") && text.contains("SignatureDoesNotMatch"),
+        "{text}"
+    );
+    assert!(
+        !text.contains("not-the-secret-at-all"),
+        "the secret leaked: {text}"
+    );
     // An unknown key id is rejected too.
     let err = client(&moto, "AKIANOSUCHKEY0000000", &secret, None)
         .query(Service::Sts, "GetCallerIdentity", &[])
@@ -86,14 +130,21 @@ fn moto_accepts_our_signatures_for_every_call_the_adapters_make() {
 
     // STS GetCallerIdentity
     let me = aws.query(Service::Sts, "GetCallerIdentity", &[]).unwrap();
-    assert_eq!(me.result().text_at(&["Arn"]), Some(format!("arn:aws:iam::{ACCOUNT}:user/dbtune").as_str()));
+    assert_eq!(
+        me.result().text_at(&["Arn"]),
+        Some(format!("arn:aws:iam::{ACCOUNT}:user/dbtune").as_str())
+    );
     assert_eq!(me.result().text_at(&["Account"]), Some(ACCOUNT));
 
     // RDS: a parameter group, an instance using it, an Aurora cluster.
     aws.query(
         Service::Rds,
         "CreateDBParameterGroup",
-        &[p("DBParameterGroupName", "dbtune-pg"), p("DBParameterGroupFamily", "postgres16"), p("Description", "dbtune test")],
+        &[
+            p("DBParameterGroupName", "dbtune-pg"),
+            p("DBParameterGroupFamily", "postgres16"),
+            p("Description", "dbtune test"),
+        ],
     )
     .unwrap();
     aws.query(
@@ -123,33 +174,67 @@ fn moto_accepts_our_signatures_for_every_call_the_adapters_make() {
     .unwrap();
 
     // RDS DescribeDBInstances
-    let r = aws.query(Service::Rds, "DescribeDBInstances", &[p("DBInstanceIdentifier", "dbtune-db")]).unwrap();
-    let inst = r.result().path(&["DBInstances", "DBInstance"]).expect("one DBInstance");
+    let r = aws
+        .query(
+            Service::Rds,
+            "DescribeDBInstances",
+            &[p("DBInstanceIdentifier", "dbtune-db")],
+        )
+        .unwrap();
+    let inst = r
+        .result()
+        .path(&["DBInstances", "DBInstance"])
+        .expect("one DBInstance");
     assert_eq!(inst.text_at(&["DBInstanceIdentifier"]), Some("dbtune-db"));
     assert_eq!(inst.text_at(&["DBInstanceClass"]), Some("db.m5.large"));
     assert_eq!(
-        inst.text_at(&["DBParameterGroups", "DBParameterGroup", "DBParameterGroupName"]),
+        inst.text_at(&[
+            "DBParameterGroups",
+            "DBParameterGroup",
+            "DBParameterGroupName"
+        ]),
         Some("dbtune-pg")
     );
     assert!(r.request_id().is_some());
     // ... and a missing instance is the service's DBInstanceNotFound, not a decode error.
-    let err = aws.query(Service::Rds, "DescribeDBInstances", &[p("DBInstanceIdentifier", "nope")]).unwrap_err();
+    let err = aws
+        .query(
+            Service::Rds,
+            "DescribeDBInstances",
+            &[p("DBInstanceIdentifier", "nope")],
+        )
+        .unwrap_err();
     assert_eq!(err.code(), Some("DBInstanceNotFound"), "{err}");
     assert_eq!(err.status, Some(404));
 
     // RDS DescribeDBClusters
-    let r = aws.query(Service::Rds, "DescribeDBClusters", &[p("DBClusterIdentifier", "dbtune-cluster")]).unwrap();
-    let cl = r.result().path(&["DBClusters", "DBCluster"]).expect("one DBCluster");
+    let r = aws
+        .query(
+            Service::Rds,
+            "DescribeDBClusters",
+            &[p("DBClusterIdentifier", "dbtune-cluster")],
+        )
+        .unwrap();
+    let cl = r
+        .result()
+        .path(&["DBClusters", "DBCluster"])
+        .expect("one DBCluster");
     assert_eq!(cl.text_at(&["DBClusterIdentifier"]), Some("dbtune-cluster"));
     assert_eq!(cl.text_at(&["Engine"]), Some("aurora-postgresql"));
-    assert!(cl.text_at(&["DBClusterParameterGroup"]).is_some_and(|g| !g.is_empty()));
+    assert!(cl
+        .text_at(&["DBClusterParameterGroup"])
+        .is_some_and(|g| !g.is_empty()));
 
     // RDS ModifyDBParameterGroup (both apply methods in one call) then DescribeDBParameters.
     let mut params = vec![p("DBParameterGroupName", "dbtune-pg")];
     params.extend(list_params(
         "Parameters.Parameter",
         &[
-            vec![("ParameterName", "work_mem".into()), ("ParameterValue", "8192".into()), ("ApplyMethod", "immediate".into())],
+            vec![
+                ("ParameterName", "work_mem".into()),
+                ("ParameterValue", "8192".into()),
+                ("ApplyMethod", "immediate".into()),
+            ],
             vec![
                 ("ParameterName", "shared_buffers".into()),
                 ("ParameterValue", "16384".into()),
@@ -157,28 +242,63 @@ fn moto_accepts_our_signatures_for_every_call_the_adapters_make() {
             ],
         ],
     ));
-    let r = aws.query(Service::Rds, "ModifyDBParameterGroup", &params).unwrap();
-    assert_eq!(r.result().text_at(&["DBParameterGroupName"]), Some("dbtune-pg"));
     let r = aws
-        .query(Service::Rds, "DescribeDBParameters", &[p("DBParameterGroupName", "dbtune-pg"), p("Source", "user")])
+        .query(Service::Rds, "ModifyDBParameterGroup", &params)
+        .unwrap();
+    assert_eq!(
+        r.result().text_at(&["DBParameterGroupName"]),
+        Some("dbtune-pg")
+    );
+    let r = aws
+        .query(
+            Service::Rds,
+            "DescribeDBParameters",
+            &[p("DBParameterGroupName", "dbtune-pg"), p("Source", "user")],
+        )
         .unwrap();
     let got: Vec<(String, String)> = r
         .result()
         .path(&["Parameters"])
         .unwrap()
         .children_named("Parameter")
-        .map(|e| (e.text_at(&["ParameterName"]).unwrap().to_string(), e.text_at(&["ParameterValue"]).unwrap_or("").to_string()))
+        .map(|e| {
+            (
+                e.text_at(&["ParameterName"]).unwrap().to_string(),
+                e.text_at(&["ParameterValue"]).unwrap_or("").to_string(),
+            )
+        })
         .collect();
     assert!(got.contains(&("work_mem".into(), "8192".into())), "{got:?}");
-    assert!(got.contains(&("shared_buffers".into(), "16384".into())), "{got:?}");
+    assert!(
+        got.contains(&("shared_buffers".into(), "16384".into())),
+        "{got:?}"
+    );
 
     // RDS RebootDBInstance
-    let r = aws.query(Service::Rds, "RebootDBInstance", &[p("DBInstanceIdentifier", "dbtune-db")]).unwrap();
-    assert_eq!(r.result().text_at(&["DBInstance", "DBInstanceIdentifier"]), Some("dbtune-db"));
+    let r = aws
+        .query(
+            Service::Rds,
+            "RebootDBInstance",
+            &[p("DBInstanceIdentifier", "dbtune-db")],
+        )
+        .unwrap();
+    assert_eq!(
+        r.result().text_at(&["DBInstance", "DBInstanceIdentifier"]),
+        Some("dbtune-db")
+    );
 
     // EC2 DescribeInstanceTypes (EC2 answers without a Result wrapper)
-    let r = aws.query(Service::Ec2, "DescribeInstanceTypes", &[p("InstanceType.1", "m5.large")]).unwrap();
-    let item = r.result().path(&["instanceTypeSet", "item"]).expect("one instance type");
+    let r = aws
+        .query(
+            Service::Ec2,
+            "DescribeInstanceTypes",
+            &[p("InstanceType.1", "m5.large")],
+        )
+        .unwrap();
+    let item = r
+        .result()
+        .path(&["instanceTypeSet", "item"])
+        .expect("one instance type");
     assert_eq!(item.text_at(&["instanceType"]), Some("m5.large"));
     assert_eq!(item.text_at(&["vCpuInfo", "defaultVCpus"]), Some("2"));
     assert_eq!(item.text_at(&["memoryInfo", "sizeInMiB"]), Some("8192"));
@@ -187,7 +307,10 @@ fn moto_accepts_our_signatures_for_every_call_the_adapters_make() {
     let now = now_unix();
     let dim = |prefix: &str| {
         vec![
-            p(&format!("{prefix}Dimensions.member.1.Name"), "DBInstanceIdentifier"),
+            p(
+                &format!("{prefix}Dimensions.member.1.Name"),
+                "DBInstanceIdentifier",
+            ),
             p(&format!("{prefix}Dimensions.member.1.Value"), "dbtune-db"),
         ]
     };
@@ -199,7 +322,8 @@ fn moto_accepts_our_signatures_for_every_call_the_adapters_make() {
         p("MetricData.member.1.Timestamp", &rfc3339(now - 30)),
     ];
     put.extend(dim("MetricData.member.1."));
-    aws.query(Service::CloudWatch, "PutMetricData", &put).unwrap();
+    aws.query(Service::CloudWatch, "PutMetricData", &put)
+        .unwrap();
     let mut get = vec![
         p("Namespace", "AWS/RDS"),
         p("MetricName", "CPUUtilization"),
@@ -209,7 +333,9 @@ fn moto_accepts_our_signatures_for_every_call_the_adapters_make() {
         p("Statistics.member.1", "Average"),
     ];
     get.extend(dim(""));
-    let r = aws.query(Service::CloudWatch, "GetMetricStatistics", &get).unwrap();
+    let r = aws
+        .query(Service::CloudWatch, "GetMetricStatistics", &get)
+        .unwrap();
     let points: Vec<f64> = r
         .result()
         .path(&["Datapoints"])
@@ -225,7 +351,13 @@ fn moto_accepts_our_signatures_for_every_call_the_adapters_make() {
         &aws.env,
         REGION,
         &aws.credentials.credentials().unwrap(),
-        &[p("RoleArn", &format!("arn:aws:iam::{ACCOUNT}:role/dbtune-role")), p("RoleSessionName", "dbtune-test")],
+        &[
+            p(
+                "RoleArn",
+                &format!("arn:aws:iam::{ACCOUNT}:role/dbtune-role"),
+            ),
+            p("RoleSessionName", "dbtune-test"),
+        ],
     )
     .unwrap();
     assert!(assumed.session_token.is_some() && assumed.expires_at.unwrap() > now);
@@ -241,15 +373,24 @@ fn moto_accepts_our_signatures_for_every_call_the_adapters_make() {
         Some(format!("arn:aws:sts::{ACCOUNT}:assumed-role/dbtune-role/dbtune-test").as_str())
     );
     // The same temporary key without its session token is refused.
-    let err = client(&moto, &assumed.access_key_id, assumed.secret_access_key.expose(), None)
-        .query(Service::Sts, "GetCallerIdentity", &[])
-        .unwrap_err();
+    let err = client(
+        &moto,
+        &assumed.access_key_id,
+        assumed.secret_access_key.expose(),
+        None,
+    )
+    .query(Service::Sts, "GetCallerIdentity", &[])
+    .unwrap_err();
     assert_eq!(err.kind, ErrorKind::Auth, "{err}");
 
     // The credential chain: a profile with source_profile + role_arn assumes the role through STS.
     let dir = std::env::temp_dir().join(format!("dbtune-aws-profile-{}", moto.port));
     std::fs::create_dir_all(&dir).unwrap();
-    std::fs::write(dir.join("credentials"), format!("[base]\naws_access_key_id = {id}\naws_secret_access_key = {secret}\n")).unwrap();
+    std::fs::write(
+        dir.join("credentials"),
+        format!("[base]\naws_access_key_id = {id}\naws_secret_access_key = {secret}\n"),
+    )
+    .unwrap();
     std::fs::write(
         dir.join("config"),
         format!("[profile tuned]\nrole_arn = arn:aws:iam::{ACCOUNT}:role/dbtune-role\nsource_profile = base\nrole_session_name = chain\n"),
@@ -258,12 +399,17 @@ fn moto_accepts_our_signatures_for_every_call_the_adapters_make() {
     let env = Env::from_pairs([
         ("AWS_ENDPOINT_URL", moto.url().as_str()),
         ("AWS_PROFILE", "tuned"),
-        ("AWS_SHARED_CREDENTIALS_FILE", dir.join("credentials").to_str().unwrap()),
+        (
+            "AWS_SHARED_CREDENTIALS_FILE",
+            dir.join("credentials").to_str().unwrap(),
+        ),
         ("AWS_CONFIG_FILE", dir.join("config").to_str().unwrap()),
         ("AWS_EC2_METADATA_DISABLED", "true"),
     ]);
     let chained = Aws::new(Http::new(), env, REGION, StaticKeys::default());
-    let me = chained.query(Service::Sts, "GetCallerIdentity", &[]).unwrap();
+    let me = chained
+        .query(Service::Sts, "GetCallerIdentity", &[])
+        .unwrap();
     assert_eq!(
         me.result().text_at(&["Arn"]),
         Some(format!("arn:aws:sts::{ACCOUNT}:assumed-role/dbtune-role/chain").as_str())
@@ -271,7 +417,10 @@ fn moto_accepts_our_signatures_for_every_call_the_adapters_make() {
     let c = chained.credentials.credentials().unwrap();
     assert_eq!(c.source, "profile tuned (assumed role)");
     // Cached: a second call returns the same temporary key.
-    assert_eq!(chained.credentials.credentials().unwrap().access_key_id, c.access_key_id);
+    assert_eq!(
+        chained.credentials.credentials().unwrap().access_key_id,
+        c.access_key_id
+    );
 
     // (Web identity is tested against a stand-in STS in cloud_aws_credentials.rs: moto
     // requires a signature even on AssumeRoleWithWebIdentity, which real STS does not.)

@@ -18,9 +18,15 @@ fn engine(dir: &std::path::Path, daemon_api: &'static str, head_ping: bool) -> S
             if r.method == "HEAD" && !head_ping {
                 return Resp::empty(405);
             }
-            return Resp::text(200, "OK").header("API-Version", daemon_api).header("Docker-Experimental", "false");
+            return Resp::text(200, "OK")
+                .header("API-Version", daemon_api)
+                .header("Docker-Experimental", "false");
         }
-        let Some(rest) = p.strip_prefix("/v1.").and_then(|r| r.split_once('/')).map(|x| x.1) else {
+        let Some(rest) = p
+            .strip_prefix("/v1.")
+            .and_then(|r| r.split_once('/'))
+            .map(|x| x.1)
+        else {
             return Resp::json(400, json!({"message": "unversioned request"}));
         };
         match (r.method.as_str(), rest) {
@@ -56,20 +62,45 @@ fn negotiates_then_inspects_stats_and_restarts() {
     let s = engine(&dir, "1.45", true);
     let sock = format!("unix://{}", dir.join("docker.sock").display());
     let d = Docker::from_env(&Env::from_pairs([("DOCKER_HOST", sock.as_str())])).unwrap();
-    assert_eq!(d.api_version().unwrap(), "1.45", "older daemon: its version");
+    assert_eq!(
+        d.api_version().unwrap(),
+        "1.45",
+        "older daemon: its version"
+    );
     let i = d.inspect("pg").unwrap();
-    assert_eq!((i["Config"]["Image"].as_str(), i["HostConfig"]["NanoCpus"].as_u64()), (Some("postgres:17"), Some(2_000_000_000)));
+    assert_eq!(
+        (
+            i["Config"]["Image"].as_str(),
+            i["HostConfig"]["NanoCpus"].as_u64()
+        ),
+        (Some("postgres:17"), Some(2_000_000_000))
+    );
     let st = d.stats_once("pg").unwrap();
     assert_eq!(st["memory_stats"]["usage"], 104857600u64);
-    assert_eq!(st["cpu_stats"]["cpu_usage"]["percpu_usage"].as_array().unwrap().len(), 2);
+    assert_eq!(
+        st["cpu_stats"]["cpu_usage"]["percpu_usage"]
+            .as_array()
+            .unwrap()
+            .len(),
+        2
+    );
     d.restart("pg").unwrap();
     let reqs = s.requests();
-    assert_eq!(reqs.iter().filter(|r| r.path() == "/_ping").count(), 1, "negotiated once");
-    assert!(reqs.iter().any(|r| r.method == "POST" && r.path() == "/v1.45/containers/pg/restart"));
+    assert_eq!(
+        reqs.iter().filter(|r| r.path() == "/_ping").count(),
+        1,
+        "negotiated once"
+    );
+    assert!(reqs
+        .iter()
+        .any(|r| r.method == "POST" && r.path() == "/v1.45/containers/pg/restart"));
 
     let err = d.inspect("ghost").unwrap_err();
     assert_eq!((err.status, err.kind), (Some(404), ErrorKind::Service));
-    assert!(err.to_string().contains("No such container: ghost"), "{err}");
+    assert!(
+        err.to_string().contains("No such container: ghost"),
+        "{err}"
+    );
     let _ = std::fs::remove_dir_all(dir);
 }
 
@@ -78,11 +109,17 @@ fn newer_daemons_get_our_version_old_ones_are_refused_and_reads_time_out() {
     let dir = tmpdir("new");
     let _s = engine(&dir, "1.52", false);
     let d = Docker::new(dir.join("docker.sock"));
-    assert_eq!(d.api_version().unwrap(), "1.47", "GET /_ping fallback, capped at our max");
+    assert_eq!(
+        d.api_version().unwrap(),
+        "1.47",
+        "GET /_ping fallback, capped at our max"
+    );
 
     let dir2 = tmpdir("old");
     let _s2 = engine(&dir2, "1.30", true);
-    let err = Docker::new(dir2.join("docker.sock")).inspect("pg").unwrap_err();
+    let err = Docker::new(dir2.join("docker.sock"))
+        .inspect("pg")
+        .unwrap_err();
     assert_eq!(err.kind, ErrorKind::Config);
     assert!(err.to_string().contains("1.30"), "{err}");
 
@@ -93,7 +130,9 @@ fn newer_daemons_get_our_version_old_ones_are_refused_and_reads_time_out() {
     assert_eq!(err.kind, ErrorKind::Timeout, "{err}");
     assert!(t.elapsed() < Duration::from_millis(1200));
 
-    let err = Docker::new(dir.join("missing.sock")).inspect("pg").unwrap_err();
+    let err = Docker::new(dir.join("missing.sock"))
+        .inspect("pg")
+        .unwrap_err();
     assert_eq!(err.kind, ErrorKind::Transport);
     assert!(Docker::from_env(&Env::from_pairs([("DOCKER_HOST", "tcp://1.2.3.4:2375")])).is_err());
     let _ = std::fs::remove_dir_all(dir);

@@ -27,16 +27,29 @@ fn fast() -> Http {
 
 #[test]
 fn retries_5xx_then_succeeds_and_gives_up_after_the_budget() {
-    let s = counting(|n| if n < 3 { Resp::text(503, "busy") } else { Resp::text(200, "ok") });
-    let r = fast().send(&Request::get(format!("{}/x", s.url()))).unwrap();
+    let s = counting(|n| {
+        if n < 3 {
+            Resp::text(503, "busy")
+        } else {
+            Resp::text(200, "ok")
+        }
+    });
+    let r = fast()
+        .send(&Request::get(format!("{}/x", s.url())))
+        .unwrap();
     assert_eq!((r.status, r.text().as_str()), (200, "ok"));
     assert_eq!(s.requests().len(), 3);
 
     let s = counting(|_| Resp::text(500, "always broken"));
-    let err = fast().send(&Request::get(format!("{}/x", s.url())).what("probe")).unwrap_err();
+    let err = fast()
+        .send(&Request::get(format!("{}/x", s.url())).what("probe"))
+        .unwrap_err();
     assert_eq!(s.requests().len(), 3, "bounded at max_attempts");
     assert_eq!((err.kind, err.status), (ErrorKind::Service, Some(500)));
-    assert_eq!(err.to_string(), format!("probe (GET {}/x): HTTP 500 always broken", s.url()));
+    assert_eq!(
+        err.to_string(),
+        format!("probe (GET {}/x): HTTP 500 always broken", s.url())
+    );
 }
 
 #[test]
@@ -50,7 +63,11 @@ fn throttling_honours_retry_after_and_client_errors_are_not_retried() {
     });
     let t = Instant::now();
     fast().send(&Request::get(s.url())).unwrap();
-    assert!(t.elapsed() >= Duration::from_millis(950), "waited only {:?}", t.elapsed());
+    assert!(
+        t.elapsed() >= Duration::from_millis(950),
+        "waited only {:?}",
+        t.elapsed()
+    );
     assert_eq!(s.requests().len(), 2);
 
     // AWS signals throttling with a 400 and a code.
@@ -70,7 +87,12 @@ fn throttling_honours_retry_after_and_client_errors_are_not_retried() {
     assert_eq!((err.kind, s.requests().len()), (ErrorKind::Throttled, 1));
 
     // Client errors are final.
-    let s = counting(|_| Resp::json(404, serde_json::json!({"error": {"code": "NotFound", "message": "no such thing"}})));
+    let s = counting(|_| {
+        Resp::json(
+            404,
+            serde_json::json!({"error": {"code": "NotFound", "message": "no such thing"}}),
+        )
+    });
     let err = fast().send(&Request::get(s.url())).unwrap_err();
     assert_eq!((s.requests().len(), err.code()), (1, Some("NotFound")));
 }
@@ -80,19 +102,32 @@ fn timeouts_chunked_bodies_and_secret_hygiene() {
     let s = StandIn::start(|_| Resp::text(200, "late").delayed(Duration::from_millis(1500)));
     let t = Instant::now();
     let err = fast()
-        .send(&Request::get(s.url()).timeout(Duration::from_millis(200)).no_retry())
+        .send(
+            &Request::get(s.url())
+                .timeout(Duration::from_millis(200))
+                .no_retry(),
+        )
         .unwrap_err();
     assert_eq!(err.kind, ErrorKind::Timeout, "{err}");
     assert!(t.elapsed() < Duration::from_millis(1200));
 
-    let s = StandIn::start(|_| Resp::json(200, serde_json::json!({"items": (0..50).collect::<Vec<_>>()})).chunked());
+    let s = StandIn::start(|_| {
+        Resp::json(
+            200,
+            serde_json::json!({"items": (0..50).collect::<Vec<_>>()}),
+        )
+        .chunked()
+    });
     let v: serde_json::Value = fast().send(&Request::get(s.url())).unwrap().json().unwrap();
     assert_eq!(v["items"].as_array().unwrap().len(), 50);
 
     // The service echoes our token and the URL carries a signature: neither reaches the error.
     let s = StandIn::start(|r| {
         let auth = r.header("Authorization").unwrap_or("").to_string();
-        Resp::json(403, serde_json::json!({"error": "access_denied", "error_description": format!("bad credential {auth}")}))
+        Resp::json(
+            403,
+            serde_json::json!({"error": "access_denied", "error_description": format!("bad credential {auth}")}),
+        )
     });
     let err = fast()
         .send(
@@ -103,11 +138,23 @@ fn timeouts_chunked_bodies_and_secret_hygiene() {
         .unwrap_err();
     let text = err.to_string();
     assert_eq!(err.kind, ErrorKind::Auth);
-    assert!(text.contains("access_denied") && text.contains("(hidden)"), "{text}");
-    assert!(!text.contains("sekrit") && !text.contains("deadbeefcafe"), "{text}");
+    assert!(
+        text.contains("access_denied") && text.contains("(hidden)"),
+        "{text}"
+    );
+    assert!(
+        !text.contains("sekrit") && !text.contains("deadbeefcafe"),
+        "{text}"
+    );
 
     // Nothing listens: a transport error, retried, then reported.
-    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-    let err = fast().send(&Request::get(format!("http://127.0.0.1:{port}/"))).unwrap_err();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let err = fast()
+        .send(&Request::get(format!("http://127.0.0.1:{port}/")))
+        .unwrap_err();
     assert_eq!(err.kind, ErrorKind::Transport, "{err}");
 }

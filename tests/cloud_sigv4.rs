@@ -10,7 +10,8 @@ use std::fs;
 use std::path::{Path, PathBuf};
 
 fn suite_dir() -> PathBuf {
-    let d = Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/testdata/aws-sigv4-test-suite/v4");
+    let d =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/testdata/aws-sigv4-test-suite/v4");
     assert!(
         d.is_dir(),
         "the SigV4 test suite is missing at {} (CI lays shared/ beside the repository)",
@@ -30,7 +31,7 @@ struct HttpText {
 /// continue the previous value), blank line, body. Targets may contain raw spaces.
 fn parse_http(text: &str) -> HttpText {
     let (head, body) = match text.find("\n\n") {
-        Some(i) => (&text[..i], text[i + 2..].as_bytes().to_vec()),
+        Some(i) => (&text[..i], text.as_bytes()[i + 2..].to_vec()),
         None => (text.trim_end_matches('\n'), Vec::new()),
     };
     let mut lines = head.lines();
@@ -57,7 +58,10 @@ fn parse_http(text: &str) -> HttpText {
 
 /// Header multiset for comparison: names lower-cased, values trimmed (line folding kept).
 fn header_set(h: &[(String, String)]) -> Vec<(String, String)> {
-    let mut v: Vec<_> = h.iter().map(|(n, v)| (n.to_ascii_lowercase(), v.trim().to_string())).collect();
+    let mut v: Vec<_> = h
+        .iter()
+        .map(|(n, v)| (n.to_ascii_lowercase(), v.trim().to_string()))
+        .collect();
     v.sort();
     v
 }
@@ -109,7 +113,14 @@ fn parts_of(req: &HttpText) -> Parts {
 }
 
 /// Checks one signing mode of one case; returns the number of files compared.
-fn check_mode(name: &str, dir: &Path, case: &Case, req: &HttpText, mode: Mode, prefix: &str) -> usize {
+fn check_mode(
+    name: &str,
+    dir: &Path,
+    case: &Case,
+    req: &HttpText,
+    mode: Mode,
+    prefix: &str,
+) -> usize {
     let Some(expected_creq) = read(dir, &format!("{prefix}-canonical-request.txt")) else {
         return 0;
     };
@@ -119,9 +130,16 @@ fn check_mode(name: &str, dir: &Path, case: &Case, req: &HttpText, mode: Mode, p
     p.omit_session_token = case.omit_token;
     let signed = sign_parts(&parts_of(req), &p, mode);
     let mut n = 1;
-    assert_eq!(signed.canonical_request, expected_creq, "{name}: {prefix} canonical request");
+    assert_eq!(
+        signed.canonical_request, expected_creq,
+        "{name}: {prefix} canonical request"
+    );
     if let Some(sts) = read(dir, &format!("{prefix}-string-to-sign.txt")) {
-        assert_eq!(signed.string_to_sign, sts.trim_end(), "{name}: {prefix} string to sign");
+        assert_eq!(
+            signed.string_to_sign,
+            sts.trim_end(),
+            "{name}: {prefix} string to sign"
+        );
         n += 1;
     }
     if let Some(sig) = read(dir, &format!("{prefix}-signature.txt")) {
@@ -139,12 +157,26 @@ fn check_mode(name: &str, dir: &Path, case: &Case, req: &HttpText, mode: Mode, p
             }
             Mode::Query { .. } => {
                 let sep = if req.target.contains('?') { '&' } else { '?' };
-                let q: Vec<String> = signed.add_query.iter().map(|(k, v)| format!("{k}={v}")).collect();
-                (format!("{}{sep}{}", req.target, q.join("&")), req.headers.clone())
+                let q: Vec<String> = signed
+                    .add_query
+                    .iter()
+                    .map(|(k, v)| format!("{k}={v}"))
+                    .collect();
+                (
+                    format!("{}{sep}{}", req.target, q.join("&")),
+                    req.headers.clone(),
+                )
             }
         };
-        assert_eq!(target, expected.target, "{name}: {prefix} signed request line");
-        assert_eq!(header_set(&headers), header_set(&expected.headers), "{name}: {prefix} signed headers");
+        assert_eq!(
+            target, expected.target,
+            "{name}: {prefix} signed request line"
+        );
+        assert_eq!(
+            header_set(&headers),
+            header_set(&expected.headers),
+            "{name}: {prefix} signed headers"
+        );
         assert_eq!(req.body, expected.body, "{name}: {prefix} body");
         n += 1;
     }
@@ -159,7 +191,11 @@ fn every_case_of_the_aws_sigv4_suite_passes() {
         .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
         .collect();
     names.sort();
-    assert!(names.len() >= 40, "expected the full suite, found {} cases", names.len());
+    assert!(
+        names.len() >= 40,
+        "expected the full suite, found {} cases",
+        names.len()
+    );
     let mut files = 0;
     let mut cases = 0;
     for name in &names {
@@ -175,12 +211,26 @@ fn every_case_of_the_aws_sigv4_suite_passes() {
         // request with a literal space, which header-signed-request.txt still shows. Sign the
         // request the expected files were made from.
         let signed_req = parse_http(&read(&d, "header-signed-request.txt").unwrap());
-        if signed_req.target != req.target && percent_decode(&signed_req.target, false) == percent_decode(&req.target, false) {
-            eprintln!("{name}: signing the target as shown in header-signed-request.txt ({:?})", signed_req.target);
+        if signed_req.target != req.target
+            && percent_decode(&signed_req.target, false) == percent_decode(&req.target, false)
+        {
+            eprintln!(
+                "{name}: signing the target as shown in header-signed-request.txt ({:?})",
+                signed_req.target
+            );
             req.target = signed_req.target;
         }
         files += check_mode(name, &d, &case, &req, Mode::Headers, "header");
-        files += check_mode(name, &d, &case, &req, Mode::Query { expires_in: case.expires }, "query");
+        files += check_mode(
+            name,
+            &d,
+            &case,
+            &req,
+            Mode::Query {
+                expires_in: case.expires,
+            },
+            "query",
+        );
         cases += 1;
     }
     assert_eq!(cases, names.len());
@@ -197,7 +247,11 @@ fn special_case(name: &str, d: &Path, req: &HttpText) -> usize {
         // Scope 20210511/us-east-2/lambda in the string to sign; the suite's standard key.
         "double-url-encode" => {
             let case = Case {
-                creds: Credentials::new("AKIDEXAMPLE", "wJalrXUtnFEMI/K7MDENG+bPxRfiCYEXAMPLEKEY", None),
+                creds: Credentials::new(
+                    "AKIDEXAMPLE",
+                    "wJalrXUtnFEMI/K7MDENG+bPxRfiCYEXAMPLEKEY",
+                    None,
+                ),
                 region: "us-east-2".into(),
                 service: "lambda".into(),
                 time: t2021,
@@ -215,7 +269,11 @@ fn special_case(name: &str, d: &Path, req: &HttpText) -> usize {
             let creds = Credentials::new("ANOTREAL", "notrealrnrELgWzOk3IfjzDKtFBhDby", None);
             let p = SigningParams::new(&creds, "us-east-1", "service", t2021);
             let signed = sign_parts(&parts_of(req), &p, Mode::Headers);
-            assert_eq!(signed.canonical_request, read(d, "header-canonical-request.txt").unwrap(), "{name}: canonical request");
+            assert_eq!(
+                signed.canonical_request,
+                read(d, "header-canonical-request.txt").unwrap(),
+                "{name}: canonical request"
+            );
             n += 1;
             let p = SigningParams::new(&creds, "us-east-1", "service", t2015);
             let signed = sign_parts(&parts_of(req), &p, Mode::Headers);
@@ -224,7 +282,11 @@ fn special_case(name: &str, d: &Path, req: &HttpText) -> usize {
             h.retain(|(k, _)| !k.eq_ignore_ascii_case("x-amz-date"));
             h.extend(signed.add_headers);
             assert_eq!(req.target, expected.target, "{name}: request line");
-            assert_eq!(header_set(&h), header_set(&expected.headers), "{name}: signed headers");
+            assert_eq!(
+                header_set(&h),
+                header_set(&expected.headers),
+                "{name}: signed headers"
+            );
             n + 1
         }
         other => panic!("{other}: a case without context.json that this test does not know"),

@@ -52,8 +52,13 @@ pub fn rsa_sha256_sign(pkcs8_der: &[u8], msg: &[u8]) -> Result<Vec<u8>, String> 
     let key = signature::RsaKeyPair::from_pkcs8(pkcs8_der)
         .map_err(|e| format!("the RSA private key is not a usable PKCS#8 key ({e})"))?;
     let mut sig = vec![0u8; key.public().modulus_len()];
-    key.sign(&signature::RSA_PKCS1_SHA256, &rand::SystemRandom::new(), msg, &mut sig)
-        .map_err(|_| "RSA signing failed".to_string())?;
+    key.sign(
+        &signature::RSA_PKCS1_SHA256,
+        &rand::SystemRandom::new(),
+        msg,
+        &mut sig,
+    )
+    .map_err(|_| "RSA signing failed".to_string())?;
     Ok(sig)
 }
 
@@ -63,6 +68,9 @@ pub fn pem_block(pem: &str, label: &str) -> Option<Vec<u8>> {
     let end = format!("-----END {label}-----");
     let start = pem.find(&begin)? + begin.len();
     let stop = start + pem[start..].find(&end)?;
-    let b64: String = pem[start..stop].chars().filter(|c| !c.is_whitespace()).collect();
+    let b64: String = pem[start..stop]
+        .chars()
+        .filter(|c| !c.is_whitespace())
+        .collect();
     crate::cloud::encoding::b64_decode(&b64)
 }

@@ -226,7 +226,12 @@ pub struct Response {
 }
 
 impl Response {
-    pub fn new(status: u16, headers: Vec<(String, String)>, body: Vec<u8>, context: String) -> Self {
+    pub fn new(
+        status: u16,
+        headers: Vec<(String, String)>,
+        body: Vec<u8>,
+        context: String,
+    ) -> Self {
         Response {
             status,
             headers,
@@ -245,7 +250,10 @@ impl Response {
     }
     pub fn json<T: serde::de::DeserializeOwned>(&self) -> super::Result<T> {
         serde_json::from_slice(&self.body).map_err(|e| {
-            CloudError::decode(&self.context, format!("response is not the expected JSON: {e}"))
+            CloudError::decode(
+                &self.context,
+                format!("response is not the expected JSON: {e}"),
+            )
         })
     }
     pub fn xml(&self) -> super::Result<xml::Element> {
@@ -282,7 +290,10 @@ impl Default for RetryPolicy {
 
 impl RetryPolicy {
     fn backoff(&self, attempt: u32) -> Duration {
-        let exp = self.base.saturating_mul(1u32 << attempt.min(16)).min(self.cap);
+        let exp = self
+            .base
+            .saturating_mul(1u32 << attempt.min(16))
+            .min(self.cap);
         // "Equal jitter": half fixed, half random, so two agents throttled together spread out.
         let half = exp / 2;
         let r = super::crypto::random_u64() % (half.as_millis() as u64 + 1);
@@ -337,7 +348,10 @@ impl Http {
                 }
             }
             if roots.is_empty() {
-                return Err(CloudError::config(ctx, "the CA bundle holds no PEM certificate"));
+                return Err(CloudError::config(
+                    ctx,
+                    "the CA bundle holds no PEM certificate",
+                ));
             }
             b = b.root_certs(ureq::tls::RootCerts::new_with_certs(&roots));
         }
@@ -350,10 +364,14 @@ impl Http {
                     })
                     .collect();
                 if chain.is_empty() {
-                    return Err(CloudError::config(ctx, "the client certificate holds no PEM certificate"));
+                    return Err(CloudError::config(
+                        ctx,
+                        "the client certificate holds no PEM certificate",
+                    ));
                 }
-                let key = ureq::tls::PrivateKey::from_pem(key)
-                    .map_err(|_| CloudError::config(ctx, "the client key is not a PEM private key"))?;
+                let key = ureq::tls::PrivateKey::from_pem(key).map_err(|_| {
+                    CloudError::config(ctx, "the client key is not a PEM private key")
+                })?;
                 b = b.client_cert(Some(ureq::tls::ClientCert::new_with_certs(&chain, key)));
             }
             (None, None) => {}
@@ -393,7 +411,11 @@ impl Http {
     /// Sends with retries; a non-2xx answer becomes a [`CloudError`] carrying the service's
     /// code and message.
     pub fn send(&self, req: &Request) -> super::Result<Response> {
-        let attempts = if req.retry { self.retry.max_attempts.max(1) } else { 1 };
+        let attempts = if req.retry {
+            self.retry.max_attempts.max(1)
+        } else {
+            1
+        };
         let mut attempt = 0;
         loop {
             let result = self.send_once(req);
@@ -419,21 +441,37 @@ impl Http {
                 Some(w) => w,
                 None => self.retry.backoff(attempt - 1),
             };
-            log::debug!("{}: attempt {attempt} failed ({}); retrying in {wait:?}", req.context(), err.message);
+            log::debug!(
+                "{}: attempt {attempt} failed ({}); retrying in {wait:?}",
+                req.context(),
+                err.message
+            );
             std::thread::sleep(wait);
         }
     }
 
-    fn send_once(&self, req: &Request) -> std::result::Result<Response, (CloudError, Option<Duration>)> {
+    fn send_once(
+        &self,
+        req: &Request,
+    ) -> std::result::Result<Response, (CloudError, Option<Duration>)> {
         let ctx = req.context();
-        let agent = if bypasses_proxy(req.host()) { &self.direct } else { &self.proxied };
-        let mut b = ureq::http::Request::builder().method(req.method.as_str()).uri(req.url.as_str());
+        let agent = if bypasses_proxy(req.host()) {
+            &self.direct
+        } else {
+            &self.proxied
+        };
+        let mut b = ureq::http::Request::builder()
+            .method(req.method.as_str())
+            .uri(req.url.as_str());
         for (n, v) in &req.headers {
             b = b.header(n.as_str(), v.as_str());
         }
         let hreq = b.body(req.body.clone()).map_err(|e| {
             (
-                CloudError::config(&ctx, format!("invalid request: {}", redact(&e.to_string(), &req.secrets))),
+                CloudError::config(
+                    &ctx,
+                    format!("invalid request: {}", redact(&e.to_string(), &req.secrets)),
+                ),
                 None,
             )
         })?;
@@ -444,12 +482,19 @@ impl Http {
             .allow_non_standard_methods(true)
             .build();
         let started = Instant::now();
-        let mut resp = agent.run(hreq).map_err(|e| (transport_error(&ctx, e, timeout, &req.secrets), None))?;
+        let mut resp = agent
+            .run(hreq)
+            .map_err(|e| (transport_error(&ctx, e, timeout, &req.secrets), None))?;
         let status = resp.status().as_u16();
         let headers: Vec<(String, String)> = resp
             .headers()
             .iter()
-            .map(|(n, v)| (n.as_str().to_string(), String::from_utf8_lossy(v.as_bytes()).into_owned()))
+            .map(|(n, v)| {
+                (
+                    n.as_str().to_string(),
+                    String::from_utf8_lossy(v.as_bytes()).into_owned(),
+                )
+            })
             .collect();
         let body = if req.method == "HEAD" {
             Vec::new()
@@ -472,8 +517,16 @@ impl Http {
 
 fn transport_error(ctx: &str, e: ureq::Error, timeout: Duration, secrets: &[String]) -> CloudError {
     match e {
-        ureq::Error::Timeout(_) => CloudError::new(ErrorKind::Timeout, ctx, format!("no complete answer within {timeout:?}")),
-        other => CloudError::new(ErrorKind::Transport, ctx, redact(&other.to_string(), secrets)),
+        ureq::Error::Timeout(_) => CloudError::new(
+            ErrorKind::Timeout,
+            ctx,
+            format!("no complete answer within {timeout:?}"),
+        ),
+        other => CloudError::new(
+            ErrorKind::Transport,
+            ctx,
+            redact(&other.to_string(), secrets),
+        ),
     }
 }
 
@@ -508,8 +561,16 @@ pub fn parse_service_error(body: &[u8]) -> (Option<String>, Option<String>, Opti
     let t = text.trim();
     if t.starts_with('<') {
         if let Ok(doc) = xml::parse(t) {
-            let get = |n: &str| doc.find(n).map(|e| e.text.trim().to_string()).filter(|s| !s.is_empty());
-            return (get("Code"), get("Message"), get("RequestId").or_else(|| get("RequestID")));
+            let get = |n: &str| {
+                doc.find(n)
+                    .map(|e| e.text.trim().to_string())
+                    .filter(|s| !s.is_empty())
+            };
+            return (
+                get("Code"),
+                get("Message"),
+                get("RequestId").or_else(|| get("RequestID")),
+            );
         }
     }
     if let Ok(v) = serde_json::from_str::<serde_json::Value>(t) {
@@ -521,11 +582,19 @@ pub fn parse_service_error(body: &[u8]) -> (Option<String>, Option<String>, Opti
             return (code, s(e.get("message")), None);
         }
         if let Some(code) = s(err) {
-            return (Some(code), s(v.get("error_description")).or_else(|| s(v.get("message"))), None);
+            return (
+                Some(code),
+                s(v.get("error_description")).or_else(|| s(v.get("message"))),
+                None,
+            );
         }
         if let Some(t) = s(v.get("__type")) {
             let code = t.rsplit('#').next().unwrap_or(&t).to_string();
-            return (Some(code), s(v.get("message")).or_else(|| s(v.get("Message"))), None);
+            return (
+                Some(code),
+                s(v.get("message")).or_else(|| s(v.get("Message"))),
+                None,
+            );
         }
         if v.get("kind").and_then(|k| k.as_str()) == Some("Status") {
             return (s(v.get("reason")), s(v.get("message")), None);
@@ -603,7 +672,9 @@ pub fn retry_after(resp: &Response) -> Option<Duration> {
         return Some(Duration::from_secs(s));
     }
     let at = parse_http_date(v)?;
-    Some(Duration::from_secs((at - super::time::now_unix()).max(0) as u64))
+    Some(Duration::from_secs(
+        (at - super::time::now_unix()).max(0) as u64
+    ))
 }
 
 /// IMF-fixdate: `Sun, 06 Nov 1994 08:49:37 GMT`.
@@ -612,7 +683,9 @@ fn parse_http_date(s: &str) -> Option<i64> {
     if p.len() != 6 || p[5] != "GMT" {
         return None;
     }
-    const MONTHS: [&str; 12] = ["Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"];
+    const MONTHS: [&str; 12] = [
+        "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
+    ];
     let m = MONTHS.iter().position(|x| *x == p[2])? + 1;
     let iso = format!("{}-{m:02}-{:0>2}T{}Z", p[3], p[1], p[4]);
     super::time::parse_rfc3339(&iso)
@@ -663,36 +736,68 @@ mod tests {
         let aws = br#"<ErrorResponse xmlns="x"><Error><Type>Sender</Type><Code>SignatureDoesNotMatch</Code><Message>bad sig</Message></Error><RequestId>r-1</RequestId></ErrorResponse>"#;
         assert_eq!(
             parse_service_error(aws),
-            (Some("SignatureDoesNotMatch".into()), Some("bad sig".into()), Some("r-1".into()))
+            (
+                Some("SignatureDoesNotMatch".into()),
+                Some("bad sig".into()),
+                Some("r-1".into())
+            )
         );
         let ec2 = br#"<Response><Errors><Error><Code>AuthFailure</Code><Message>m</Message></Error></Errors><RequestID>r-2</RequestID></Response>"#;
         assert_eq!(parse_service_error(ec2).0.as_deref(), Some("AuthFailure"));
         assert_eq!(parse_service_error(ec2).2.as_deref(), Some("r-2"));
         let g = br#"{"error":{"code":403,"message":"denied","status":"PERMISSION_DENIED"}}"#;
-        assert_eq!(parse_service_error(g).0.as_deref(), Some("PERMISSION_DENIED"));
+        assert_eq!(
+            parse_service_error(g).0.as_deref(),
+            Some("PERMISSION_DENIED")
+        );
         let arm = br#"{"error":{"code":"ResourceNotFound","message":"gone"}}"#;
-        assert_eq!(parse_service_error(arm).0.as_deref(), Some("ResourceNotFound"));
+        assert_eq!(
+            parse_service_error(arm).0.as_deref(),
+            Some("ResourceNotFound")
+        );
         let oauth = br#"{"error":"invalid_grant","error_description":"expired"}"#;
-        assert_eq!(parse_service_error(oauth), (Some("invalid_grant".into()), Some("expired".into()), None));
+        assert_eq!(
+            parse_service_error(oauth),
+            (Some("invalid_grant".into()), Some("expired".into()), None)
+        );
         let pi = br#"{"__type":"com.amazon.pi#InvalidArgumentException","message":"no"}"#;
-        assert_eq!(parse_service_error(pi).0.as_deref(), Some("InvalidArgumentException"));
+        assert_eq!(
+            parse_service_error(pi).0.as_deref(),
+            Some("InvalidArgumentException")
+        );
         let k8s = br#"{"kind":"Status","reason":"Forbidden","message":"pods is forbidden"}"#;
         assert_eq!(parse_service_error(k8s).0.as_deref(), Some("Forbidden"));
-        assert_eq!(parse_service_error(b"plain failure").1.as_deref(), Some("plain failure"));
+        assert_eq!(
+            parse_service_error(b"plain failure").1.as_deref(),
+            Some("plain failure")
+        );
     }
 
     #[test]
     fn urls_lose_their_query_and_secrets_are_masked() {
-        assert_eq!(strip_query("https://h/p?X-Amz-Signature=abc"), "https://h/p");
+        assert_eq!(
+            strip_query("https://h/p?X-Amz-Signature=abc"),
+            "https://h/p"
+        );
         assert_eq!(host_of("https://user@h.example:8443/x"), "h.example");
         assert_eq!(host_of("http://[::1]:80/"), "::1");
-        assert_eq!(redact("token abcdef used", &["abcdef".into()]), "token (hidden) used");
-        assert!(bypasses_proxy("169.254.169.254") && bypasses_proxy("127.0.0.1") && !bypasses_proxy("rds.amazonaws.com"));
+        assert_eq!(
+            redact("token abcdef used", &["abcdef".into()]),
+            "token (hidden) used"
+        );
+        assert!(
+            bypasses_proxy("169.254.169.254")
+                && bypasses_proxy("127.0.0.1")
+                && !bypasses_proxy("rds.amazonaws.com")
+        );
     }
 
     #[test]
     fn http_dates_and_backoff_are_bounded() {
-        assert_eq!(parse_http_date("Sun, 06 Nov 1994 08:49:37 GMT"), Some(784_111_777));
+        assert_eq!(
+            parse_http_date("Sun, 06 Nov 1994 08:49:37 GMT"),
+            Some(784_111_777)
+        );
         let p = RetryPolicy::default();
         for a in 0..10 {
             let d = p.backoff(a);

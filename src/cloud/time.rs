@@ -55,7 +55,11 @@ pub fn rfc3339(secs: i64) -> String {
 pub fn parse_rfc3339(s: &str) -> Option<i64> {
     let s = s.trim();
     let b = s.as_bytes();
-    if b.len() < 19 || b[4] != b'-' || b[7] != b'-' || !(b[10] == b'T' || b[10] == b't' || b[10] == b' ') {
+    if b.len() < 19
+        || b[4] != b'-'
+        || b[7] != b'-'
+        || !(b[10] == b'T' || b[10] == b't' || b[10] == b' ')
+    {
         return None;
     }
     let num = |a: usize, z: usize| s.get(a..z)?.parse::<i64>().ok();
@@ -95,7 +99,10 @@ mod tests {
         assert_eq!(amz_date(1_440_938_160), "20150830T123600Z");
         assert_eq!(rfc3339(1_440_938_160), "2015-08-30T12:36:00Z");
         assert_eq!(parse_rfc3339("2015-08-30T12:36:00Z"), Some(1_440_938_160));
-        assert_eq!(parse_rfc3339("2015-08-30T14:36:00.123+02:00"), Some(1_440_938_160));
+        assert_eq!(
+            parse_rfc3339("2015-08-30T14:36:00.123+02:00"),
+            Some(1_440_938_160)
+        );
         assert_eq!(parse_rfc3339("2015-08-30"), None);
         assert_eq!(parse_rfc3339("2015-13-30T12:36:00Z"), None);
     }

@@ -77,9 +77,7 @@ pub fn parse(text: &str) -> Result<Element, String> {
                 top(&mut stack)?.children.push(el);
             }
             Event::Text(t) => top(&mut stack)?.text.push_str(&t.xml10_content()),
-            Event::CData(c) => top(&mut stack)?
-                .text
-                .push_str(&c.into_inner()),
+            Event::CData(c) => top(&mut stack)?.text.push_str(&c.into_inner()),
             Event::GeneralRef(r) => {
                 let ch = match r.resolve_char_ref() {
                     Ok(Some(c)) => c,
@@ -89,12 +87,7 @@ pub fn parse(text: &str) -> Result<Element, String> {
                         "amp" => '&',
                         "apos" => '\'',
                         "quot" => '"',
-                        other => {
-                            return Err(format!(
-                                "malformed XML: unknown entity &{};",
-                                other
-                            ))
-                        }
+                        other => return Err(format!("malformed XML: unknown entity &{};", other)),
                     },
                 };
                 top(&mut stack)?.text.push(ch);
@@ -128,7 +121,12 @@ mod tests {
         )
         .unwrap();
         assert_eq!(doc.name, "R");
-        let items: Vec<_> = doc.child("L").unwrap().children_named("member").map(|e| e.text.clone()).collect();
+        let items: Vec<_> = doc
+            .child("L")
+            .unwrap()
+            .children_named("member")
+            .map(|e| e.text.clone())
+            .collect();
         assert_eq!(items, vec!["1 & 2", "A"]);
         assert!(doc.child("E").is_some());
         assert!(parse("<a><b></a>").is_err());

@@ -109,7 +109,11 @@ impl CredentialProvider {
         }
         match self.resolve() {
             Ok(c) => {
-                log::debug!("AWS credentials from {} (expire {:?})", c.source, c.expires_at);
+                log::debug!(
+                    "AWS credentials from {} (expire {:?})",
+                    c.source,
+                    c.expires_at
+                );
                 *cache = Some(c.clone());
                 Ok(c)
             }
@@ -136,15 +140,20 @@ impl CredentialProvider {
         if let Some(c) = self.static_keys()? {
             return Ok(c);
         }
-        if let (Some(file), Some(role)) = (self.get("AWS_WEB_IDENTITY_TOKEN_FILE"), self.get("AWS_ROLE_ARN")) {
+        if let (Some(file), Some(role)) = (
+            self.get("AWS_WEB_IDENTITY_TOKEN_FILE"),
+            self.get("AWS_ROLE_ARN"),
+        ) {
             let session = self.get("AWS_ROLE_SESSION_NAME").map(str::to_string);
             return self.web_identity(file, role, session.as_deref());
         }
-        let explicit_profile = self.get("AWS_PROFILE").or_else(|| self.get("AWS_DEFAULT_PROFILE"));
+        let explicit_profile = self
+            .get("AWS_PROFILE")
+            .or_else(|| self.get("AWS_DEFAULT_PROFILE"));
         let profiles = self.load_profiles()?;
         let name = explicit_profile.unwrap_or("default");
         if profiles.contains_key(name) {
-            return self.from_profile(&profiles, name, 0);
+            return self.profile_credentials(&profiles, name, 0);
         }
         if let Some(p) = explicit_profile {
             return Err(CloudError::config(
@@ -157,7 +166,10 @@ impl CredentialProvider {
         {
             return self.container();
         }
-        if self.get("AWS_EC2_METADATA_DISABLED").is_some_and(|v| v.eq_ignore_ascii_case("true")) {
+        if self
+            .get("AWS_EC2_METADATA_DISABLED")
+            .is_some_and(|v| v.eq_ignore_ascii_case("true"))
+        {
             return Err(CloudError::auth(
                 "AWS credential chain",
                 "no credentials found: no static keys, web identity, profile or container credentials, and AWS_EC2_METADATA_DISABLED=true",
@@ -177,14 +189,24 @@ impl CredentialProvider {
                 .or_else(|| self.get(dbt).map(str::to_string))
                 .or_else(|| self.get(aws).map(str::to_string))
         };
-        let id = pick(self.keys.access_key_id.clone(), "DBT_AWS_ACCESS_KEY_ID", "AWS_ACCESS_KEY_ID");
+        let id = pick(
+            self.keys.access_key_id.clone(),
+            "DBT_AWS_ACCESS_KEY_ID",
+            "AWS_ACCESS_KEY_ID",
+        );
         let secret = pick(
-            self.keys.secret_access_key.as_ref().map(|s| s.expose().to_string()),
+            self.keys
+                .secret_access_key
+                .as_ref()
+                .map(|s| s.expose().to_string()),
             "DBT_AWS_SECRET_ACCESS_KEY",
             "AWS_SECRET_ACCESS_KEY",
         );
         let token = pick(
-            self.keys.session_token.as_ref().map(|s| s.expose().to_string()),
+            self.keys
+                .session_token
+                .as_ref()
+                .map(|s| s.expose().to_string()),
             "DBT_AWS_SESSION_TOKEN",
             "AWS_SESSION_TOKEN",
         );
@@ -214,10 +236,16 @@ impl CredentialProvider {
         }
     }
 
-    fn web_identity(&self, token_file: &str, role_arn: &str, session: Option<&str>) -> Result<Credentials> {
+    fn web_identity(
+        &self,
+        token_file: &str,
+        role_arn: &str,
+        session: Option<&str>,
+    ) -> Result<Credentials> {
         let ctx = "AWS web identity";
-        let token = std::fs::read_to_string(token_file)
-            .map_err(|e| CloudError::auth(ctx, format!("reading the token file {token_file}: {e}")))?;
+        let token = std::fs::read_to_string(token_file).map_err(|e| {
+            CloudError::auth(ctx, format!("reading the token file {token_file}: {e}"))
+        })?;
         let token = token.trim();
         let session = session.map(str::to_string).unwrap_or_else(session_name);
         let params = vec![
@@ -225,19 +253,35 @@ impl CredentialProvider {
             ("RoleSessionName".to_string(), session),
             ("WebIdentityToken".to_string(), token.to_string()),
         ];
-        let resp = query_call(&self.http, &self.env, self.sts_region(), Service::Sts, None, "AssumeRoleWithWebIdentity", &params)
-            .map_err(|e| redact_err(e, token))?;
+        let resp = query_call(
+            &self.http,
+            &self.env,
+            self.sts_region(),
+            Service::Sts,
+            None,
+            "AssumeRoleWithWebIdentity",
+            &params,
+        )
+        .map_err(|e| redact_err(e, token))?;
         let mut c = sts_credentials(resp.result(), ctx)?;
         c.source = "web identity".into();
         Ok(c)
     }
 
-    fn assume_role(&self, source: &Credentials, role_arn: &str, profile: &BTreeMap<String, String>) -> Result<Credentials> {
+    fn assume_role(
+        &self,
+        source: &Credentials,
+        role_arn: &str,
+        profile: &BTreeMap<String, String>,
+    ) -> Result<Credentials> {
         let mut params = vec![
             ("RoleArn".to_string(), role_arn.to_string()),
             (
                 "RoleSessionName".to_string(),
-                profile.get("role_session_name").cloned().unwrap_or_else(session_name),
+                profile
+                    .get("role_session_name")
+                    .cloned()
+                    .unwrap_or_else(session_name),
             ),
         ];
         if let Some(x) = profile.get("external_id") {
@@ -252,19 +296,29 @@ impl CredentialProvider {
     fn load_profiles(&self) -> Result<BTreeMap<String, BTreeMap<String, String>>> {
         let home = self.get("HOME").map(PathBuf::from);
         let file = |var: &str, default: &str| -> Option<PathBuf> {
-            self.get(var).map(PathBuf::from).or_else(|| home.as_ref().map(|h| h.join(default)))
+            self.get(var)
+                .map(PathBuf::from)
+                .or_else(|| home.as_ref().map(|h| h.join(default)))
         };
         let mut out: BTreeMap<String, BTreeMap<String, String>> = BTreeMap::new();
         // The config file first: the credentials file wins for keys both define.
         for (path, is_config) in [
             (file("AWS_CONFIG_FILE", ".aws/config"), true),
-            (file("AWS_SHARED_CREDENTIALS_FILE", ".aws/credentials"), false),
+            (
+                file("AWS_SHARED_CREDENTIALS_FILE", ".aws/credentials"),
+                false,
+            ),
         ] {
             let Some(path) = path else { continue };
             let text = match std::fs::read_to_string(&path) {
                 Ok(t) => t,
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
-                Err(e) => return Err(CloudError::config(format!("reading {}", path.display()), e.to_string())),
+                Err(e) => {
+                    return Err(CloudError::config(
+                        format!("reading {}", path.display()),
+                        e.to_string(),
+                    ))
+                }
             };
             for (section, kv) in parse_ini(&text) {
                 let name = if is_config {
@@ -282,7 +336,7 @@ impl CredentialProvider {
         Ok(out)
     }
 
-    fn from_profile(
+    fn profile_credentials(
         &self,
         profiles: &BTreeMap<String, BTreeMap<String, String>>,
         name: &str,
@@ -290,14 +344,18 @@ impl CredentialProvider {
     ) -> Result<Credentials> {
         let ctx = format!("AWS profile {name:?}");
         if depth > MAX_PROFILE_DEPTH {
-            return Err(CloudError::config(ctx, "source_profile chain is too long (a loop?)"));
+            return Err(CloudError::config(
+                ctx,
+                "source_profile chain is too long (a loop?)",
+            ));
         }
-        let p = profiles
-            .get(name)
-            .ok_or_else(|| CloudError::config(&ctx, "no such profile in the shared config files"))?;
+        let p = profiles.get(name).ok_or_else(|| {
+            CloudError::config(&ctx, "no such profile in the shared config files")
+        })?;
         let statics = match (p.get("aws_access_key_id"), p.get("aws_secret_access_key")) {
             (Some(id), Some(secret)) => {
-                let mut c = Credentials::new(id, secret, p.get("aws_session_token").map(String::as_str));
+                let mut c =
+                    Credentials::new(id, secret, p.get("aws_session_token").map(String::as_str));
                 c.source = format!("profile {name}");
                 Some(c)
             }
@@ -308,38 +366,69 @@ impl CredentialProvider {
                 return Ok(c);
             }
             if p.contains_key("sso_session") || p.contains_key("sso_start_url") {
-                return Err(CloudError::config(ctx, "SSO profiles are not supported; use keys, a role or web identity"));
+                return Err(CloudError::config(
+                    ctx,
+                    "SSO profiles are not supported; use keys, a role or web identity",
+                ));
             }
             if p.contains_key("credential_process") {
-                return Err(CloudError::config(ctx, "credential_process is not supported"));
+                return Err(CloudError::config(
+                    ctx,
+                    "credential_process is not supported",
+                ));
             }
-            return Err(CloudError::config(ctx, "the profile has neither keys nor role_arn"));
+            return Err(CloudError::config(
+                ctx,
+                "the profile has neither keys nor role_arn",
+            ));
         };
         if let Some(file) = p.get("web_identity_token_file") {
-            let mut c = self.web_identity(file, role_arn, p.get("role_session_name").map(String::as_str))?;
+            let mut c = self.web_identity(
+                file,
+                role_arn,
+                p.get("role_session_name").map(String::as_str),
+            )?;
             c.source = format!("profile {name} (web identity)");
             return Ok(c);
         }
         let source = if let Some(src) = p.get("source_profile") {
             if src == name {
                 // A profile may name itself: its own keys are the source.
-                statics.ok_or_else(|| CloudError::config(&ctx, "source_profile names itself but the profile has no keys"))?
+                statics.ok_or_else(|| {
+                    CloudError::config(
+                        &ctx,
+                        "source_profile names itself but the profile has no keys",
+                    )
+                })?
             } else {
-                self.from_profile(profiles, src, depth + 1)?
+                self.profile_credentials(profiles, src, depth + 1)?
             }
         } else if let Some(cs) = p.get("credential_source") {
             match cs.as_str() {
-                "Environment" => self
-                    .static_keys()?
-                    .ok_or_else(|| CloudError::config(&ctx, "credential_source=Environment but AWS_ACCESS_KEY_ID is not set"))?,
+                "Environment" => self.static_keys()?.ok_or_else(|| {
+                    CloudError::config(
+                        &ctx,
+                        "credential_source=Environment but AWS_ACCESS_KEY_ID is not set",
+                    )
+                })?,
                 "Ec2InstanceMetadata" => self.imds()?,
                 "EcsContainer" => self.container()?,
-                other => return Err(CloudError::config(ctx, format!("unknown credential_source {other:?}"))),
+                other => {
+                    return Err(CloudError::config(
+                        ctx,
+                        format!("unknown credential_source {other:?}"),
+                    ))
+                }
             }
         } else {
-            return Err(CloudError::config(ctx, "role_arn needs source_profile, credential_source or web_identity_token_file"));
+            return Err(CloudError::config(
+                ctx,
+                "role_arn needs source_profile, credential_source or web_identity_token_file",
+            ));
         };
-        let mut c = self.assume_role(&source, role_arn, p).map_err(|e| e.context(&ctx))?;
+        let mut c = self
+            .assume_role(&source, role_arn, p)
+            .map_err(|e| e.context(&ctx))?;
         c.source = format!("profile {name} (assumed role)");
         Ok(c)
     }
@@ -349,7 +438,10 @@ impl CredentialProvider {
         let url = if let Some(rel) = self.get("AWS_CONTAINER_CREDENTIALS_RELATIVE_URI") {
             format!("http://169.254.170.2{rel}")
         } else {
-            let full = self.get("AWS_CONTAINER_CREDENTIALS_FULL_URI").unwrap_or_default().to_string();
+            let full = self
+                .get("AWS_CONTAINER_CREDENTIALS_FULL_URI")
+                .unwrap_or_default()
+                .to_string();
             check_full_uri(&full).map_err(|m| CloudError::config(ctx, m))?;
             full
         };
@@ -357,16 +449,26 @@ impl CredentialProvider {
             // Re-read each time: EKS Pod Identity rotates the file.
             Some(f) => Some(
                 std::fs::read_to_string(f)
-                    .map_err(|e| CloudError::auth(ctx, format!("reading AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE {f}: {e}")))?
+                    .map_err(|e| {
+                        CloudError::auth(
+                            ctx,
+                            format!("reading AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE {f}: {e}"),
+                        )
+                    })?
                     .trim()
                     .to_string(),
             ),
-            None => self.get("AWS_CONTAINER_AUTHORIZATION_TOKEN").map(str::to_string),
+            None => self
+                .get("AWS_CONTAINER_AUTHORIZATION_TOKEN")
+                .map(str::to_string),
         };
         let mut req = Request::get(url).timeout(self.metadata_timeout).what(ctx);
         if let Some(a) = &auth {
             if a.contains(['\r', '\n']) {
-                return Err(CloudError::config(ctx, "the authorization token contains a line break"));
+                return Err(CloudError::config(
+                    ctx,
+                    "the authorization token contains a line break",
+                ));
             }
             req = req.header("Authorization", a.clone()).secret(a);
         }
@@ -400,7 +502,9 @@ impl CredentialProvider {
         let get = |path: &str| -> Result<String> {
             let mut r = Request::get(format!("{base}{path}")).timeout(t).what(ctx);
             if let Some(tok) = &token {
-                r = r.header("X-aws-ec2-metadata-token", tok.clone()).secret(tok);
+                r = r
+                    .header("X-aws-ec2-metadata-token", tok.clone())
+                    .secret(tok);
             }
             Ok(self.http.send(&r)?.text())
         };
@@ -411,7 +515,9 @@ impl CredentialProvider {
             .find(|l| !l.is_empty())
             .ok_or_else(|| CloudError::auth(ctx, "the instance has no IAM role attached"))?
             .to_string();
-        let body = get(&format!("/latest/meta-data/iam/security-credentials/{role}"))?;
+        let body = get(&format!(
+            "/latest/meta-data/iam/security-credentials/{role}"
+        ))?;
         let v: serde_json::Value = serde_json::from_str(&body)
             .map_err(|e| CloudError::decode(ctx, format!("credentials are not JSON: {e}")))?;
         if let Some(code) = v.get("Code").and_then(|c| c.as_str()) {
@@ -427,8 +533,22 @@ impl CredentialProvider {
 }
 
 /// STS `AssumeRole` signed with `source`.
-pub fn assume_role_call(http: &Http, env: &Env, region: &str, source: &Credentials, params: &[(String, String)]) -> Result<Credentials> {
-    let resp = query_call(http, env, region, Service::Sts, Some(source), "AssumeRole", params)?;
+pub fn assume_role_call(
+    http: &Http,
+    env: &Env,
+    region: &str,
+    source: &Credentials,
+    params: &[(String, String)],
+) -> Result<Credentials> {
+    let resp = query_call(
+        http,
+        env,
+        region,
+        Service::Sts,
+        Some(source),
+        "AssumeRole",
+        params,
+    )?;
     sts_credentials(resp.result(), "STS AssumeRole")
 }
 
@@ -442,9 +562,14 @@ fn sts_credentials(result: &crate::cloud::xml::Element, ctx: &str) -> Result<Cre
             .filter(|v| !v.is_empty())
             .ok_or_else(|| CloudError::decode(ctx, format!("the answer has no Credentials/{n}")))
     };
-    let mut creds = Credentials::new(field("AccessKeyId")?, field("SecretAccessKey")?, Some(field("SessionToken")?));
+    let mut creds = Credentials::new(
+        field("AccessKeyId")?,
+        field("SecretAccessKey")?,
+        Some(field("SessionToken")?),
+    );
     creds.expires_at = Some(
-        parse_rfc3339(field("Expiration")?).ok_or_else(|| CloudError::decode(ctx, "Credentials/Expiration is not a timestamp"))?,
+        parse_rfc3339(field("Expiration")?)
+            .ok_or_else(|| CloudError::decode(ctx, "Credentials/Expiration is not a timestamp"))?,
     );
     Ok(creds)
 }
@@ -452,11 +577,15 @@ fn sts_credentials(result: &crate::cloud::xml::Element, ctx: &str) -> Result<Cre
 /// `{AccessKeyId, SecretAccessKey, <token field>, Expiration}` (container and IMDS answers).
 fn json_credentials(v: &serde_json::Value, token_field: &str, ctx: &str) -> Result<Credentials> {
     let s = |n: &str| v.get(n).and_then(|x| x.as_str()).filter(|x| !x.is_empty());
-    let id = s("AccessKeyId").ok_or_else(|| CloudError::decode(ctx, "the answer has no AccessKeyId"))?;
-    let secret = s("SecretAccessKey").ok_or_else(|| CloudError::decode(ctx, "the answer has no SecretAccessKey"))?;
+    let id =
+        s("AccessKeyId").ok_or_else(|| CloudError::decode(ctx, "the answer has no AccessKeyId"))?;
+    let secret = s("SecretAccessKey")
+        .ok_or_else(|| CloudError::decode(ctx, "the answer has no SecretAccessKey"))?;
     let mut c = Credentials::new(id, secret, s(token_field));
     if let Some(e) = s("Expiration") {
-        c.expires_at = Some(parse_rfc3339(e).ok_or_else(|| CloudError::decode(ctx, format!("Expiration {e:?} is not a timestamp")))?);
+        c.expires_at = Some(parse_rfc3339(e).ok_or_else(|| {
+            CloudError::decode(ctx, format!("Expiration {e:?} is not a timestamp"))
+        })?);
     }
     Ok(c)
 }
@@ -468,7 +597,9 @@ fn check_full_uri(url: &str) -> std::result::Result<(), String> {
         return Ok(());
     }
     if !url.starts_with("http://") {
-        return Err(format!("AWS_CONTAINER_CREDENTIALS_FULL_URI {url:?} is not an http(s) URL"));
+        return Err(format!(
+            "AWS_CONTAINER_CREDENTIALS_FULL_URI {url:?} is not an http(s) URL"
+        ));
     }
     let host = crate::cloud::http::host_of(url);
     let allowed = host == "localhost"
@@ -487,7 +618,10 @@ fn check_full_uri(url: &str) -> std::result::Result<(), String> {
 }
 
 fn session_name() -> String {
-    format!("dbtune-agent-{}", crate::cloud::crypto::random_u64() % 1_000_000_000)
+    format!(
+        "dbtune-agent-{}",
+        crate::cloud::crypto::random_u64() % 1_000_000_000
+    )
 }
 
 fn redact_err(mut e: CloudError, secret: &str) -> CloudError {
@@ -513,7 +647,14 @@ pub fn parse_ini(text: &str) -> Vec<(String, BTreeMap<String, String>)> {
         }
         if let (Some((k, v)), Some(last)) = (line.split_once('='), out.last_mut()) {
             let v = v.trim();
-            let v = v.split(" #").next().unwrap_or(v).split(" ;").next().unwrap_or(v).trim();
+            let v = v
+                .split(" #")
+                .next()
+                .unwrap_or(v)
+                .split(" ;")
+                .next()
+                .unwrap_or(v)
+                .trim();
             last.1.insert(k.trim().to_ascii_lowercase(), v.to_string());
         }
     }

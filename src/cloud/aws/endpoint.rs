@@ -77,7 +77,11 @@ pub fn endpoint(env: &Env, service: Service, region: &str) -> String {
             return u.trim_end_matches('/').to_string();
         }
     }
-    format!("https://{}.{region}.{}", service.signing_name(), dns_suffix(region))
+    format!(
+        "https://{}.{region}.{}",
+        service.signing_name(),
+        dns_suffix(region)
+    )
 }
 
 #[cfg(test)]
@@ -87,12 +91,33 @@ mod tests {
     #[test]
     fn default_china_and_overridden_endpoints() {
         let env = Env::default();
-        assert_eq!(endpoint(&env, Service::Rds, "eu-west-1"), "https://rds.eu-west-1.amazonaws.com");
-        assert_eq!(endpoint(&env, Service::CloudWatch, "cn-north-1"), "https://monitoring.cn-north-1.amazonaws.com.cn");
-        let env = Env::from_pairs([("AWS_ENDPOINT_URL", "http://127.0.0.1:1/"), ("AWS_ENDPOINT_URL_STS", "http://127.0.0.1:2")]);
-        assert_eq!(endpoint(&env, Service::Ec2, "us-east-1"), "http://127.0.0.1:1");
-        assert_eq!(endpoint(&env, Service::Sts, "us-east-1"), "http://127.0.0.1:2");
-        let env = Env::from_pairs([("AWS_ENDPOINT_URL", "http://x"), ("AWS_IGNORE_CONFIGURED_ENDPOINT_URLS", "true")]);
-        assert_eq!(endpoint(&env, Service::Pi, "us-east-1"), "https://pi.us-east-1.amazonaws.com");
+        assert_eq!(
+            endpoint(&env, Service::Rds, "eu-west-1"),
+            "https://rds.eu-west-1.amazonaws.com"
+        );
+        assert_eq!(
+            endpoint(&env, Service::CloudWatch, "cn-north-1"),
+            "https://monitoring.cn-north-1.amazonaws.com.cn"
+        );
+        let env = Env::from_pairs([
+            ("AWS_ENDPOINT_URL", "http://127.0.0.1:1/"),
+            ("AWS_ENDPOINT_URL_STS", "http://127.0.0.1:2"),
+        ]);
+        assert_eq!(
+            endpoint(&env, Service::Ec2, "us-east-1"),
+            "http://127.0.0.1:1"
+        );
+        assert_eq!(
+            endpoint(&env, Service::Sts, "us-east-1"),
+            "http://127.0.0.1:2"
+        );
+        let env = Env::from_pairs([
+            ("AWS_ENDPOINT_URL", "http://x"),
+            ("AWS_IGNORE_CONFIGURED_ENDPOINT_URLS", "true"),
+        ]);
+        assert_eq!(
+            endpoint(&env, Service::Pi, "us-east-1"),
+            "https://pi.us-east-1.amazonaws.com"
+        );
     }
 }

@@ -43,13 +43,19 @@ pub fn query_call(
     params: &[(String, String)],
 ) -> Result<QueryResponse> {
     let version = service.query_version().ok_or_else(|| {
-        CloudError::config(format!("{} {action}", service.display()), "not a query-protocol service")
+        CloudError::config(
+            format!("{} {action}", service.display()),
+            "not a query-protocol service",
+        )
     })?;
     let mut pairs: Vec<(&str, &str)> = vec![("Action", action), ("Version", version)];
     pairs.extend(params.iter().map(|(k, v)| (k.as_str(), v.as_str())));
     let url = format!("{}/", endpoint(env, service, region));
     let mut req = Request::post(url)
-        .header("Content-Type", "application/x-www-form-urlencoded; charset=utf-8")
+        .header(
+            "Content-Type",
+            "application/x-www-form-urlencoded; charset=utf-8",
+        )
         .body(crate::cloud::encoding::form(&pairs))
         .what(format!("{} {action}", service.display()));
     if let Some(c) = credentials {
@@ -119,16 +125,34 @@ mod tests {
     fn flattens_lists() {
         let p = list_params(
             "Parameters.Parameter",
-            &[vec![("ParameterName", "a".into()), ("ParameterValue", "1".into())], vec![("ParameterName", "b".into())]],
+            &[
+                vec![
+                    ("ParameterName", "a".into()),
+                    ("ParameterValue", "1".into()),
+                ],
+                vec![("ParameterName", "b".into())],
+            ],
         );
         assert_eq!(
             p,
             vec![
-                ("Parameters.Parameter.1.ParameterName".to_string(), "a".to_string()),
-                ("Parameters.Parameter.1.ParameterValue".to_string(), "1".to_string()),
-                ("Parameters.Parameter.2.ParameterName".to_string(), "b".to_string()),
+                (
+                    "Parameters.Parameter.1.ParameterName".to_string(),
+                    "a".to_string()
+                ),
+                (
+                    "Parameters.Parameter.1.ParameterValue".to_string(),
+                    "1".to_string()
+                ),
+                (
+                    "Parameters.Parameter.2.ParameterName".to_string(),
+                    "b".to_string()
+                ),
             ]
         );
-        assert_eq!(list_params("InstanceType", &[vec![("", "m5.large".into())]])[0].0, "InstanceType.1");
+        assert_eq!(
+            list_params("InstanceType", &[vec![("", "m5.large".into())]])[0].0,
+            "InstanceType.1"
+        );
     }
 }

@@ -40,7 +40,12 @@ impl<'a> SigningParams<'a> {
         }
     }
     fn scope(&self) -> String {
-        format!("{}/{}/{}/aws4_request", &amz_date(self.time)[..8], self.region, self.service)
+        format!(
+            "{}/{}/{}/aws4_request",
+            &amz_date(self.time)[..8],
+            self.region,
+            self.service
+        )
     }
 }
 
@@ -49,7 +54,9 @@ impl<'a> SigningParams<'a> {
 pub enum Mode {
     Headers,
     /// Presigned URL valid for this many seconds.
-    Query { expires_in: u64 },
+    Query {
+        expires_in: u64,
+    },
 }
 
 /// The request as it will go on the wire: raw (already encoded) path and query.
@@ -80,14 +87,21 @@ pub struct Signed {
 pub fn sign_parts(parts: &Parts, p: &SigningParams, mode: Mode) -> Signed {
     let date = amz_date(p.time);
     let scope = p.scope();
-    let token = p.credentials.session_token.as_ref().map(|t| t.expose().to_string());
+    let token = p
+        .credentials
+        .session_token
+        .as_ref()
+        .map(|t| t.expose().to_string());
     let payload_hash = sha256_hex(&parts.body);
 
     let mut headers = parts.headers.clone();
     // Headers the signer owns replace whatever the caller had.
     headers.retain(|(n, _)| {
         let n = n.to_ascii_lowercase();
-        n != "authorization" && n != "x-amz-date" && n != "x-amz-security-token" && n != "x-amz-content-sha256"
+        n != "authorization"
+            && n != "x-amz-date"
+            && n != "x-amz-security-token"
+            && n != "x-amz-content-sha256"
     });
     let mut add_headers = Vec::new();
     let mut extra_query: Vec<(String, String)> = Vec::new();
@@ -110,9 +124,15 @@ pub fn sign_parts(parts: &Parts, p: &SigningParams, mode: Mode) -> Signed {
     if let Mode::Query { expires_in } = mode {
         extra_query = vec![
             ("X-Amz-Algorithm".into(), ALGORITHM.into()),
-            ("X-Amz-Credential".into(), uri_encode(&format!("{}/{scope}", p.credentials.access_key_id), false)),
+            (
+                "X-Amz-Credential".into(),
+                uri_encode(&format!("{}/{scope}", p.credentials.access_key_id), false),
+            ),
             ("X-Amz-Date".into(), date.clone()),
-            ("X-Amz-SignedHeaders".into(), uri_encode(&signed_headers, false)),
+            (
+                "X-Amz-SignedHeaders".into(),
+                uri_encode(&signed_headers, false),
+            ),
             ("X-Amz-Expires".into(), expires_in.to_string()),
         ];
         if let (Some(t), false) = (&token, p.omit_session_token) {
@@ -121,16 +141,32 @@ pub fn sign_parts(parts: &Parts, p: &SigningParams, mode: Mode) -> Signed {
         query.extend(extra_query.iter().cloned());
     }
     query.sort();
-    let canonical_query = query.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join("&");
+    let canonical_query = query
+        .iter()
+        .map(|(k, v)| format!("{k}={v}"))
+        .collect::<Vec<_>>()
+        .join("&");
 
-    let path = if p.normalize_path { normalize_path(&parts.path) } else { parts.path.clone() };
+    let path = if p.normalize_path {
+        normalize_path(&parts.path)
+    } else {
+        parts.path.clone()
+    };
     let canonical_path = uri_encode(if path.is_empty() { "/" } else { &path }, true);
 
     let canonical_request = format!(
         "{}\n{}\n{}\n{}\n{}\n{}",
-        parts.method, canonical_path, canonical_query, canonical_headers, signed_headers, payload_hash
+        parts.method,
+        canonical_path,
+        canonical_query,
+        canonical_headers,
+        signed_headers,
+        payload_hash
     );
-    let string_to_sign = format!("{ALGORITHM}\n{date}\n{scope}\n{}", sha256_hex(canonical_request.as_bytes()));
+    let string_to_sign = format!(
+        "{ALGORITHM}\n{date}\n{scope}\n{}",
+        sha256_hex(canonical_request.as_bytes())
+    );
     let signature = hex(&hmac_sha256(&signing_key(p), string_to_sign.as_bytes()));
 
     match mode {
@@ -174,7 +210,7 @@ pub fn sign_parts(parts: &Parts, p: &SigningParams, mode: Mode) -> Signed {
 
 fn signing_key(p: &SigningParams) -> [u8; 32] {
     let secret = format!("AWS4{}", p.credentials.secret_access_key.expose());
-    let k_date = hmac_sha256(secret.as_bytes(), amz_date(p.time)[..8].as_bytes());
+    let k_date = hmac_sha256(secret.as_bytes(), &amz_date(p.time).as_bytes()[..8]);
     let k_region = hmac_sha256(&k_date, p.region.as_bytes());
     let k_service = hmac_sha256(&k_region, p.service.as_bytes());
     hmac_sha256(&k_service, b"aws4_request")
@@ -197,7 +233,11 @@ fn canonical_headers(headers: &[(String, String)]) -> (String, String) {
     }
     merged.sort_by(|a, b| a.0.cmp(&b.0));
     let block: String = merged.iter().map(|(n, v)| format!("{n}:{v}\n")).collect();
-    let names = merged.iter().map(|(n, _)| n.as_str()).collect::<Vec<_>>().join(";");
+    let names = merged
+        .iter()
+        .map(|(n, _)| n.as_str())
+        .collect::<Vec<_>>()
+        .join(";");
     (block, names)
 }
 
@@ -253,7 +293,11 @@ pub fn split_url(url: &str) -> (String, String, String) {
     } else if let Some(h) = host.strip_suffix(":80") {
         host = h.to_string();
     }
-    let path = if path.is_empty() { "/".to_string() } else { path.to_string() };
+    let path = if path.is_empty() {
+        "/".to_string()
+    } else {
+        path.to_string()
+    };
     (host, path, query.to_string())
 }
 
@@ -305,8 +349,18 @@ pub fn presign_url(method: &str, url: &str, p: &SigningParams, expires_in: u64) 
 /// An RDS IAM database authentication token (used as the PostgreSQL password): a presigned
 /// `GET https://{host}:{port}/?Action=connect&DBUser={user}` for service `rds-db`, valid 15
 /// minutes, without the scheme.
-pub fn rds_auth_token(host: &str, port: u16, user: &str, region: &str, creds: &Credentials, now: i64) -> String {
-    let url = format!("https://{host}:{port}/?Action=connect&DBUser={}", uri_encode(user, false));
+pub fn rds_auth_token(
+    host: &str,
+    port: u16,
+    user: &str,
+    region: &str,
+    creds: &Credentials,
+    now: i64,
+) -> String {
+    let url = format!(
+        "https://{host}:{port}/?Action=connect&DBUser={}",
+        uri_encode(user, false)
+    );
     let p = SigningParams::new(creds, region, "rds-db", now);
     // presign_url drops only default ports; 5432 stays in the host, as RDS expects.
     let signed = presign_url("GET", &url, &p, 900);
@@ -327,7 +381,13 @@ mod tests {
 
     #[test]
     fn splits_urls_and_drops_default_ports() {
-        assert_eq!(split_url("https://h:443/a?b=c"), ("h".into(), "/a".into(), "b=c".into()));
-        assert_eq!(split_url("http://127.0.0.1:5000"), ("127.0.0.1:5000".into(), "/".into(), "".into()));
+        assert_eq!(
+            split_url("https://h:443/a?b=c"),
+            ("h".into(), "/a".into(), "b=c".into())
+        );
+        assert_eq!(
+            split_url("http://127.0.0.1:5000"),
+            ("127.0.0.1:5000".into(), "/".into(), "".into())
+        );
     }
 }

@@ -51,7 +51,9 @@ impl Arm {
 
     fn authed(&self, req: Request) -> Result<Request> {
         let t = self.tokens.token(ARM_SCOPE)?;
-        Ok(req.header("Authorization", format!("Bearer {}", t.expose())).secret(t.expose()))
+        Ok(req
+            .header("Authorization", format!("Bearer {}", t.expose()))
+            .secret(t.expose()))
     }
 
     pub fn send(&self, req: Request) -> Result<Response> {
@@ -60,19 +62,29 @@ impl Arm {
 
     /// `GET {path}?api-version=…`
     pub fn get(&self, path: &str, api_version: &str) -> Result<Value> {
-        self.send(Request::get(self.url(path, api_version)).what(format!("ARM GET {path}")))?.json()
+        self.send(Request::get(self.url(path, api_version)).what(format!("ARM GET {path}")))?
+            .json()
     }
 
     /// `PUT` a resource and wait for the operation; returns the resource as it ended up.
     pub fn put_and_wait(&self, path: &str, api_version: &str, body: &Value) -> Result<LroOutcome> {
         let url = self.url(path, api_version);
         let what = format!("ARM PUT {path}");
-        let first = self.send(Request::new("PUT", url.clone()).json(body).what(what.clone()))?;
+        let first = self.send(
+            Request::new("PUT", url.clone())
+                .json(body)
+                .what(what.clone()),
+        )?;
         self.wait(first, Some(&url), &what)
     }
 
     /// `POST` an action (e.g. `…/restart`) and wait for it.
-    pub fn post_and_wait(&self, path: &str, api_version: &str, body: Option<&Value>) -> Result<LroOutcome> {
+    pub fn post_and_wait(
+        &self,
+        path: &str,
+        api_version: &str,
+        body: Option<&Value>,
+    ) -> Result<LroOutcome> {
         let url = self.url(path, api_version);
         let what = format!("ARM POST {path}");
         let mut req = Request::post(url).what(what.clone());
@@ -84,7 +96,12 @@ impl Arm {
     }
 
     /// Polls an operation started by `first` until it ends or the deadline passes.
-    pub fn wait(&self, first: Response, resource_url: Option<&str>, what: &str) -> Result<LroOutcome> {
+    pub fn wait(
+        &self,
+        first: Response,
+        resource_url: Option<&str>,
+        what: &str,
+    ) -> Result<LroOutcome> {
         let ctx = format!("{what} (long-running operation)");
         if !matches!(first.status, 201 | 202) {
             return Ok(LroOutcome {
@@ -114,7 +131,10 @@ impl Arm {
                 return Err(CloudError::new(
                     ErrorKind::Timeout,
                     ctx,
-                    format!("still running after {:?} ({polls} polls)", started.elapsed()),
+                    format!(
+                        "still running after {:?} ({polls} polls)",
+                        started.elapsed()
+                    ),
                 ));
             }
             std::thread::sleep(wait);
@@ -129,8 +149,15 @@ impl Arm {
                     "Failed" | "Canceled" | "Cancelled" => {
                         let e = v.get("error").cloned().unwrap_or(Value::Null);
                         let code = e.get("code").and_then(Value::as_str).map(str::to_string);
-                        let msg = e.get("message").and_then(Value::as_str).unwrap_or("(no message)");
-                        let mut err = CloudError::new(ErrorKind::Service, ctx, format!("operation {status}: {msg}"));
+                        let msg = e
+                            .get("message")
+                            .and_then(Value::as_str)
+                            .unwrap_or("(no message)");
+                        let mut err = CloudError::new(
+                            ErrorKind::Service,
+                            ctx,
+                            format!("operation {status}: {msg}"),
+                        );
                         err.code = code.or(Some(status.to_string()));
                         return Err(err);
                     }
@@ -147,8 +174,13 @@ impl Arm {
         }
         // Succeeded through Azure-AsyncOperation: fetch the result.
         let result = match (resource_url, &location) {
-            (Some(u), _) => Some(self.send(Request::get(u.to_string()).what(format!("{what}: final GET")))?.json()?),
-            (None, Some(l)) => body_json(&self.send(Request::get(l.clone()).what(format!("{what}: result")))?),
+            (Some(u), _) => Some(
+                self.send(Request::get(u.to_string()).what(format!("{what}: final GET")))?
+                    .json()?,
+            ),
+            (None, Some(l)) => {
+                body_json(&self.send(Request::get(l.clone()).what(format!("{what}: result")))?)
+            }
             (None, None) => None,
         };
         Ok(LroOutcome { result, polls })

@@ -104,7 +104,9 @@ impl Credential {
                 token_file: file.to_string(),
             });
         }
-        if let (Some(endpoint), Some(header)) = (env.get("IDENTITY_ENDPOINT"), env.get("IDENTITY_HEADER")) {
+        if let (Some(endpoint), Some(header)) =
+            (env.get("IDENTITY_ENDPOINT"), env.get("IDENTITY_HEADER"))
+        {
             return Ok(Credential::AppServiceIdentity {
                 endpoint: endpoint.to_string(),
                 header: Secret::new(header),
@@ -151,9 +153,12 @@ impl TokenProvider {
                 return Ok(t.clone());
             }
         }
-        let (t, exp) = self
-            .fetch(scope, now)
-            .map_err(|e| e.context(format!("getting an Azure token ({})", self.credential.name())))?;
+        let (t, exp) = self.fetch(scope, now).map_err(|e| {
+            e.context(format!(
+                "getting an Azure token ({})",
+                self.credential.name()
+            ))
+        })?;
         cache.insert(scope.to_string(), (t.clone(), exp));
         Ok(t)
     }
@@ -167,15 +172,18 @@ impl TokenProvider {
                 client_id,
                 secret,
             } => {
-                let req = Request::post(format!("{authority}/{}/oauth2/v2.0/token", uri_encode(tenant, false)))
-                    .form(&[
-                        ("grant_type", "client_credentials"),
-                        ("client_id", client_id),
-                        ("client_secret", secret.expose()),
-                        ("scope", scope),
-                    ])
-                    .what("Entra token (client secret)")
-                    .secret(secret.expose());
+                let req = Request::post(format!(
+                    "{authority}/{}/oauth2/v2.0/token",
+                    uri_encode(tenant, false)
+                ))
+                .form(&[
+                    ("grant_type", "client_credentials"),
+                    ("client_id", client_id),
+                    ("client_secret", secret.expose()),
+                    ("scope", scope),
+                ])
+                .what("Entra token (client secret)")
+                .secret(secret.expose());
                 self.http.send(&req)?
             }
             Credential::WorkloadIdentity {
@@ -184,19 +192,29 @@ impl TokenProvider {
                 client_id,
                 token_file,
             } => {
-                let assertion = std::fs::read_to_string(token_file)
-                    .map_err(|e| CloudError::auth("Azure workload identity", format!("reading AZURE_FEDERATED_TOKEN_FILE {token_file}: {e}")))?;
+                let assertion = std::fs::read_to_string(token_file).map_err(|e| {
+                    CloudError::auth(
+                        "Azure workload identity",
+                        format!("reading AZURE_FEDERATED_TOKEN_FILE {token_file}: {e}"),
+                    )
+                })?;
                 let assertion = assertion.trim();
-                let req = Request::post(format!("{authority}/{}/oauth2/v2.0/token", uri_encode(tenant, false)))
-                    .form(&[
-                        ("grant_type", "client_credentials"),
-                        ("client_id", client_id),
-                        ("client_assertion_type", "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"),
-                        ("client_assertion", assertion),
-                        ("scope", scope),
-                    ])
-                    .what("Entra token (workload identity)")
-                    .secret(assertion);
+                let req = Request::post(format!(
+                    "{authority}/{}/oauth2/v2.0/token",
+                    uri_encode(tenant, false)
+                ))
+                .form(&[
+                    ("grant_type", "client_credentials"),
+                    ("client_id", client_id),
+                    (
+                        "client_assertion_type",
+                        "urn:ietf:params:oauth:client-assertion-type:jwt-bearer",
+                    ),
+                    ("client_assertion", assertion),
+                    ("scope", scope),
+                ])
+                .what("Entra token (workload identity)")
+                .secret(assertion);
                 self.http.send(&req)?
             }
             Credential::AppServiceIdentity {
@@ -204,7 +222,10 @@ impl TokenProvider {
                 header,
                 client_id,
             } => {
-                let mut url = format!("{endpoint}?api-version=2019-08-01&resource={}", uri_encode(resource, false));
+                let mut url = format!(
+                    "{endpoint}?api-version=2019-08-01&resource={}",
+                    uri_encode(resource, false)
+                );
                 if let Some(c) = client_id {
                     url.push_str(&format!("&client_id={}", uri_encode(c, false)));
                 }
@@ -249,6 +270,11 @@ fn parse_token(resp: &Response, now: i64) -> Result<(Secret, i64)> {
     };
     let expires_on = num("expires_on")
         .or_else(|| num("expires_in").map(|s| now + s))
-        .ok_or_else(|| CloudError::decode(resp.context(), "the answer has neither expires_on nor expires_in"))?;
+        .ok_or_else(|| {
+            CloudError::decode(
+                resp.context(),
+                "the answer has neither expires_on nor expires_in",
+            )
+        })?;
     Ok((Secret::new(token), expires_on))
 }

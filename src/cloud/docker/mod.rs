@@ -57,7 +57,10 @@ impl Docker {
             .http
             .request("HEAD", "/_ping", None, "Docker ping")
             .or_else(|_| self.http.request("GET", "/_ping", None, "Docker ping"))?;
-        let daemon = ping.header("API-Version").and_then(parse_version).unwrap_or(MIN_API);
+        let daemon = ping
+            .header("API-Version")
+            .and_then(parse_version)
+            .unwrap_or(MIN_API);
         if daemon < MIN_API {
             return Err(CloudError::config(
                 "Docker version negotiation",
@@ -80,19 +83,27 @@ impl Docker {
     /// `GET /containers/{name}/json`.
     pub fn inspect(&self, name: &str) -> Result<Value> {
         let p = self.path(&format!("/containers/{}/json", uri_encode(name, false)))?;
-        self.http.request("GET", &p, None, "Docker container inspect")?.json()
+        self.http
+            .request("GET", &p, None, "Docker container inspect")?
+            .json()
     }
 
     /// `GET /containers/{name}/stats?stream=false&one-shot=true` (no `precpu_stats` sample).
     pub fn stats_once(&self, name: &str) -> Result<Value> {
-        let p = self.path(&format!("/containers/{}/stats?stream=false&one-shot=true", uri_encode(name, false)))?;
-        self.http.request("GET", &p, None, "Docker container stats")?.json()
+        let p = self.path(&format!(
+            "/containers/{}/stats?stream=false&one-shot=true",
+            uri_encode(name, false)
+        ))?;
+        self.http
+            .request("GET", &p, None, "Docker container stats")?
+            .json()
     }
 
     /// `POST /containers/{name}/restart` with the daemon's default stop timeout.
     pub fn restart(&self, name: &str) -> Result<()> {
         let p = self.path(&format!("/containers/{}/restart", uri_encode(name, false)))?;
-        self.http.request("POST", &p, None, "Docker container restart")?;
+        self.http
+            .request("POST", &p, None, "Docker container restart")?;
         Ok(())
     }
 }

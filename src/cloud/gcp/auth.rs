@@ -49,7 +49,9 @@ pub enum Source {
 impl std::fmt::Debug for Source {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            Source::ServiceAccount { client_email, .. } => write!(f, "service account {client_email}"),
+            Source::ServiceAccount { client_email, .. } => {
+                write!(f, "service account {client_email}")
+            }
             Source::AuthorizedUser { .. } => f.write_str("authorized user"),
             Source::Metadata { host } => write!(f, "metadata server {host}"),
         }
@@ -59,9 +61,17 @@ impl std::fmt::Debug for Source {
 /// Parses a credentials JSON file's content.
 pub fn parse_credentials_json(text: &str, origin: &str) -> Result<Source> {
     let ctx = format!("reading Google credentials {origin}");
-    let v: Value = serde_json::from_str(text).map_err(|e| CloudError::config(&ctx, format!("not JSON: {e}")))?;
-    let s = |k: &str| v.get(k).and_then(Value::as_str).filter(|x| !x.is_empty()).map(str::to_string);
-    let need = |k: &str| s(k).ok_or_else(|| CloudError::config(&ctx, format!("the field {k:?} is missing")));
+    let v: Value = serde_json::from_str(text)
+        .map_err(|e| CloudError::config(&ctx, format!("not JSON: {e}")))?;
+    let s = |k: &str| {
+        v.get(k)
+            .and_then(Value::as_str)
+            .filter(|x| !x.is_empty())
+            .map(str::to_string)
+    };
+    let need = |k: &str| {
+        s(k).ok_or_else(|| CloudError::config(&ctx, format!("the field {k:?} is missing")))
+    };
     match s("type").as_deref() {
         Some("service_account") => {
             let pem = need("private_key")?;
@@ -93,14 +103,18 @@ pub fn parse_credentials_json(text: &str, origin: &str) -> Result<Source> {
 /// Finds credentials in ADC order.
 pub fn discover(env: &Env) -> Result<Source> {
     if let Some(path) = env.get("GOOGLE_APPLICATION_CREDENTIALS") {
-        let text = std::fs::read_to_string(path)
-            .map_err(|e| CloudError::config("GOOGLE_APPLICATION_CREDENTIALS", format!("reading {path}: {e}")))?;
+        let text = std::fs::read_to_string(path).map_err(|e| {
+            CloudError::config(
+                "GOOGLE_APPLICATION_CREDENTIALS",
+                format!("reading {path}: {e}"),
+            )
+        })?;
         return parse_credentials_json(&text, path);
     }
-    let dir = env
-        .get("CLOUDSDK_CONFIG")
-        .map(PathBuf::from)
-        .or_else(|| env.get("HOME").map(|h| PathBuf::from(h).join(".config/gcloud")));
+    let dir = env.get("CLOUDSDK_CONFIG").map(PathBuf::from).or_else(|| {
+        env.get("HOME")
+            .map(|h| PathBuf::from(h).join(".config/gcloud"))
+    });
     if let Some(dir) = dir {
         let well_known = dir.join("application_default_credentials.json");
         if let Ok(text) = std::fs::read_to_string(&well_known) {
@@ -108,7 +122,10 @@ pub fn discover(env: &Env) -> Result<Source> {
         }
     }
     Ok(Source::Metadata {
-        host: env.get("GCE_METADATA_HOST").unwrap_or("metadata.google.internal").to_string(),
+        host: env
+            .get("GCE_METADATA_HOST")
+            .unwrap_or("metadata.google.internal")
+            .to_string(),
     })
 }
 
@@ -135,7 +152,9 @@ impl TokenSource {
     /// The project to bill (`x-goog-user-project`) for user credentials.
     pub fn quota_project(&self) -> Option<&str> {
         match &self.source {
-            Source::AuthorizedUser { quota_project_id, .. } => quota_project_id.as_deref(),
+            Source::AuthorizedUser {
+                quota_project_id, ..
+            } => quota_project_id.as_deref(),
             _ => None,
         }
     }
@@ -149,7 +168,9 @@ impl TokenSource {
                 return Ok(t.clone());
             }
         }
-        let (token, expires_in) = self.fetch(scope, now).map_err(|e| e.context("getting a Google access token"))?;
+        let (token, expires_in) = self
+            .fetch(scope, now)
+            .map_err(|e| e.context("getting a Google access token"))?;
         cache.insert(scope.to_string(), (token.clone(), now + expires_in));
         Ok(token)
     }
@@ -163,14 +184,18 @@ impl TokenSource {
                 token_uri,
                 ..
             } => {
-                let der = crate::cloud::encoding::b64_decode(private_key.expose()).unwrap_or_default();
+                let der =
+                    crate::cloud::encoding::b64_decode(private_key.expose()).unwrap_or_default();
                 let jwt = sign_jwt(
                     &der,
                     private_key_id,
                     &json!({"iss": client_email, "scope": scope, "aud": token_uri, "iat": now, "exp": now + 3600}),
                 )?;
                 let req = Request::post(token_uri.clone())
-                    .form(&[("grant_type", "urn:ietf:params:oauth:grant-type:jwt-bearer"), ("assertion", &jwt)])
+                    .form(&[
+                        ("grant_type", "urn:ietf:params:oauth:grant-type:jwt-bearer"),
+                        ("assertion", &jwt),
+                    ])
                     .what("Google token exchange (service account)")
                     .secret(&jwt);
                 self.http.send(&req)?
@@ -206,7 +231,10 @@ impl TokenSource {
                 let r = self.http.send(&req)?;
                 // Anything else answering on that name is not the metadata server.
                 if r.header("Metadata-Flavor") != Some("Google") {
-                    return Err(CloudError::auth(r.context(), "the answer lacks Metadata-Flavor: Google"));
+                    return Err(CloudError::auth(
+                        r.context(),
+                        "the answer lacks Metadata-Flavor: Google",
+                    ));
                 }
                 r
             }
@@ -233,6 +261,7 @@ pub fn sign_jwt(pkcs8_der: &[u8], kid: &str, claims: &Value) -> Result<String> {
         b64url_encode(header.to_string().as_bytes()),
         b64url_encode(claims.to_string().as_bytes())
     );
-    let sig = rsa_sha256_sign(pkcs8_der, signing_input.as_bytes()).map_err(|m| CloudError::config("signing a JWT", m))?;
+    let sig = rsa_sha256_sign(pkcs8_der, signing_input.as_bytes())
+        .map_err(|m| CloudError::config("signing a JWT", m))?;
     Ok(format!("{signing_input}.{}", b64url_encode(&sig)))
 }

@@ -54,15 +54,27 @@ fn parse_value(v: &Value) -> PointValue {
     if let Some(d) = v.get("doubleValue") {
         // Non-finite doubles arrive as the strings "NaN" / "Infinity".
         return match d {
-            Value::Number(n) => n.as_f64().map(PointValue::Double).unwrap_or(PointValue::Other),
-            Value::String(s) => s.parse().map(PointValue::Double).unwrap_or(PointValue::Other),
+            Value::Number(n) => n
+                .as_f64()
+                .map(PointValue::Double)
+                .unwrap_or(PointValue::Other),
+            Value::String(s) => s
+                .parse()
+                .map(PointValue::Double)
+                .unwrap_or(PointValue::Other),
             _ => PointValue::Other,
         };
     }
     if let Some(i) = v.get("int64Value") {
         return match i {
-            Value::String(s) => s.parse().map(PointValue::Int64).unwrap_or(PointValue::Other),
-            Value::Number(n) => n.as_i64().map(PointValue::Int64).unwrap_or(PointValue::Other),
+            Value::String(s) => s
+                .parse()
+                .map(PointValue::Int64)
+                .unwrap_or(PointValue::Other),
+            Value::Number(n) => n
+                .as_i64()
+                .map(PointValue::Int64)
+                .unwrap_or(PointValue::Other),
             _ => PointValue::Other,
         };
     }
@@ -77,9 +89,12 @@ pub fn parse_series(page: &Value) -> Result<Vec<TimeSeries>> {
     let Some(items) = page.get("timeSeries") else {
         return Ok(Vec::new()); // an empty result omits the field
     };
-    let items = items
-        .as_array()
-        .ok_or_else(|| CloudError::decode("Cloud Monitoring timeSeries.list", "timeSeries is not an array"))?;
+    let items = items.as_array().ok_or_else(|| {
+        CloudError::decode(
+            "Cloud Monitoring timeSeries.list",
+            "timeSeries is not an array",
+        )
+    })?;
     Ok(items
         .iter()
         .map(|ts| TimeSeries {
@@ -107,7 +122,14 @@ pub fn parse_series(page: &Value) -> Result<Vec<TimeSeries>> {
 impl Google {
     /// `GET /v3/projects/{project}/timeSeries?filter=…&interval.startTime=…&interval.endTime=…&view=FULL`,
     /// following `nextPageToken` up to `max_pages` pages.
-    pub fn time_series_list(&self, project: &str, filter: &str, start: i64, end: i64, max_pages: usize) -> Result<Vec<TimeSeries>> {
+    pub fn time_series_list(
+        &self,
+        project: &str,
+        filter: &str,
+        start: i64,
+        end: i64,
+        max_pages: usize,
+    ) -> Result<Vec<TimeSeries>> {
         let base = format!(
             "{}/v3/projects/{}/timeSeries?filter={}&interval.startTime={}&interval.endTime={}&view=FULL",
             self.monitoring_base,
@@ -146,17 +168,28 @@ mod tests {
     #[test]
     fn int64_values_are_strings_and_points_stay_newest_first() {
         let page = json!({"timeSeries": [{
-            "metric": {"type": "cloudsql.googleapis.com/database/memory/quota", "labels": {}},
-            "resource": {"type": "cloudsql_database", "labels": {"database_id": "p:i"}},
-            "points": [
-                {"interval": {"endTime": "2025-01-01T00:01:00Z"}, "value": {"int64Value": "4294967296"}},
-                {"interval": {"endTime": "2025-01-01T00:00:00Z"}, "value": {"int64Value": "1"}}
-            ]}]});
+        "metric": {"type": "cloudsql.googleapis.com/database/memory/quota", "labels": {}},
+        "resource": {"type": "cloudsql_database", "labels": {"database_id": "p:i"}},
+        "points": [
+            {"interval": {"endTime": "2025-01-01T00:01:00Z"}, "value": {"int64Value": "4294967296"}},
+            {"interval": {"endTime": "2025-01-01T00:00:00Z"}, "value": {"int64Value": "1"}}
+        ]}]});
         let s = parse_series(&page).unwrap();
-        assert_eq!(s[0].latest().unwrap().value, PointValue::Int64(4_294_967_296));
+        assert_eq!(
+            s[0].latest().unwrap().value,
+            PointValue::Int64(4_294_967_296)
+        );
         assert_eq!(s[0].points[1].end_time + 60, s[0].points[0].end_time);
-        assert_eq!(parse_value(&json!({"doubleValue": 0.25})).as_f64(), Some(0.25));
-        assert_eq!(parse_value(&json!({"doubleValue": "NaN"})).as_f64().map(f64::is_nan), Some(true));
+        assert_eq!(
+            parse_value(&json!({"doubleValue": 0.25})).as_f64(),
+            Some(0.25)
+        );
+        assert_eq!(
+            parse_value(&json!({"doubleValue": "NaN"}))
+                .as_f64()
+                .map(f64::is_nan),
+            Some(true)
+        );
         assert!(parse_series(&json!({})).unwrap().is_empty());
     }
 }

@@ -20,16 +20,27 @@ impl Kube {
         Ok(Kube { http, config })
     }
 
-    fn send(&self, method: &str, path: &str, body: Option<(&str, Vec<u8>)>, accept: &str) -> Result<Response> {
+    fn send(
+        &self,
+        method: &str,
+        path: &str,
+        body: Option<(&str, Vec<u8>)>,
+        accept: &str,
+    ) -> Result<Response> {
         let build = |token: Option<&crate::secret::Secret>| {
             let mut r = Request::new(method, format!("{}{path}", self.config.server))
                 .header("Accept", accept)
-                .what(format!("Kubernetes {method} {}", path.split('?').next().unwrap_or(path)));
+                .what(format!(
+                    "Kubernetes {method} {}",
+                    path.split('?').next().unwrap_or(path)
+                ));
             if let Some((ct, b)) = &body {
                 r = r.header("Content-Type", *ct).body(b.clone());
             }
             if let Some(t) = token {
-                r = r.header("Authorization", format!("Bearer {}", t.expose())).secret(t.expose());
+                r = r
+                    .header("Authorization", format!("Bearer {}", t.expose()))
+                    .secret(t.expose());
             }
             r
         };
@@ -68,15 +79,23 @@ impl Kube {
         match v.get("items") {
             Some(Value::Array(a)) => Ok(a.clone()),
             Some(Value::Null) | None => Ok(Vec::new()),
-            _ => Err(CloudError::decode(format!("Kubernetes list {path}"), "items is not an array")),
+            _ => Err(CloudError::decode(
+                format!("Kubernetes list {path}"),
+                "items is not an array",
+            )),
         }
     }
 
     /// `PATCH path` with `application/merge-patch+json` (RFC 7386); returns the object.
     pub fn merge_patch(&self, path: &str, patch: &Value) -> Result<Value> {
         let body = serde_json::to_vec(patch).unwrap_or_default();
-        self.send("PATCH", path, Some(("application/merge-patch+json", body)), "application/json")?
-            .json()
+        self.send(
+            "PATCH",
+            path,
+            Some(("application/merge-patch+json", body)),
+            "application/json",
+        )?
+        .json()
     }
 
     /// Re-reads `path` every `interval` until `check` returns `Some`, or fails at `deadline`.
@@ -97,13 +116,18 @@ impl Kube {
                         return Ok(t);
                     }
                 }
-                Err(e) if matches!(e.kind, ErrorKind::Transport | ErrorKind::Timeout) || e.status.is_some_and(|s| s >= 500) => {
+                Err(e)
+                    if matches!(e.kind, ErrorKind::Transport | ErrorKind::Timeout)
+                        || e.status.is_some_and(|s| s >= 500) =>
+                {
                     last_error = Some(e.to_string());
                 }
                 Err(e) => return Err(e),
             }
             if started.elapsed() + interval > deadline {
-                let why = last_error.map(|e| format!("; last error: {e}")).unwrap_or_default();
+                let why = last_error
+                    .map(|e| format!("; last error: {e}"))
+                    .unwrap_or_default();
                 return Err(CloudError::new(
                     ErrorKind::Timeout,
                     format!("waiting on Kubernetes {path}"),

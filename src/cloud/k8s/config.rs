@@ -31,7 +31,9 @@ impl TokenFile {
     }
 
     pub fn token(&self) -> Result<Secret> {
-        let mtime = std::fs::metadata(&self.path).and_then(|m| m.modified()).ok();
+        let mtime = std::fs::metadata(&self.path)
+            .and_then(|m| m.modified())
+            .ok();
         let mut st = self.state.lock().unwrap_or_else(|p| p.into_inner());
         if let Some((m, at, t)) = st.as_ref() {
             if *m == mtime && at.elapsed() < TOKEN_REREAD {
@@ -43,18 +45,30 @@ impl TokenFile {
 
     /// Forces a re-read (after the API server answered 401).
     pub fn refresh(&self) -> Result<Secret> {
-        let mtime = std::fs::metadata(&self.path).and_then(|m| m.modified()).ok();
+        let mtime = std::fs::metadata(&self.path)
+            .and_then(|m| m.modified())
+            .ok();
         let mut st = self.state.lock().unwrap_or_else(|p| p.into_inner());
         self.reload(&mut st, mtime)
     }
 
-    fn reload(&self, st: &mut Option<(Option<SystemTime>, Instant, Secret)>, mtime: Option<SystemTime>) -> Result<Secret> {
+    fn reload(
+        &self,
+        st: &mut Option<(Option<SystemTime>, Instant, Secret)>,
+        mtime: Option<SystemTime>,
+    ) -> Result<Secret> {
         let text = std::fs::read_to_string(&self.path).map_err(|e| {
-            CloudError::auth("Kubernetes service-account token", format!("reading {}: {e}", self.path.display()))
+            CloudError::auth(
+                "Kubernetes service-account token",
+                format!("reading {}: {e}", self.path.display()),
+            )
         })?;
         let t = Secret::new(text.trim());
         if t.is_empty() {
-            return Err(CloudError::auth("Kubernetes service-account token", format!("{} is empty", self.path.display())));
+            return Err(CloudError::auth(
+                "Kubernetes service-account token",
+                format!("{} is empty", self.path.display()),
+            ));
         }
         *st = Some((mtime, Instant::now(), t.clone()));
         Ok(t)
@@ -92,17 +106,26 @@ impl ExecPlugin {
             .output()
             .map_err(|e| CloudError::auth(&ctx, format!("cannot run it: {e}")))?;
         if !out.status.success() {
-            let err: String = String::from_utf8_lossy(&out.stderr).chars().take(300).collect();
-            return Err(CloudError::auth(ctx, format!("exited with {}: {}", out.status, err.trim())));
+            let err: String = String::from_utf8_lossy(&out.stderr)
+                .chars()
+                .take(300)
+                .collect();
+            return Err(CloudError::auth(
+                ctx,
+                format!("exited with {}: {}", out.status, err.trim()),
+            ));
         }
-        let v: serde_json::Value = serde_json::from_slice(&out.stdout)
-            .map_err(|e| CloudError::decode(&ctx, format!("output is not an ExecCredential: {e}")))?;
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).map_err(|e| {
+            CloudError::decode(&ctx, format!("output is not an ExecCredential: {e}"))
+        })?;
         let status = &v["status"];
         let token = status["token"]
             .as_str()
             .filter(|t| !t.is_empty())
             .ok_or_else(|| CloudError::decode(&ctx, "ExecCredential has no status.token (client certificates from plugins are not supported)"))?;
-        let exp = status["expirationTimestamp"].as_str().and_then(crate::cloud::time::parse_rfc3339);
+        let exp = status["expirationTimestamp"]
+            .as_str()
+            .and_then(crate::cloud::time::parse_rfc3339);
         let t = Secret::new(token);
         *cache = Some((t.clone(), exp));
         Ok(t)
@@ -147,7 +170,10 @@ impl KubeConfig {
     }
 
     pub fn in_cluster_at(env: &Env, sa_dir: &Path) -> Result<Option<KubeConfig>> {
-        let (Some(host), Some(port)) = (env.get("KUBERNETES_SERVICE_HOST"), env.get("KUBERNETES_SERVICE_PORT")) else {
+        let (Some(host), Some(port)) = (
+            env.get("KUBERNETES_SERVICE_HOST"),
+            env.get("KUBERNETES_SERVICE_PORT"),
+        ) else {
             return Ok(None);
         };
         let token = TokenFile::new(sa_dir.join("token"));
@@ -160,9 +186,15 @@ impl KubeConfig {
             host.to_string()
         };
         let ca_path = sa_dir.join("ca.crt");
-        let ca = std::fs::read(&ca_path)
-            .map_err(|e| CloudError::config("Kubernetes in-cluster config", format!("reading {}: {e}", ca_path.display())))?;
-        let namespace = std::fs::read_to_string(sa_dir.join("namespace")).ok().map(|s| s.trim().to_string());
+        let ca = std::fs::read(&ca_path).map_err(|e| {
+            CloudError::config(
+                "Kubernetes in-cluster config",
+                format!("reading {}: {e}", ca_path.display()),
+            )
+        })?;
+        let namespace = std::fs::read_to_string(sa_dir.join("namespace"))
+            .ok()
+            .map(|s| s.trim().to_string());
         Ok(Some(KubeConfig {
             server: format!("https://{host}:{port}"),
             tls: TlsOptions {
@@ -182,16 +214,30 @@ impl KubeConfig {
         }
         let path = kubeconfig
             .map(Path::to_path_buf)
-            .or_else(|| env.get("HOME").map(|h| PathBuf::from(h).join(".kube/config")))
-            .ok_or_else(|| CloudError::config("Kubernetes config", "not in a cluster and no kubeconfig path"))?;
+            .or_else(|| {
+                env.get("HOME")
+                    .map(|h| PathBuf::from(h).join(".kube/config"))
+            })
+            .ok_or_else(|| {
+                CloudError::config(
+                    "Kubernetes config",
+                    "not in a cluster and no kubeconfig path",
+                )
+            })?;
         Self::from_kubeconfig(&path, None, allow_insecure)
     }
 
     /// Reads a kubeconfig file; `context = None` uses `current-context`.
-    pub fn from_kubeconfig(path: &Path, context: Option<&str>, allow_insecure: bool) -> Result<KubeConfig> {
+    pub fn from_kubeconfig(
+        path: &Path,
+        context: Option<&str>,
+        allow_insecure: bool,
+    ) -> Result<KubeConfig> {
         let ctx = format!("kubeconfig {}", path.display());
-        let text = std::fs::read_to_string(path).map_err(|e| CloudError::config(&ctx, e.to_string()))?;
-        let doc: Value = serde_norway::from_str(&text).map_err(|e| CloudError::config(&ctx, format!("not YAML: {e}")))?;
+        let text =
+            std::fs::read_to_string(path).map_err(|e| CloudError::config(&ctx, e.to_string()))?;
+        let doc: Value = serde_norway::from_str(&text)
+            .map_err(|e| CloudError::config(&ctx, format!("not YAML: {e}")))?;
         let base = path.parent().unwrap_or(Path::new("."));
         let name = match context {
             Some(c) => c.to_string(),
@@ -208,17 +254,24 @@ impl KubeConfig {
                 .ok_or_else(|| CloudError::config(&ctx, format!("{list} has no entry named {n:?}")))
         };
         let context_v = find("contexts", &name, "context")?;
-        let cluster_name = str_at(&context_v, "cluster").ok_or_else(|| CloudError::config(&ctx, format!("context {name:?} names no cluster")))?;
+        let cluster_name = str_at(&context_v, "cluster").ok_or_else(|| {
+            CloudError::config(&ctx, format!("context {name:?} names no cluster"))
+        })?;
         let cluster = find("clusters", cluster_name, "cluster")?;
         let user = match str_at(&context_v, "user") {
             Some(u) => find("users", u, "user")?,
             None => Value::Null,
         };
         let server = str_at(&cluster, "server")
-            .ok_or_else(|| CloudError::config(&ctx, format!("cluster {cluster_name:?} has no server")))?
+            .ok_or_else(|| {
+                CloudError::config(&ctx, format!("cluster {cluster_name:?} has no server"))
+            })?
             .trim_end_matches('/')
             .to_string();
-        let insecure = cluster.get("insecure-skip-tls-verify").and_then(Value::as_bool).unwrap_or(false);
+        let insecure = cluster
+            .get("insecure-skip-tls-verify")
+            .and_then(Value::as_bool)
+            .unwrap_or(false);
         if insecure && !allow_insecure {
             return Err(CloudError::config(
                 &ctx,
@@ -233,14 +286,18 @@ impl KubeConfig {
             }
             if let Some(f) = str_at(v, file_key) {
                 let p = base.join(f);
-                return std::fs::read(&p)
-                    .map(Some)
-                    .map_err(|e| CloudError::config(&ctx, format!("reading {file_key} {}: {e}", p.display())));
+                return std::fs::read(&p).map(Some).map_err(|e| {
+                    CloudError::config(&ctx, format!("reading {file_key} {}: {e}", p.display()))
+                });
             }
             Ok(None)
         };
         let tls = TlsOptions {
-            ca_pem: read("certificate-authority-data", "certificate-authority", &cluster)?,
+            ca_pem: read(
+                "certificate-authority-data",
+                "certificate-authority",
+                &cluster,
+            )?,
             client_cert_pem: read("client-certificate-data", "client-certificate", &user)?,
             client_key_pem: read("client-key-data", "client-key", &user)?,
             insecure,
@@ -250,16 +307,32 @@ impl KubeConfig {
         } else if let Some(f) = str_at(&user, "tokenFile") {
             Auth::TokenFile(TokenFile::new(base.join(f)))
         } else if let Some(exec) = user.get("exec") {
-            let command = str_at(exec, "command").ok_or_else(|| CloudError::config(&ctx, "exec has no command"))?;
-            let seq = |k: &str| exec.get(k).and_then(Value::as_sequence).cloned().unwrap_or_default();
+            let command = str_at(exec, "command")
+                .ok_or_else(|| CloudError::config(&ctx, "exec has no command"))?;
+            let seq = |k: &str| {
+                exec.get(k)
+                    .and_then(Value::as_sequence)
+                    .cloned()
+                    .unwrap_or_default()
+            };
             Auth::Exec(ExecPlugin {
                 command: command.to_string(),
-                args: seq("args").iter().filter_map(|a| a.as_str().map(str::to_string)).collect(),
+                args: seq("args")
+                    .iter()
+                    .filter_map(|a| a.as_str().map(str::to_string))
+                    .collect(),
                 env: seq("env")
                     .iter()
-                    .filter_map(|e| Some((str_at(e, "name")?.to_string(), str_at(e, "value")?.to_string())))
+                    .filter_map(|e| {
+                        Some((
+                            str_at(e, "name")?.to_string(),
+                            str_at(e, "value")?.to_string(),
+                        ))
+                    })
                     .collect(),
-                api_version: str_at(exec, "apiVersion").unwrap_or("client.authentication.k8s.io/v1").to_string(),
+                api_version: str_at(exec, "apiVersion")
+                    .unwrap_or("client.authentication.k8s.io/v1")
+                    .to_string(),
                 cache: Mutex::new(None),
             })
         } else if user.get("auth-provider").is_some() || user.get("username").is_some() {

@@ -26,7 +26,10 @@ impl Quantity {
             b'+' => (false, &t[1..]),
             _ => (false, t),
         };
-        let num_len = rest.bytes().take_while(|b| b.is_ascii_digit() || *b == b'.').count();
+        let num_len = rest
+            .bytes()
+            .take_while(|b| b.is_ascii_digit() || *b == b'.')
+            .count();
         let (num, suffix) = rest.split_at(num_len);
         let (int, frac) = num.split_once('.').unwrap_or((num, ""));
         if (int.is_empty() && frac.is_empty()) || frac.contains('.') {

@@ -18,7 +18,9 @@ pub struct Moto {
 pub fn moto_binary() -> Option<PathBuf> {
     let candidate = std::env::var_os("DBTUNE_TEST_MOTO")
         .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(".cache/venv-moto/bin/moto_server"));
+        .unwrap_or_else(|| {
+            PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(".cache/venv-moto/bin/moto_server")
+        });
     if candidate.is_file() {
         return Some(candidate);
     }
@@ -36,7 +38,11 @@ pub fn moto_binary() -> Option<PathBuf> {
 impl Moto {
     /// Starts moto on a free loopback port; the first `no_auth` requests skip authentication.
     pub fn start(bin: &PathBuf, no_auth: u32) -> Moto {
-        let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let port = TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
         let log = std::env::temp_dir().join(format!("dbtune-moto-{port}.log"));
         let out = std::fs::File::create(&log).unwrap();
         let child = Command::new(bin)
@@ -54,7 +60,11 @@ impl Moto {
             if let Ok(Some(status)) = m.child.try_wait() {
                 panic!("moto exited with {status}: {}", m.log_text());
             }
-            assert!(Instant::now() < deadline, "moto did not listen within 60 s: {}", m.log_text());
+            assert!(
+                Instant::now() < deadline,
+                "moto did not listen within 60 s: {}",
+                m.log_text()
+            );
             std::thread::sleep(Duration::from_millis(100));
         }
         m

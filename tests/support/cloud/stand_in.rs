@@ -22,7 +22,10 @@ pub struct Req {
 
 impl Req {
     pub fn header(&self, name: &str) -> Option<&str> {
-        self.headers.iter().find(|(n, _)| n.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str())
+        self.headers
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
     }
     pub fn path(&self) -> &str {
         self.target.split('?').next().unwrap_or("")
@@ -116,7 +119,10 @@ impl StandIn {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let port = listener.local_addr().unwrap().port();
         listener.set_nonblocking(true).unwrap();
-        let (log, stop) = (Arc::new(Mutex::new(Vec::new())), Arc::new(AtomicBool::new(false)));
+        let (log, stop) = (
+            Arc::new(Mutex::new(Vec::new())),
+            Arc::new(AtomicBool::new(false)),
+        );
         let handler: Handler = Arc::new(handler);
         let (l2, s2) = (log.clone(), stop.clone());
         thread::spawn(move || {
@@ -140,10 +146,16 @@ impl StandIn {
     }
 
     /// Serves on a unix socket at `path`.
-    pub fn start_unix(path: &Path, handler: impl Fn(&Req) -> Resp + Send + Sync + 'static) -> StandIn {
+    pub fn start_unix(
+        path: &Path,
+        handler: impl Fn(&Req) -> Resp + Send + Sync + 'static,
+    ) -> StandIn {
         let listener = UnixListener::bind(path).unwrap();
         listener.set_nonblocking(true).unwrap();
-        let (log, stop) = (Arc::new(Mutex::new(Vec::new())), Arc::new(AtomicBool::new(false)));
+        let (log, stop) = (
+            Arc::new(Mutex::new(Vec::new())),
+            Arc::new(AtomicBool::new(false)),
+        );
         let handler: Handler = Arc::new(handler);
         let (l2, s2) = (log.clone(), stop.clone());
         thread::spawn(move || {
@@ -177,7 +189,9 @@ impl StandIn {
         use rustls::pki_types::pem::PemObject;
         use rustls::pki_types::{CertificateDer, PrivateKeyDer};
         let certs: Vec<CertificateDer<'static>> =
-            CertificateDer::pem_slice_iter(cert_pem.as_bytes()).collect::<Result<_, _>>().unwrap();
+            CertificateDer::pem_slice_iter(cert_pem.as_bytes())
+                .collect::<Result<_, _>>()
+                .unwrap();
         let key = PrivateKeyDer::from_pem_slice(key_pem.as_bytes()).unwrap();
         let provider = Arc::new(rustls::crypto::ring::default_provider());
         let builder = rustls::ServerConfig::builder_with_provider(provider.clone())
@@ -189,9 +203,12 @@ impl StandIn {
                 for c in CertificateDer::pem_slice_iter(ca.as_bytes()) {
                     roots.add(c.unwrap()).unwrap();
                 }
-                let v = rustls::server::WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider)
-                    .build()
-                    .unwrap();
+                let v = rustls::server::WebPkiClientVerifier::builder_with_provider(
+                    Arc::new(roots),
+                    provider,
+                )
+                .build()
+                .unwrap();
                 builder.with_client_cert_verifier(v)
             }
             None => builder.with_no_client_auth(),
@@ -200,7 +217,10 @@ impl StandIn {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let port = listener.local_addr().unwrap().port();
         listener.set_nonblocking(true).unwrap();
-        let (log, stop) = (Arc::new(Mutex::new(Vec::new())), Arc::new(AtomicBool::new(false)));
+        let (log, stop) = (
+            Arc::new(Mutex::new(Vec::new())),
+            Arc::new(AtomicBool::new(false)),
+        );
         let handler: Handler = Arc::new(handler);
         let (l2, s2) = (log.clone(), stop.clone());
         thread::spawn(move || {
@@ -237,7 +257,10 @@ impl StandIn {
         self.log.lock().unwrap().clone()
     }
     pub fn count(&self, path_prefix: &str) -> usize {
-        self.requests().iter().filter(|r| r.path().starts_with(path_prefix)).count()
+        self.requests()
+            .iter()
+            .filter(|r| r.path().starts_with(path_prefix))
+            .count()
     }
 }
 
@@ -254,7 +277,10 @@ fn serve<S: Read + Write>(stream: S, handler: Handler, log: Arc<Mutex<Vec<Req>>>
         return;
     }
     let mut it = line.trim_end().splitn(3, ' ');
-    let (method, target) = (it.next().unwrap_or("").to_string(), it.next().unwrap_or("").to_string());
+    let (method, target) = (
+        it.next().unwrap_or("").to_string(),
+        it.next().unwrap_or("").to_string(),
+    );
     let mut headers = Vec::new();
     loop {
         let mut h = String::new();
