@@ -2,7 +2,9 @@
 //! (`<repo>/../shared/testdata/aws-sigv4-test-suite/v4/`): canonical request, string to sign,
 //! signature and signed request, for header signing and for presigned (query) signing.
 
-use dbtune_agent::cloud::aws::sigv4::{sign_parts, Mode, Parts, SigningParams};
+mod support;
+
+use dbtune_agent::cloud::aws::sigv4::{rds_auth_token, sign_parts, Mode, Parts, SigningParams};
 use dbtune_agent::cloud::aws::Credentials;
 use dbtune_agent::cloud::encoding::percent_decode;
 use dbtune_agent::cloud::time::parse_rfc3339;
@@ -290,5 +292,54 @@ fn special_case(name: &str, d: &Path, req: &HttpText) -> usize {
             n + 1
         }
         other => panic!("{other}: a case without context.json that this test does not know"),
+    }
+}
+
+/// RDS IAM authentication tokens, cross-checked against botocore's `generate_db_auth_token`
+/// (installed with moto) at a frozen clock, with and without a session token.
+#[test]
+fn rds_auth_tokens_match_botocore() {
+    let Some(moto) = support::cloud::moto::moto_binary() else {
+        return;
+    };
+    let python = moto.with_file_name("python");
+    let script = r#"
+import datetime, sys
+from unittest import mock
+import botocore.session
+frozen = datetime.datetime(2015, 8, 30, 12, 36, 0)
+with mock.patch("botocore.auth.get_current_datetime", lambda *a, **k: frozen):
+    s = botocore.session.get_session()
+    s.set_credentials("AKIDEXAMPLE", "wJalrXUtnFEMI/K7MDENG+bPxRfiCYEXAMPLEKEY", sys.argv[1] or None)
+    c = s.create_client("rds", region_name="eu-west-1")
+    print(c.generate_db_auth_token("mydb.abc.eu-west-1.rds.amazonaws.com", 5432, "db user+1"))
+"#;
+    let split = |t: &str| {
+        let (base, q) = t.split_once('?').unwrap();
+        let mut pairs: Vec<String> = q.split('&').map(str::to_string).collect();
+        pairs.sort();
+        (base.to_string(), pairs)
+    };
+    for token in ["", "tok/en+="] {
+        let out = std::process::Command::new(&python)
+            .args(["-c", script, token])
+            .output()
+            .expect("running botocore");
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        let expected = String::from_utf8(out.stdout).unwrap();
+        let creds = Credentials::new(
+            "AKIDEXAMPLE",
+            "wJalrXUtnFEMI/K7MDENG+bPxRfiCYEXAMPLEKEY",
+            Some(token).filter(|t| !t.is_empty()),
+        );
+        let ours = rds_auth_token(
+            "mydb.abc.eu-west-1.rds.amazonaws.com",
+            5432,
+            "db user+1",
+            "eu-west-1",
+            &creds,
+            parse_rfc3339("2015-08-30T12:36:00Z").unwrap(),
+        );
+        assert_eq!(split(&ours), split(expected.trim()), "token {token:?}");
     }
 }
