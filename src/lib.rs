@@ -4,13 +4,13 @@
 //! `collectors` / `metrics` / `pg` / `host` / `cloud`; everything sent goes through `platform`.
 
 pub mod adapter;
-pub mod error;
 pub mod apply;
 pub mod checks;
 pub mod cli;
 pub mod cloud;
 pub mod collectors;
 pub mod config;
+pub mod error;
 pub mod gojson;
 pub mod host;
 pub mod logging;

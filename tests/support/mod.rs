@@ -1,5 +1,8 @@
 //! Shared test harness: real PostgreSQL clusters and a platform stand-in on loopback.
 #![allow(dead_code)]
 
+pub mod agent;
+pub mod apply;
 pub mod pgcluster;
+pub mod platform;
 pub mod cloud;
