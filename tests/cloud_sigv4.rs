@@ -325,7 +325,11 @@ with mock.patch("botocore.auth.get_current_datetime", lambda *a, **k: frozen):
             .args(["-c", script, token])
             .output()
             .expect("running botocore");
-        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         let expected = String::from_utf8(out.stdout).unwrap();
         let creds = Credentials::new(
             "AKIDEXAMPLE",
