@@ -191,7 +191,9 @@ fn container_credentials_send_the_token_file_and_reject_foreign_hosts() {
     let _ = std::fs::remove_dir_all(dir);
 }
 
+/// IMDS as documented; the first credentials GET is throttled (429), as IMDS does under load.
 fn imds(v2: bool) -> StandIn {
+    let throttled = Arc::new(AtomicUsize::new(0));
     StandIn::start(move |r| {
         let path = r.path();
         if r.method == "PUT" && path == "/latest/api/token" {
@@ -209,6 +211,11 @@ fn imds(v2: bool) -> StandIn {
         }
         match path {
             "/latest/meta-data/iam/security-credentials/" => Resp::text(200, "db-role\n"),
+            "/latest/meta-data/iam/security-credentials/db-role"
+                if throttled.fetch_add(1, Ordering::SeqCst) == 0 =>
+            {
+                Resp::text(429, "Too Many Requests")
+            }
             "/latest/meta-data/iam/security-credentials/db-role" => Resp::json(
                 200,
                 json!({"Code": "Success", "LastUpdated": rfc3339(now_unix()), "Type": "AWS-HMAC",
@@ -234,6 +241,8 @@ fn imds_v2_and_v1_fallback() {
         assert_eq!(c.access_key_id, if v2 { "ASIAV2" } else { "ASIAV1" });
         assert_eq!(c.source, "instance metadata (role db-role)");
         let reqs = server.requests();
+        // PUT token, GET role, GET credentials (429), GET credentials again.
+        assert_eq!(reqs.len(), 4, "{reqs:?}");
         assert_eq!(reqs[0].method, "PUT");
         assert!(reqs[1..].iter().all(|r| r.method == "GET"));
         assert_eq!(

@@ -330,7 +330,7 @@ fn arm_long_running_operations_poll_to_the_end() {
     // The first poll waits the PUT's Retry-After (1 s), the second our 50 ms interval.
     let took = t.elapsed();
     assert!(
-        took >= Duration::from_secs(1) && took < Duration::from_millis(1800),
+        took >= Duration::from_secs(1) && took < Duration::from_secs(3),
         "{took:?}"
     );
     assert_eq!(out.polls, 2);
