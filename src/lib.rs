@@ -7,6 +7,7 @@ pub mod adapter;
 pub mod apply;
 pub mod checks;
 pub mod cli;
+pub mod cloud;
 pub mod collectors;
 pub mod config;
 pub mod error;

@@ -3,5 +3,6 @@
 
 pub mod agent;
 pub mod apply;
+pub mod cloud;
 pub mod pgcluster;
 pub mod platform;
