@@ -121,12 +121,8 @@ pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Cli, String> {
             }
             // Like Go's flag package, parsing stops at the first non-flag argument.
             Value(_) => break,
-            other => {
-                return Err(format!(
-                    "flag provided but not defined: {}",
-                    other.unexpected()
-                ))
-            }
+            Long(name) => return Err(format!("flag provided but not defined: -{name}")),
+            Short(c) => return Err(format!("flag provided but not defined: -{c}")),
         }
     }
     Ok(cli)
@@ -146,7 +142,10 @@ mod tests {
         assert_eq!(c.providers, vec![Provider::Local]);
         assert!(c.dry_run && c.once);
         assert!(p(&["--local=maybe"]).is_err());
-        assert!(p(&["--nope"]).unwrap_err().contains("not defined"));
+        assert_eq!(
+            p(&["--nope"]).unwrap_err(),
+            "flag provided but not defined: -nope"
+        );
         assert_eq!(
             p(&["--plan", "rec.json"]).unwrap().plan,
             Some(Some(PathBuf::from("rec.json")))
