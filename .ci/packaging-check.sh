@@ -60,8 +60,8 @@ rm -rf "$OUT"
 mkdir -p "$OUT"
 cargo deb --no-build --target "$TARGET" --output "$OUT/" >/dev/null
 cargo generate-rpm --target "$TARGET" --output "$OUT/" >/dev/null
-DEB=$(ls "$OUT"/*.deb)
-RPM=$(ls "$OUT"/*.rpm)
+DEB=$(ls "$OUT"/*_amd64.deb)
+RPM=$(ls "$OUT"/*.x86_64.rpm)
 echo "  $DEB"
 echo "  $RPM"
 
@@ -218,6 +218,23 @@ expect_eq "image config user" "$(python3 -c 'import json,sys; print(json.load(op
 expect_eq "binary runs in the otherwise empty image root" \
     "$(chroot --userspec=10001:10001 "$IMG" /usr/bin/dbtune-agent --version | awk '{print $2}')" "$VERSION"
 
+if [[ ${DBTUNE_PACKAGING_AARCH64:-0} == 1 ]]; then
+    section "aarch64 cross build (optional)"
+    # ring's C code needs a C compiler for the target; the musl target's self-contained C
+    # runtime is linked with rust-lld.
+    CC_aarch64_unknown_linux_musl=aarch64-linux-gnu-gcc \
+        AR_aarch64_unknown_linux_musl=aarch64-linux-gnu-ar \
+        CARGO_TARGET_AARCH64_UNKNOWN_LINUX_MUSL_LINKER=rust-lld \
+        cargo build --release --locked --target aarch64-unknown-linux-musl
+    ARM_BIN=target/aarch64-unknown-linux-musl/release/dbtune-agent
+    check "aarch64 binary is static" bash -c "! readelf -lW '$ARM_BIN' | grep -q INTERP"
+    expect_eq "aarch64 binary runs (qemu-aarch64)" "$(qemu-aarch64 "$ARM_BIN" --version | awk '{print $2}')" "$VERSION"
+    cargo deb --no-build --target aarch64-unknown-linux-musl --output "$OUT/" >/dev/null
+    cargo generate-rpm --target aarch64-unknown-linux-musl --output "$OUT/" >/dev/null
+    expect_eq "arm64 .deb architecture" "$(dpkg-deb -f "$OUT"/*_arm64.deb Architecture)" "arm64"
+    expect_eq "aarch64 .rpm architecture" "$(rpm -qp --qf '%{ARCH}' "$OUT"/*.aarch64.rpm 2>/dev/null)" "aarch64"
+fi
+
 section "sizes"
 size() { stat -c %s "$1"; }
 LAYER=$OUT/image/rootfs.tar.gz
@@ -225,6 +242,10 @@ printf '  %-34s %10d bytes\n' "binary (static, stripped)" "$(size "$BIN")" \
     ".deb" "$(size "$DEB")" ".rpm" "$(size "$RPM")" \
     "image layer (rootfs.tar.gz)" "$(size "$LAYER")" \
     "image layer uncompressed" "$(gzip -dc "$LAYER" | wc -c)"
+if [[ ${DBTUNE_PACKAGING_AARCH64:-0} == 1 ]]; then
+    printf '  %-34s %10d bytes\n' "aarch64 binary" "$(size "$ARM_BIN")" \
+        "arm64 .deb" "$(size "$OUT"/*_arm64.deb)" "aarch64 .rpm" "$(size "$OUT"/*.aarch64.rpm)"
+fi
 echo "  (docker build itself is not run here: no Docker engine on this machine)"
 
 echo

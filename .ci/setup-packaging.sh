@@ -5,6 +5,8 @@
 #   PATH                      with ~/.cargo/bin (cargo-deb, cargo-generate-rpm)
 #   DBTUNE_PACKAGING_CHROOT   a pristine Debian 12 minbase root (cached outside the checkout;
 #                             the check copies it before installing anything into it)
+# With DBTUNE_PACKAGING_AARCH64=1 it also installs the aarch64 cross build (target, cross gcc
+# for ring's C code, qemu-user to run the result) and exports the same variable.
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
@@ -36,6 +38,22 @@ fi
 if ! rustup target list --installed | grep -qx "$TARGET"; then
     log "rustup target add $TARGET"
     rustup target add "$TARGET"
+fi
+
+if [[ ${DBTUNE_PACKAGING_AARCH64:-0} == 1 ]]; then
+    need=()
+    command -v aarch64-linux-gnu-gcc >/dev/null || need+=(gcc-aarch64-linux-gnu)
+    [[ -d /usr/aarch64-linux-gnu/include ]] || need+=(libc6-dev-arm64-cross)
+    command -v qemu-aarch64 >/dev/null || need+=(qemu-user)
+    if ((${#need[@]})); then
+        log "apt-get install ${need[*]}"
+        apt-get update -qq
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
+    fi
+    if ! rustup target list --installed | grep -qx aarch64-unknown-linux-musl; then
+        log "rustup target add aarch64-unknown-linux-musl"
+        rustup target add aarch64-unknown-linux-musl
+    fi
 fi
 
 # Cargo tools: pinned, built once (~/.cargo/bin survives between runs on the same machine).
@@ -77,5 +95,6 @@ mkdir -p "$ROOT/.cache"
 cat >"$ROOT/.cache/packaging.env" <<ENV
 export PATH="$HOME/.cargo/bin:\$PATH"
 export DBTUNE_PACKAGING_CHROOT="$CHROOT"
+export DBTUNE_PACKAGING_AARCH64="${DBTUNE_PACKAGING_AARCH64:-0}"
 ENV
 log "ready (env in .cache/packaging.env)"
