@@ -65,10 +65,7 @@ pub struct Built {
 
 /// Builds the enabled collectors in registry order. `forced_off` lists names an adapter
 /// disables (Aurora: `pg_stat_wal`, `pg_stat_wal_receiver`).
-pub fn build_enabled(
-    cfg: &crate::config::collectors::CollectorsConfig,
-    forced_off: &[&str],
-) -> Vec<Built> {
+pub fn build_enabled(cfg: &crate::config::collectors::CollectorsConfig, forced_off: &[&str]) -> Vec<Built> {
     registry::REGISTRY
         .iter()
         .filter(|d| !forced_off.contains(&d.name))
@@ -82,11 +79,7 @@ pub fn build_enabled(
             } else {
                 Duration::from_secs(s.interval_seconds)
             };
-            Some(Built {
-                def: d,
-                interval,
-                collector: (d.build)(&s),
-            })
+            Some(Built { def: d, interval, collector: (d.build)(&s) })
         })
         .collect()
 }
@@ -94,10 +87,7 @@ pub fn build_enabled(
 /// The generic catalog envelope `{"collected_at": ..., "rows": [...]}`.
 pub fn envelope(collected_at: std::time::SystemTime, rows: Vec<Value>) -> Value {
     let mut m = serde_json::Map::new();
-    m.insert(
-        "collected_at".into(),
-        Value::from(crate::timefmt::utc_nanos(collected_at)),
-    );
+    m.insert("collected_at".into(), Value::from(crate::timefmt::utc_nanos(collected_at)));
     m.insert("rows".into(), Value::Array(rows));
     Value::Object(m)
 }

@@ -17,11 +17,7 @@ pub struct CollectorSettings {
 
 impl Default for CollectorSettings {
     fn default() -> Self {
-        CollectorSettings {
-            enabled: true,
-            interval_seconds: 0,
-            options: BTreeMap::new(),
-        }
+        CollectorSettings { enabled: true, interval_seconds: 0, options: BTreeMap::new() }
     }
 }
 
@@ -68,11 +64,7 @@ impl CollectorsConfig {
                 }
                 entries.insert(
                     name,
-                    CollectorSettings {
-                        enabled,
-                        interval_seconds: interval as u64,
-                        options: BTreeMap::new(),
-                    },
+                    CollectorSettings { enabled, interval_seconds: interval as u64, options: BTreeMap::new() },
                 );
             }
         }

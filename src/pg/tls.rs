@@ -10,9 +10,7 @@ use rustls::client::WebPkiServerVerifier;
 use rustls::crypto::{verify_tls12_signature, verify_tls13_signature, CryptoProvider};
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
-use rustls::{
-    CertificateError, ClientConfig, DigitallySignedStruct, RootCertStore, SignatureScheme,
-};
+use rustls::{CertificateError, ClientConfig, DigitallySignedStruct, RootCertStore, SignatureScheme};
 use std::sync::Arc;
 use tokio_postgres_rustls::MakeRustlsConnect;
 
@@ -25,9 +23,7 @@ pub fn make_tls(info: &ConnInfo) -> Result<MakeRustlsConnect> {
             .collect::<std::result::Result<_, _>>()
             .map_err(|e| Error::invalid(format!("reading sslrootcert {path}: {e}")))?;
         if certs.is_empty() {
-            return Err(Error::invalid(format!(
-                "sslrootcert {path} holds no PEM certificate"
-            )));
+            return Err(Error::invalid(format!("sslrootcert {path} holds no PEM certificate")));
         }
         for c in certs {
             roots
@@ -50,15 +46,10 @@ pub fn make_tls(info: &ConnInfo) -> Result<MakeRustlsConnect> {
         (m, _) => m,
     };
     let config = match mode {
-        SslMode::VerifyFull => builder
-            .with_root_certificates(roots.clone())
-            .with_no_client_auth(),
+        SslMode::VerifyFull => builder.with_root_certificates(roots.clone()).with_no_client_auth(),
         SslMode::VerifyCa => builder
             .dangerous()
-            .with_custom_certificate_verifier(Arc::new(ChainOnly {
-                inner: webpki()?,
-                provider,
-            }))
+            .with_custom_certificate_verifier(Arc::new(ChainOnly { inner: webpki()?, provider }))
             .with_no_client_auth(),
         _ => builder
             .dangerous()
@@ -84,10 +75,7 @@ impl ServerCertVerifier for ChainOnly {
         ocsp: &[u8],
         now: UnixTime,
     ) -> std::result::Result<ServerCertVerified, rustls::Error> {
-        match self
-            .inner
-            .verify_server_cert(end_entity, intermediates, server_name, ocsp, now)
-        {
+        match self.inner.verify_server_cert(end_entity, intermediates, server_name, ocsp, now) {
             Err(rustls::Error::InvalidCertificate(
                 CertificateError::NotValidForName | CertificateError::NotValidForNameContext { .. },
             )) => Ok(ServerCertVerified::assertion()),
@@ -111,9 +99,7 @@ impl ServerCertVerifier for ChainOnly {
         verify_tls13_signature(m, c, d, &self.provider.signature_verification_algorithms)
     }
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.provider
-            .signature_verification_algorithms
-            .supported_schemes()
+        self.provider.signature_verification_algorithms.supported_schemes()
     }
 }
 
@@ -151,8 +137,6 @@ impl ServerCertVerifier for EncryptOnly {
         verify_tls13_signature(m, c, d, &self.provider.signature_verification_algorithms)
     }
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.provider
-            .signature_verification_algorithms
-            .supported_schemes()
+        self.provider.signature_verification_algorithms.supported_schemes()
     }
 }
