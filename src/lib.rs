@@ -4,12 +4,12 @@
 //! `collectors` / `metrics` / `pg` / `host` / `cloud`; everything sent goes through `platform`.
 
 pub mod adapter;
-pub mod error;
 pub mod apply;
 pub mod checks;
 pub mod cli;
 pub mod collectors;
 pub mod config;
+pub mod error;
 pub mod gojson;
 pub mod host;
 pub mod logging;

@@ -41,7 +41,10 @@ pub struct ApplyError {
 
 impl ApplyError {
     pub fn config(message: impl Into<String>) -> Self {
-        ApplyError { error_type: "config_apply_error", message: message.into() }
+        ApplyError {
+            error_type: "config_apply_error",
+            message: message.into(),
+        }
     }
 }
 
@@ -62,5 +65,7 @@ pub enum Outcome {
 
 /// Applies `rec` (placeholder until the apply issue lands: refuses everything).
 pub fn apply(_ctx: &ApplyContext<'_>, _rec: &Recommendation) -> Result<Outcome, ApplyError> {
-    Err(ApplyError::config("applying recommendations is not available in this build yet"))
+    Err(ApplyError::config(
+        "applying recommendations is not available in this build yet",
+    ))
 }

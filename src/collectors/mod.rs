@@ -3,8 +3,19 @@
 //!
 //! Adding a collector = one new file in this folder plus one line in [`registry::REGISTRY`].
 
+pub mod catalog;
+pub mod ddl;
+pub mod generic;
+pub mod live;
+pub mod pg_class;
+pub mod pg_stats;
+pub mod pgss;
+pub mod probe;
 pub mod registry;
+pub mod rowmap;
 pub mod skip;
+pub mod stats_views;
+pub mod statio_indexes;
 
 use crate::error::Result;
 use crate::pg::{Pg, ServerVersion};
@@ -53,6 +64,8 @@ pub struct CollectorDef {
     pub default_interval: Duration,
     /// Runs once in the bootstrap pass (protocol.md §6.7).
     pub bootstrap: bool,
+    /// Accepted in the `collectors:` config (`ddl` and `pg_index_inventory` are not, §5.3).
+    pub configurable: bool,
     pub build: fn(&CollectorSettings) -> Box<dyn CatalogCollector>,
 }
 
@@ -65,21 +78,28 @@ pub struct Built {
 
 /// Builds the enabled collectors in registry order. `forced_off` lists names an adapter
 /// disables (Aurora: `pg_stat_wal`, `pg_stat_wal_receiver`).
-pub fn build_enabled(cfg: &crate::config::collectors::CollectorsConfig, forced_off: &[&str]) -> Vec<Built> {
+pub fn build_enabled(
+    cfg: &crate::config::collectors::CollectorsConfig,
+    forced_off: &[&str],
+) -> Vec<Built> {
     registry::REGISTRY
         .iter()
         .filter(|d| !forced_off.contains(&d.name))
         .filter_map(|d| {
-            let s = cfg.settings(d.name);
+            let s = if d.configurable { cfg.settings(d.name) } else { CollectorSettings::default() };
             if !s.enabled {
                 return None;
             }
             let interval = if s.interval_seconds == 0 {
                 d.default_interval
             } else {
-                Duration::from_secs(s.interval_seconds)
+                Duration::from_secs(s.interval_seconds).max(d.default_interval)
             };
-            Some(Built { def: d, interval, collector: (d.build)(&s) })
+            Some(Built {
+                def: d,
+                interval,
+                collector: (d.build)(&s),
+            })
         })
         .collect()
 }
@@ -87,7 +107,10 @@ pub fn build_enabled(cfg: &crate::config::collectors::CollectorsConfig, forced_o
 /// The generic catalog envelope `{"collected_at": ..., "rows": [...]}`.
 pub fn envelope(collected_at: std::time::SystemTime, rows: Vec<Value>) -> Value {
     let mut m = serde_json::Map::new();
-    m.insert("collected_at".into(), Value::from(crate::timefmt::utc_nanos(collected_at)));
+    m.insert(
+        "collected_at".into(),
+        Value::from(crate::timefmt::utc_nanos(collected_at)),
+    );
     m.insert("rows".into(), Value::Array(rows));
     Value::Object(m)
 }

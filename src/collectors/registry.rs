@@ -1,5 +1,120 @@
 //! The collector list, in build order (= stagger order, collectors.md §3.1).
 
-use super::CollectorDef;
+use super::generic::{Generic, Spec};
+use super::{catalog, ddl, live, pg_class, pg_stats, pgss, stats_views, statio_indexes};
+use super::{CatalogCollector, CollectorDef, CollectorSettings};
+use std::time::Duration;
 
-pub static REGISTRY: &[CollectorDef] = &[];
+const S5: Duration = Duration::from_secs(5);
+const S30: Duration = Duration::from_secs(30);
+const M1: Duration = Duration::from_secs(60);
+const M5: Duration = Duration::from_secs(300);
+const H1: Duration = Duration::from_secs(3600);
+
+macro_rules! generic {
+    ($spec:path, $interval:expr) => {
+        generic!($spec, $interval, false, true)
+    };
+    ($spec:path, $interval:expr, $bootstrap:expr, $configurable:expr) => {{
+        fn build(_: &CollectorSettings) -> Box<dyn CatalogCollector> {
+            Box::new(Generic::new(&$spec, 0))
+        }
+        CollectorDef {
+            name: $spec.name,
+            default_interval: $interval,
+            bootstrap: $bootstrap,
+            configurable: $configurable,
+            build,
+        }
+    }};
+}
+
+fn sampled(spec: &'static Spec, s: &CollectorSettings) -> Box<dyn CatalogCollector> {
+    Box::new(Generic::new(spec, s.int("category_limit", 200)))
+}
+
+pub static REGISTRY: &[CollectorDef] = &[
+    generic!(live::AUTOVACUUM_COUNT, S5),
+    generic!(live::DATABASE_CONNECTIONS, S5),
+    CollectorDef { name: "ddl", default_interval: M5, bootstrap: false, configurable: false, build: |_| Box::new(ddl::Ddl::default()) },
+    generic!(live::SYSTEM_DB_SIZE, S5),
+    generic!(catalog::PG_ATTRIBUTE, M5, true, true),
+    generic!(catalog::PG_CONSTRAINT, M5),
+    generic!(catalog::PG_DATABASE, M1),
+    generic!(catalog::PG_INDEX, M5),
+    generic!(catalog::PG_INDEX_INVENTORY, H1, true, false),
+    generic!(catalog::PG_LOCKS, S30),
+    generic!(catalog::PG_PREPARED_XACTS, M1),
+    generic!(stats_views::PG_REPLICATION_SLOTS, M1),
+    generic!(catalog::PG_TYPE, M5),
+    generic!(catalog::PG_STAT_ACTIVITY, M1),
+    generic!(stats_views::PG_STAT_ARCHIVER, M1),
+    generic!(stats_views::PG_STAT_BGWRITER, M1),
+    generic!(stats_views::PG_STAT_CHECKPOINTER, M1),
+    generic!(stats_views::PG_STAT_DATABASE, M1),
+    generic!(stats_views::PG_STAT_DATABASE_CONFLICTS, M1),
+    generic!(stats_views::PG_STAT_IO, M1),
+    generic!(stats_views::PG_STAT_PROGRESS_ANALYZE, S30),
+    generic!(stats_views::PG_STAT_PROGRESS_CREATE_INDEX, S30),
+    generic!(stats_views::PG_STAT_PROGRESS_VACUUM, S30),
+    generic!(stats_views::PG_STAT_RECOVERY_PREFETCH, M1),
+    generic!(stats_views::PG_STAT_REPLICATION, M1),
+    generic!(stats_views::PG_STAT_REPLICATION_SLOTS, M1),
+    generic!(stats_views::PG_STAT_SLRU, M1),
+    generic!(stats_views::PG_STAT_SUBSCRIPTION, M1),
+    generic!(stats_views::PG_STAT_SUBSCRIPTION_STATS, M1),
+    generic!(stats_views::PG_STAT_USER_FUNCTIONS, M1),
+    generic!(stats_views::PG_STAT_WAL, M1),
+    generic!(stats_views::PG_STAT_WAL_RECEIVER, M1),
+    generic!(stats_views::PG_STATIO_USER_TABLES, M1),
+    CollectorDef {
+        name: "database_transactions",
+        default_interval: S5,
+        bootstrap: false,
+        configurable: true,
+        build: |_| Box::new(live::DatabaseTransactions::default()),
+    },
+    CollectorDef {
+        name: "server_uptime",
+        default_interval: S5,
+        bootstrap: false,
+        configurable: true,
+        build: |_| Box::new(live::ServerUptime::default()),
+    },
+    generic!(live::WAIT_EVENTS, S5),
+    CollectorDef {
+        name: "pg_stat_statements",
+        default_interval: S5,
+        bootstrap: false,
+        configurable: true,
+        build: |s| Box::new(pgss::PgStatStatements::new(s)),
+    },
+    CollectorDef { name: "pg_class", default_interval: M1, bootstrap: true, configurable: true, build: |s| Box::new(pg_class::PgClass::new(s)) },
+    CollectorDef { name: "pg_stats", default_interval: M1, bootstrap: true, configurable: true, build: |s| Box::new(pg_stats::PgStats::new(s)) },
+    CollectorDef {
+        name: "pg_stat_user_tables",
+        default_interval: M1,
+        bootstrap: true,
+        configurable: true,
+        build: |s| sampled(&catalog::PG_STAT_USER_TABLES, s),
+    },
+    CollectorDef {
+        name: "pg_stat_user_indexes",
+        default_interval: M1,
+        bootstrap: true,
+        configurable: true,
+        build: |s| sampled(&catalog::PG_STAT_USER_INDEXES, s),
+    },
+    CollectorDef {
+        name: "pg_statio_user_indexes",
+        default_interval: M1,
+        bootstrap: true,
+        configurable: true,
+        build: |s| Box::new(statio_indexes::StatioUserIndexes::new(s)),
+    },
+];
+
+/// The registry entry of `name`.
+pub fn find(name: &str) -> Option<&'static CollectorDef> {
+    REGISTRY.iter().find(|d| d.name == name)
+}

@@ -104,7 +104,11 @@ impl Pg {
             .error_handler(Box::new(r2d2::NopErrorHandler))
             .connection_customizer(Box::new(SessionSetup(limits.clone())))
             .build_unchecked(manager);
-        Ok(Pg { pool, display_url: crate::secret::redact_dsn(url), limits })
+        Ok(Pg {
+            pool,
+            display_url: crate::secret::redact_dsn(url),
+            limits,
+        })
     }
 
     /// A session from the pool. A broken connection (server restarted) is replaced.
@@ -126,7 +130,9 @@ impl Pg {
     /// `SELECT 1` with a short deadline: used by the health gate and readiness waits.
     pub fn ping(&self) -> Result<()> {
         let mut c = self.conn()?;
-        c.simple_query(&prefixed("SELECT 1")).map(|_| ()).map_err(Error::from)
+        c.simple_query(&prefixed("SELECT 1"))
+            .map(|_| ())
+            .map_err(Error::from)
     }
 
     /// Closes idle sessions (e.g. before a restart) so the pool reconnects afterwards.
@@ -135,11 +141,19 @@ impl Pg {
     }
 }
 
-pub fn query(c: &mut postgres::Client, sql: &str, params: &[&(dyn ToSql + Sync)]) -> Result<Vec<Row>> {
+pub fn query(
+    c: &mut postgres::Client,
+    sql: &str,
+    params: &[&(dyn ToSql + Sync)],
+) -> Result<Vec<Row>> {
     c.query(&prefixed(sql), params).map_err(Error::from)
 }
 
-pub fn query_one(c: &mut postgres::Client, sql: &str, params: &[&(dyn ToSql + Sync)]) -> Result<Row> {
+pub fn query_one(
+    c: &mut postgres::Client,
+    sql: &str,
+    params: &[&(dyn ToSql + Sync)],
+) -> Result<Row> {
     c.query_one(&prefixed(sql), params).map_err(Error::from)
 }
 
@@ -149,7 +163,9 @@ pub fn execute(c: &mut postgres::Client, sql: &str, params: &[&(dyn ToSql + Sync
 
 /// Runs a single statement that cannot take bind parameters (ALTER SYSTEM), prefixed.
 pub fn simple(c: &mut postgres::Client, sql: &str) -> Result<()> {
-    c.simple_query(&prefixed(sql)).map(|_| ()).map_err(Error::from)
+    c.simple_query(&prefixed(sql))
+        .map(|_| ())
+        .map_err(Error::from)
 }
 
 /// Quotes a string as a SQL literal (standard_conforming_strings on: double the quotes; an
@@ -184,7 +200,10 @@ mod tests {
 
     #[test]
     fn literals_are_quoted() {
-        assert_eq!(quote_literal("'; DROP TABLE t; --"), "'''; DROP TABLE t; --'");
+        assert_eq!(
+            quote_literal("'; DROP TABLE t; --"),
+            "'''; DROP TABLE t; --'"
+        );
         assert_eq!(quote_literal(r"a\b'"), r"E'a\\b'''");
         assert_eq!(quote_ident(r#"we"ird"#), r#""we""ird""#);
     }

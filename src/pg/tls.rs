@@ -10,7 +10,9 @@ use rustls::client::WebPkiServerVerifier;
 use rustls::crypto::{verify_tls12_signature, verify_tls13_signature, CryptoProvider};
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
-use rustls::{CertificateError, ClientConfig, DigitallySignedStruct, RootCertStore, SignatureScheme};
+use rustls::{
+    CertificateError, ClientConfig, DigitallySignedStruct, RootCertStore, SignatureScheme,
+};
 use std::sync::Arc;
 use tokio_postgres_rustls::MakeRustlsConnect;
 
@@ -23,7 +25,9 @@ pub fn make_tls(info: &ConnInfo) -> Result<MakeRustlsConnect> {
             .collect::<std::result::Result<_, _>>()
             .map_err(|e| Error::invalid(format!("reading sslrootcert {path}: {e}")))?;
         if certs.is_empty() {
-            return Err(Error::invalid(format!("sslrootcert {path} holds no PEM certificate")));
+            return Err(Error::invalid(format!(
+                "sslrootcert {path} holds no PEM certificate"
+            )));
         }
         for c in certs {
             roots
@@ -46,10 +50,15 @@ pub fn make_tls(info: &ConnInfo) -> Result<MakeRustlsConnect> {
         (m, _) => m,
     };
     let config = match mode {
-        SslMode::VerifyFull => builder.with_root_certificates(roots.clone()).with_no_client_auth(),
+        SslMode::VerifyFull => builder
+            .with_root_certificates(roots.clone())
+            .with_no_client_auth(),
         SslMode::VerifyCa => builder
             .dangerous()
-            .with_custom_certificate_verifier(Arc::new(ChainOnly { inner: webpki()?, provider }))
+            .with_custom_certificate_verifier(Arc::new(ChainOnly {
+                inner: webpki()?,
+                provider,
+            }))
             .with_no_client_auth(),
         _ => builder
             .dangerous()
@@ -75,7 +84,10 @@ impl ServerCertVerifier for ChainOnly {
         ocsp: &[u8],
         now: UnixTime,
     ) -> std::result::Result<ServerCertVerified, rustls::Error> {
-        match self.inner.verify_server_cert(end_entity, intermediates, server_name, ocsp, now) {
+        match self
+            .inner
+            .verify_server_cert(end_entity, intermediates, server_name, ocsp, now)
+        {
             Err(rustls::Error::InvalidCertificate(
                 CertificateError::NotValidForName | CertificateError::NotValidForNameContext { .. },
             )) => Ok(ServerCertVerified::assertion()),
@@ -99,7 +111,9 @@ impl ServerCertVerifier for ChainOnly {
         verify_tls13_signature(m, c, d, &self.provider.signature_verification_algorithms)
     }
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.provider.signature_verification_algorithms.supported_schemes()
+        self.provider
+            .signature_verification_algorithms
+            .supported_schemes()
     }
 }
 
@@ -137,6 +151,8 @@ impl ServerCertVerifier for EncryptOnly {
         verify_tls13_signature(m, c, d, &self.provider.signature_verification_algorithms)
     }
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.provider.signature_verification_algorithms.supported_schemes()
+        self.provider
+            .signature_verification_algorithms
+            .supported_schemes()
     }
 }

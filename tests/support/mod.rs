@@ -1,4 +1,6 @@
 //! Shared test harness: real PostgreSQL clusters and a platform stand-in on loopback.
 #![allow(dead_code)]
 
+pub mod agent;
 pub mod pgcluster;
+pub mod platform;

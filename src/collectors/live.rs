@@ -1,0 +1,191 @@
+//! The 5-second "live" collectors (collectors.md §3.2): autovacuum_count, database_connections,
+//! system_db_size, wait_events (generic specs) and the stateful database_transactions and
+//! server_uptime. All count the whole cluster.
+
+use super::generic::Spec;
+use super::{envelope, CatalogCollector, CollectCtx};
+use crate::error::{Context, Result};
+use serde_json::{Map, Value};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+pub static AUTOVACUUM_COUNT: Spec = Spec {
+    name: "autovacuum_count",
+    sql: |_, _| {
+        "SELECT count(*) FILTER (WHERE starts_with(query, 'autovacuum:'))::bigint AS count FROM pg_catalog.pg_stat_activity"
+            .into()
+    },
+    fields: &["count"],
+    omitempty: &[],
+    dedup: false,
+    send_empty: true,
+    requires: None,
+    min_major: 0,
+};
+
+pub static DATABASE_CONNECTIONS: Spec = Spec {
+    name: "database_connections",
+    sql: |_, _| {
+        "SELECT count(*) FILTER (WHERE state = 'active')::bigint AS active_connections, \
+         count(*) FILTER (WHERE state = 'idle')::bigint AS idle_connections, \
+         count(*) FILTER (WHERE state = 'idle in transaction')::bigint AS idle_in_transaction_connections, \
+         count(*) FILTER (WHERE state = 'idle in transaction (aborted)')::bigint AS idle_in_transaction_aborted_connections, \
+         count(*) FILTER (WHERE state IN ('active', 'idle', 'idle in transaction', 'idle in transaction (aborted)'))::bigint \
+         AS total_connections FROM pg_catalog.pg_stat_activity"
+            .into()
+    },
+    fields: &[
+        "active_connections",
+        "idle_connections",
+        "idle_in_transaction_connections",
+        "idle_in_transaction_aborted_connections",
+        "total_connections",
+    ],
+    omitempty: &[],
+    dedup: false,
+    send_empty: true,
+    requires: None,
+    min_major: 0,
+};
+
+// Databases the agent may not size (no CONNECT privilege and no pg_read_all_stats) are left out
+// instead of failing the whole sum every 5 s.
+pub static SYSTEM_DB_SIZE: Spec = Spec {
+    name: "system_db_size",
+    sql: |_, _| {
+        "SELECT COALESCE(sum(pg_catalog.pg_database_size(oid)), 0)::bigint AS total_size_bytes FROM pg_catalog.pg_database \
+         WHERE has_database_privilege(oid, 'CONNECT') OR pg_has_role('pg_read_all_stats', 'USAGE')"
+            .into()
+    },
+    fields: &["total_size_bytes"],
+    omitempty: &[],
+    dedup: false,
+    send_empty: true,
+    requires: None,
+    min_major: 0,
+};
+
+pub static WAIT_EVENTS: Spec = Spec {
+    name: "wait_events",
+    sql: |_, _| {
+        "WITH c AS (SELECT wait_event_type, count(*) AS n FROM pg_catalog.pg_stat_activity \
+         WHERE wait_event_type IS NOT NULL GROUP BY wait_event_type), \
+         t AS (SELECT w.name, w.ord, COALESCE(c.n, 0)::bigint AS current_count \
+         FROM unnest(ARRAY['Activity', 'BufferPin', 'Client', 'Extension', 'IO', 'IPC', 'Lock', 'LWLock', 'Timeout']) \
+         WITH ORDINALITY AS w(name, ord) LEFT JOIN c ON c.wait_event_type = w.name) \
+         SELECT wait_event_type, current_count FROM (SELECT name AS wait_event_type, ord, current_count FROM t \
+         UNION ALL SELECT 'TOTAL', 10, COALESCE(sum(current_count), 0)::bigint FROM t) x ORDER BY ord"
+            .into()
+    },
+    fields: &["wait_event_type", "current_count"],
+    omitempty: &[],
+    dedup: false,
+    send_empty: true,
+    requires: None,
+    min_major: 0,
+};
+
+/// `database_transactions`: the cluster-wide sum of `xact_commit` and the TPS since the previous
+/// sample (agent clock); `tps` is omitted on the first run, after a decrease and when 0.
+#[derive(Default)]
+pub struct DatabaseTransactions {
+    prev: Option<(i64, Instant)>,
+}
+
+impl CatalogCollector for DatabaseTransactions {
+    fn collect(&mut self, ctx: &CollectCtx<'_>) -> Result<Option<Value>> {
+        let collected_at = SystemTime::now();
+        let now = Instant::now();
+        let row = ctx
+            .pg
+            .query_one("SELECT COALESCE(sum(xact_commit), 0)::bigint AS server_xact_commits FROM pg_catalog.pg_stat_database", &[])
+            .context("failed to query database_transactions")?;
+        let count: i64 = row.get(0);
+        let mut m = Map::new();
+        m.insert("xact_commit".into(), Value::from(count));
+        if let Some((pc, pt)) = self.prev {
+            let secs = now.duration_since(pt).as_secs_f64();
+            if count >= pc && secs > 0.0 {
+                let tps = (count - pc) as f64 / secs;
+                if tps != 0.0 {
+                    m.insert("tps".into(), Value::from(tps));
+                }
+            }
+        }
+        self.prev = Some((count, now));
+        Ok(Some(envelope(collected_at, vec![Value::Object(m)])))
+    }
+}
+
+const IDENTITY_TTL: Duration = Duration::from_secs(600);
+
+/// `server_uptime`: uptime in minutes plus the cluster identity (system identifier, timeline),
+/// cached for 10 minutes and dropped when the postmaster start time changes.
+#[derive(Default)]
+pub struct ServerUptime {
+    /// (fetched at, Some((system_identifier, timeline_id)) or None when not permitted).
+    identity: Option<(Instant, Option<(String, i64)>)>,
+    last_start: Option<i64>,
+    warned: bool,
+}
+
+impl ServerUptime {
+    fn identity(&mut self, ctx: &CollectCtx<'_>) -> Option<(String, i64)> {
+        if let Some((at, id)) = &self.identity {
+            if at.elapsed() < IDENTITY_TTL {
+                return id.clone();
+            }
+        }
+        let id = match ctx.pg.query_one(
+            "SELECT (pg_catalog.pg_control_system()).system_identifier, (pg_catalog.pg_control_checkpoint()).timeline_id::bigint",
+            &[],
+        ) {
+            Ok(r) => {
+                self.warned = false;
+                Some(((r.get::<_, i64>(0) as u64).to_string(), r.get::<_, i64>(1)))
+            }
+            Err(e) => {
+                if !self.warned {
+                    log::warn!("server_uptime: cluster identity not available (continuing without it): {e}");
+                    self.warned = true;
+                }
+                None
+            }
+        };
+        self.identity = Some((Instant::now(), id.clone()));
+        id
+    }
+}
+
+impl CatalogCollector for ServerUptime {
+    fn collect(&mut self, ctx: &CollectCtx<'_>) -> Result<Option<Value>> {
+        let collected_at = SystemTime::now();
+        let row = ctx
+            .pg
+            .query_one(
+                "SELECT (EXTRACT(EPOCH FROM current_timestamp - pg_catalog.pg_postmaster_start_time()) / 60)::float8 AS uptime_minutes, \
+                 EXTRACT(EPOCH FROM pg_catalog.pg_postmaster_start_time())::float8 AS postmaster_start_time",
+                &[],
+            )
+            .context("failed to query server_uptime")?;
+        let uptime: f64 = row.get(0);
+        let start = row.get::<_, f64>(1).floor() as i64;
+        if self.last_start.is_some_and(|s| s != start) {
+            self.identity = None; // restarted (or failed over): re-read the identity now
+        }
+        self.last_start = Some(start);
+        let id = self.identity(ctx);
+        let mut m = Map::new();
+        m.insert("uptime_minutes".into(), Value::from(uptime));
+        if let Some((sysid, tli)) = id {
+            m.insert("system_identifier".into(), Value::from(sysid));
+            if tli != 0 {
+                m.insert("timeline_id".into(), Value::from(tli));
+            }
+        }
+        if start != 0 {
+            let t = UNIX_EPOCH + Duration::from_secs(start.max(0) as u64);
+            m.insert("postmaster_start_time".into(), Value::from(crate::timefmt::utc_seconds(t)));
+        }
+        Ok(Some(envelope(collected_at, vec![Value::Object(m)])))
+    }
+}

@@ -1,0 +1,777 @@
+//! `pg_stat_statements` (collectors.md §4): per-statement counters, aggregated by
+//! (queryid, userid, dbid), with interval deltas and a top-N cut.
+//!
+//! Cheaper than the Go agent (DECISIONS.md): counters are read every tick with
+//! `pg_stat_statements(false)` (no query texts); texts — and the §4.1 exclusion filter, which
+//! needs them — are fetched only for statement keys not seen before, and kept in a cache bounded
+//! by a byte budget (least recently sent texts are dropped first and re-fetched when needed).
+//! Keys that disappear (dealloc, reset) leave the cache. The extension is never reset; resets and
+//! upgrades are inferred (negative diffs → no delta; version change → fresh baseline).
+
+use super::{envelope, CatalogCollector, CollectCtx};
+use crate::config::collectors::CollectorSettings;
+use crate::error::{Context, Error, Result};
+use serde_json::{Map, Value};
+use std::collections::HashMap;
+use std::time::SystemTime;
+
+/// Bytes of query text kept in memory at most.
+pub const DEFAULT_TEXT_BUDGET: usize = 16 << 20;
+
+/// §4.1 exclusion pattern, anchored at both ends (deliberately as narrow as the Go agent's).
+const EXCLUDE_PATTERN: &str = r"^[[:space:]]*(BEGIN|COMMIT|ROLLBACK|SET |SHOW |SELECT (pg_|\$1$|version[[:space:]]*\([[:space:]]*\)))[[:space:]]*;?[[:space:]]*$";
+
+/// Text shown by the server for statements of other users without pg_read_all_stats.
+const HIDDEN_TEXT: &str = "<insufficient privilege>";
+
+#[derive(Clone, Copy, PartialEq, Debug)]
+enum Ty {
+    I,
+    F,
+    B,
+}
+
+#[derive(Clone, Copy, PartialEq, Debug)]
+enum Agg {
+    Sum,
+    Min,
+    Max,
+    MeanExec,
+    StdExec,
+    MeanPlan,
+    StdPlan,
+    Null,
+}
+
+/// Counter columns after the ids, in the payload's order.
+const FIELDS: &[(&str, Ty, Agg)] = &[
+    ("calls", Ty::I, Agg::Sum),
+    ("total_exec_time", Ty::F, Agg::Sum),
+    ("min_exec_time", Ty::F, Agg::Min),
+    ("max_exec_time", Ty::F, Agg::Max),
+    ("mean_exec_time", Ty::F, Agg::MeanExec),
+    ("stddev_exec_time", Ty::F, Agg::StdExec),
+    ("rows", Ty::I, Agg::Sum),
+    ("shared_blks_hit", Ty::I, Agg::Sum),
+    ("shared_blks_read", Ty::I, Agg::Sum),
+    ("shared_blks_dirtied", Ty::I, Agg::Sum),
+    ("shared_blks_written", Ty::I, Agg::Sum),
+    ("local_blks_hit", Ty::I, Agg::Sum),
+    ("local_blks_read", Ty::I, Agg::Sum),
+    ("local_blks_dirtied", Ty::I, Agg::Sum),
+    ("local_blks_written", Ty::I, Agg::Sum),
+    ("temp_blks_read", Ty::I, Agg::Sum),
+    ("temp_blks_written", Ty::I, Agg::Sum),
+    ("shared_blk_read_time", Ty::F, Agg::Sum),
+    ("shared_blk_write_time", Ty::F, Agg::Sum),
+    ("local_blk_read_time", Ty::F, Agg::Sum),
+    ("local_blk_write_time", Ty::F, Agg::Sum),
+    ("plans", Ty::I, Agg::Sum),
+    ("total_plan_time", Ty::F, Agg::Sum),
+    ("min_plan_time", Ty::F, Agg::Min),
+    ("max_plan_time", Ty::F, Agg::Max),
+    ("mean_plan_time", Ty::F, Agg::MeanPlan),
+    ("stddev_plan_time", Ty::F, Agg::StdPlan),
+    ("wal_records", Ty::I, Agg::Sum),
+    ("wal_fpi", Ty::I, Agg::Sum),
+    ("wal_bytes", Ty::I, Agg::Sum),
+    ("toplevel", Ty::B, Agg::Null),
+    ("temp_blk_read_time", Ty::F, Agg::Sum),
+    ("temp_blk_write_time", Ty::F, Agg::Sum),
+    ("jit_functions", Ty::I, Agg::Sum),
+    ("jit_generation_time", Ty::F, Agg::Sum),
+    ("jit_inlining_count", Ty::I, Agg::Sum),
+    ("jit_inlining_time", Ty::F, Agg::Sum),
+    ("jit_optimization_count", Ty::I, Agg::Sum),
+    ("jit_optimization_time", Ty::F, Agg::Sum),
+    ("jit_emission_count", Ty::I, Agg::Sum),
+    ("jit_emission_time", Ty::F, Agg::Sum),
+];
+const OMITEMPTY: &[&str] = &["local_blk_read_time", "local_blk_write_time"];
+
+fn idx(name: &str) -> usize {
+    FIELDS.iter().position(|f| f.0 == name).expect("known pgss field")
+}
+
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum Num {
+    Null,
+    I(i64),
+    F(f64),
+    B(bool),
+}
+
+impl Num {
+    fn f(self) -> Option<f64> {
+        match self {
+            Num::I(i) => Some(i as f64),
+            Num::F(f) => Some(f),
+            _ => None,
+        }
+    }
+    fn json(self) -> Value {
+        match self {
+            Num::Null => Value::Null,
+            Num::I(i) => Value::from(i),
+            Num::F(f) => serde_json::Number::from_f64(f).map(Value::Number).unwrap_or(Value::Null),
+            Num::B(b) => Value::Bool(b),
+        }
+    }
+}
+
+type Key = (i64, u32, u32); // (queryid, userid, dbid)
+
+/// The extension's (major, minor) from `extversion` (`1.10`, `1.11dev` …).
+pub fn parse_ext_version(s: &str) -> Option<(u32, u32)> {
+    let maj_len = s.bytes().take_while(u8::is_ascii_digit).count();
+    let rest = s[maj_len..].strip_prefix('.')?;
+    let min_len = rest.bytes().take_while(u8::is_ascii_digit).count();
+    if maj_len == 0 || min_len == 0 {
+        return None;
+    }
+    Some((s[..maj_len].parse().ok()?, rest[..min_len].parse().ok()?))
+}
+
+/// The counters select list for an extension version (§4.1), without the text columns.
+pub fn counter_columns(v: (u32, u32)) -> String {
+    let mut c: Vec<String> = vec!["userid".into(), "dbid".into(), "queryid".into(), "calls".into()];
+    if v >= (1, 8) {
+        for f in ["total_exec_time", "min_exec_time", "max_exec_time", "mean_exec_time", "stddev_exec_time"] {
+            c.push(f.into());
+        }
+    } else {
+        for (old, new) in [
+            ("total_time", "total_exec_time"),
+            ("min_time", "min_exec_time"),
+            ("max_time", "max_exec_time"),
+            ("mean_time", "mean_exec_time"),
+            ("stddev_time", "stddev_exec_time"),
+        ] {
+            c.push(format!("{old} AS {new}"));
+        }
+    }
+    c.push("rows".into());
+    for f in [
+        "shared_blks_hit",
+        "shared_blks_read",
+        "shared_blks_dirtied",
+        "shared_blks_written",
+        "local_blks_hit",
+        "local_blks_read",
+        "local_blks_dirtied",
+        "local_blks_written",
+        "temp_blks_read",
+        "temp_blks_written",
+    ] {
+        c.push(f.into());
+    }
+    if v >= (1, 11) {
+        for f in ["shared_blk_read_time", "shared_blk_write_time", "local_blk_read_time", "local_blk_write_time"] {
+            c.push(f.into());
+        }
+    } else {
+        c.push("blk_read_time AS shared_blk_read_time".into());
+        c.push("blk_write_time AS shared_blk_write_time".into());
+    }
+    if v >= (1, 8) {
+        for f in ["plans", "total_plan_time", "min_plan_time", "max_plan_time", "mean_plan_time", "stddev_plan_time"] {
+            c.push(f.into());
+        }
+        c.push("wal_records".into());
+        c.push("wal_fpi".into());
+        c.push("wal_bytes::bigint AS wal_bytes".into());
+    } else {
+        c.push("NULL::bigint AS plans".into());
+        for f in ["total_plan_time", "min_plan_time", "max_plan_time", "mean_plan_time", "stddev_plan_time"] {
+            c.push(format!("NULL::double precision AS {f}"));
+        }
+        for f in ["wal_records", "wal_fpi", "wal_bytes"] {
+            c.push(format!("NULL::bigint AS {f}"));
+        }
+    }
+    if v >= (1, 9) {
+        c.push("toplevel".into());
+    }
+    if v >= (1, 10) {
+        for f in [
+            "temp_blk_read_time",
+            "temp_blk_write_time",
+            "jit_functions",
+            "jit_generation_time",
+            "jit_inlining_count",
+            "jit_inlining_time",
+            "jit_optimization_count",
+            "jit_optimization_time",
+            "jit_emission_count",
+            "jit_emission_time",
+        ] {
+            c.push(f.into());
+        }
+    }
+    c.join(", ")
+}
+
+#[derive(Clone, Debug)]
+pub struct StatRow {
+    key: Option<Key>,
+    ids: [Num; 3], // userid, dbid, queryid as read
+    vals: Vec<Num>,
+}
+
+#[derive(Clone, Copy, Default, Debug)]
+struct Pool {
+    had: bool,
+    n: f64,
+    mean: f64,
+    m2: f64,
+}
+
+impl Pool {
+    fn add(&mut self, n: Option<f64>, mean: Option<f64>, sd: Option<f64>) {
+        let (Some(n), Some(mean), Some(sd)) = (n, mean, sd) else { return };
+        self.had = true;
+        if n <= 0.0 {
+            return;
+        }
+        let m2 = sd * sd * n;
+        if self.n == 0.0 {
+            *self = Pool { had: true, n, mean, m2 };
+            return;
+        }
+        let tot = self.n + n;
+        let d = mean - self.mean;
+        self.mean += d * n / tot;
+        self.m2 += m2 + d * d * self.n * n / tot;
+        self.n = tot;
+    }
+    fn result(&self) -> Num {
+        if !self.had {
+            Num::Null
+        } else if self.n == 0.0 {
+            Num::F(0.0)
+        } else {
+            Num::F((self.m2 / self.n).sqrt())
+        }
+    }
+}
+
+struct Merged {
+    row: StatRow,
+    exec: Pool,
+    plan: Pool,
+}
+
+fn pool_inputs(r: &StatRow, n: &str, mean: &str, sd: &str) -> (Option<f64>, Option<f64>, Option<f64>) {
+    (r.vals[idx(n)].f(), r.vals[idx(mean)].f(), r.vals[idx(sd)].f())
+}
+
+fn merge_into(a: &mut StatRow, b: &StatRow) {
+    for (i, (_, ty, agg)) in FIELDS.iter().enumerate() {
+        let (x, y) = (a.vals[i], b.vals[i]);
+        a.vals[i] = match (agg, x, y) {
+            (_, Num::Null, y) if *agg != Agg::Null => y,
+            (_, x, Num::Null) => x,
+            (Agg::Sum, Num::I(p), Num::I(q)) if *ty == Ty::I => Num::I(p.saturating_add(q)),
+            (Agg::Sum, x, y) => Num::F(x.f().unwrap_or(0.0) + y.f().unwrap_or(0.0)),
+            (Agg::Min, x, y) => Num::F(x.f().unwrap_or(f64::MAX).min(y.f().unwrap_or(f64::MAX))),
+            (Agg::Max, x, y) => Num::F(x.f().unwrap_or(f64::MIN).max(y.f().unwrap_or(f64::MIN))),
+            _ => x,
+        };
+    }
+}
+
+/// §4.3 step 2: merge rows with the same (queryid, userid, dbid) in first-seen order, recompute
+/// means and pooled stddevs, null `toplevel`; rows lacking a key component follow unmerged.
+pub fn aggregate(rows: Vec<StatRow>) -> Vec<StatRow> {
+    let mut order: Vec<Merged> = Vec::new();
+    let mut pos: HashMap<Key, usize> = HashMap::new();
+    let mut passthrough = Vec::new();
+    for r in rows {
+        let Some(k) = r.key else {
+            passthrough.push(r);
+            continue;
+        };
+        let (en, em, es) = pool_inputs(&r, "calls", "mean_exec_time", "stddev_exec_time");
+        let (pn, pm, ps) = pool_inputs(&r, "plans", "mean_plan_time", "stddev_plan_time");
+        match pos.get(&k) {
+            Some(&i) => {
+                let m = &mut order[i];
+                merge_into(&mut m.row, &r);
+                m.exec.add(en, em, es);
+                m.plan.add(pn, pm, ps);
+            }
+            None => {
+                let mut exec = Pool::default();
+                exec.add(en, em, es);
+                let mut plan = Pool::default();
+                plan.add(pn, pm, ps);
+                pos.insert(k, order.len());
+                order.push(Merged { row: r, exec, plan });
+            }
+        }
+    }
+    let mut out = Vec::with_capacity(order.len() + passthrough.len());
+    for mut m in order {
+        let mean = |total: Num, n: Num| match (total.f(), n.f()) {
+            (None, _) => Num::Null,
+            (Some(_), None) => Num::F(0.0),
+            (Some(_), Some(c)) if c == 0.0 => Num::F(0.0),
+            (Some(t), Some(c)) => Num::F(t / c),
+        };
+        let v = &mut m.row.vals;
+        v[idx("mean_exec_time")] = mean(v[idx("total_exec_time")], v[idx("calls")]);
+        v[idx("mean_plan_time")] = mean(v[idx("total_plan_time")], v[idx("plans")]);
+        v[idx("stddev_exec_time")] = m.exec.result();
+        v[idx("stddev_plan_time")] = m.plan.result();
+        v[idx("toplevel")] = Num::Null;
+        out.push(m.row);
+    }
+    out.extend(passthrough);
+    out
+}
+
+#[derive(Clone, Debug)]
+struct TextEntry {
+    excluded: bool,
+    query: Option<String>,
+    query_len: Option<i64>,
+    last_used: u64,
+}
+
+/// Bounded cache of statement texts and exclusion verdicts, keyed like the snapshot.
+#[derive(Default)]
+pub struct TextCache {
+    map: HashMap<Key, TextEntry>,
+    bytes: usize,
+    budget: usize,
+}
+
+impl TextCache {
+    fn new(budget: usize) -> TextCache {
+        TextCache { map: HashMap::new(), bytes: 0, budget }
+    }
+    fn clear(&mut self) {
+        self.map.clear();
+        self.bytes = 0;
+    }
+    fn insert(&mut self, k: Key, e: TextEntry) {
+        self.bytes += e.query.as_ref().map_or(0, String::len);
+        if let Some(old) = self.map.insert(k, e) {
+            self.bytes -= old.query.as_ref().map_or(0, String::len);
+        }
+    }
+    /// Keeps only `live` keys (statements deallocated or reset away leave the cache).
+    fn retain(&mut self, live: &HashMap<Key, ()>) {
+        let mut freed = 0;
+        self.map.retain(|k, e| {
+            let keep = live.contains_key(k);
+            if !keep {
+                freed += e.query.as_ref().map_or(0, String::len);
+            }
+            keep
+        });
+        self.bytes -= freed;
+    }
+    /// Drops the least recently sent texts until the cache is under 3/4 of its budget
+    /// (verdicts and lengths stay; a dropped text is fetched again when its row is sent).
+    fn enforce_budget(&mut self) {
+        if self.bytes <= self.budget {
+            return;
+        }
+        let mut with_text: Vec<(u64, Key)> =
+            self.map.iter().filter(|(_, e)| e.query.is_some()).map(|(k, e)| (e.last_used, *k)).collect();
+        with_text.sort_unstable();
+        let target = self.budget / 4 * 3;
+        for (_, k) in with_text {
+            if self.bytes <= target {
+                break;
+            }
+            if let Some(e) = self.map.get_mut(&k) {
+                if let Some(q) = e.query.take() {
+                    self.bytes -= q.len();
+                }
+            }
+        }
+    }
+    pub fn text_bytes(&self) -> usize {
+        self.bytes
+    }
+    pub fn len(&self) -> usize {
+        self.map.len()
+    }
+    pub fn is_empty(&self) -> bool {
+        self.map.is_empty()
+    }
+}
+
+pub struct PgStatStatements {
+    diff_limit: usize,
+    include_queries: bool,
+    max_len: i64,
+    ext: Option<((u32, u32), String)>,
+    /// Previous tick's aggregated counters: key → (calls, total_exec_time).
+    snapshot: Option<HashMap<Key, (Option<i64>, Option<f64>)>>,
+    texts: TextCache,
+    tick: u64,
+}
+
+impl PgStatStatements {
+    pub fn new(s: &CollectorSettings) -> PgStatStatements {
+        PgStatStatements::with_budget(s, DEFAULT_TEXT_BUDGET)
+    }
+    pub fn with_budget(s: &CollectorSettings, budget: usize) -> PgStatStatements {
+        PgStatStatements {
+            diff_limit: s.int("diff_limit", 500).clamp(0, 500) as usize,
+            include_queries: s.bool("include_queries", true),
+            max_len: s.int("max_query_text_length", 8192).clamp(0, 8192),
+            ext: None,
+            snapshot: None,
+            texts: TextCache::new(budget),
+            tick: 0,
+        }
+    }
+    pub fn text_cache(&self) -> &TextCache {
+        &self.texts
+    }
+
+    fn relation(schema: &str) -> String {
+        format!("{}.pg_stat_statements", crate::pg::quote_ident(schema))
+    }
+
+    /// Fetches verdicts (and texts when wanted) for `keys`.
+    fn fetch_texts(&mut self, ctx: &CollectCtx<'_>, schema: &str, keys: &[Key], with_text: bool) -> Result<()> {
+        if keys.is_empty() {
+            return Ok(());
+        }
+        let (q, l) = if self.include_queries && with_text {
+            (format!("left(s.query, {})", self.max_len), "length(s.query)::bigint")
+        } else if self.include_queries {
+            ("NULL::text".to_string(), "length(s.query)::bigint")
+        } else {
+            ("NULL::text".to_string(), "NULL::bigint")
+        };
+        let sql = format!(
+            "SELECT s.queryid, s.userid, s.dbid, \
+             COALESCE(starts_with(s.query, '/*dbtune*/') OR s.query ~* {}, true) AS excluded, {q} AS query, {l} AS query_len \
+             FROM {}(true) s WHERE (s.queryid, s.userid, s.dbid) IN \
+             (SELECT * FROM unnest($1::bigint[], $2::oid[], $3::oid[]))",
+            crate::pg::quote_literal(EXCLUDE_PATTERN),
+            Self::relation(schema)
+        );
+        let qids: Vec<i64> = keys.iter().map(|k| k.0).collect();
+        let uids: Vec<u32> = keys.iter().map(|k| k.1).collect();
+        let dids: Vec<u32> = keys.iter().map(|k| k.2).collect();
+        let rows = ctx
+            .pg
+            .query(&sql, &[&qids, &uids, &dids])
+            .context("failed to query pg_stat_statements texts")?;
+        for r in rows {
+            let k: Key = (r.get(0), r.get(1), r.get(2));
+            let excluded: bool = r.get(3);
+            let query: Option<String> = r.get(4);
+            let query_len: Option<i64> = r.get(5);
+            // toplevel/nested rows share the key and the text: the first one wins.
+            if with_text {
+                if let Some(e) = self.texts.map.get(&k) {
+                    if e.query.is_some() {
+                        continue;
+                    }
+                }
+            } else if self.texts.map.contains_key(&k) {
+                continue;
+            }
+            let e = TextEntry { excluded, query, query_len, last_used: self.tick };
+            self.texts.insert(k, e);
+        }
+        Ok(())
+    }
+
+    fn read_counters(&self, ctx: &CollectCtx<'_>, v: (u32, u32), schema: &str) -> Result<Vec<StatRow>> {
+        let sql = format!("SELECT {} FROM {}(false)", counter_columns(v), Self::relation(schema));
+        let rows = ctx.pg.query(&sql, &[]).context("failed to query pg_stat_statements")?;
+        let mut out = Vec::with_capacity(rows.len());
+        let cols: Vec<Option<usize>> = {
+            let names: Vec<&str> = rows.first().map(|r| r.columns().iter().map(|c| c.name()).collect()).unwrap_or_default();
+            FIELDS.iter().map(|f| names.iter().position(|n| *n == f.0)).collect()
+        };
+        for r in &rows {
+            let userid: Option<u32> = r.try_get(0).map_err(|e| Error::other(format!("reading pg_stat_statements.userid: {e}")))?;
+            let dbid: Option<u32> = r.try_get(1).map_err(|e| Error::other(format!("reading pg_stat_statements.dbid: {e}")))?;
+            let queryid: Option<i64> = r.try_get(2).map_err(|e| Error::other(format!("reading pg_stat_statements.queryid: {e}")))?;
+            let mut vals = Vec::with_capacity(FIELDS.len());
+            for (fi, (name, ty, _)) in FIELDS.iter().enumerate() {
+                let v = match cols[fi] {
+                    None => Num::Null,
+                    Some(ci) => {
+                        let err = |e: postgres::Error| Error::other(format!("reading pg_stat_statements.{name}: {e}"));
+                        match ty {
+                            Ty::I => r.try_get::<_, Option<i64>>(ci).map_err(err)?.map_or(Num::Null, Num::I),
+                            Ty::F => r.try_get::<_, Option<f64>>(ci).map_err(err)?.map_or(Num::Null, Num::F),
+                            Ty::B => r.try_get::<_, Option<bool>>(ci).map_err(err)?.map_or(Num::Null, Num::B),
+                        }
+                    }
+                };
+                vals.push(v);
+            }
+            let key = match (queryid, userid, dbid) {
+                (Some(q), Some(u), Some(d)) => Some((q, u, d)),
+                _ => None,
+            };
+            let ids = [
+                userid.map_or(Num::Null, |u| Num::I(u as i64)),
+                dbid.map_or(Num::Null, |d| Num::I(d as i64)),
+                queryid.map_or(Num::Null, Num::I),
+            ];
+            out.push(StatRow { key, ids, vals });
+        }
+        Ok(out)
+    }
+
+    fn extension(&self, ctx: &CollectCtx<'_>) -> Result<((u32, u32), String)> {
+        let rows = ctx
+            .pg
+            .query(
+                "SELECT e.extversion, n.nspname FROM pg_catalog.pg_extension e \
+                 JOIN pg_catalog.pg_namespace n ON n.oid = e.extnamespace WHERE e.extname = 'pg_stat_statements'",
+                &[],
+            )
+            .context("failed to query pg_stat_statements extension version")?;
+        let row = rows
+            .first()
+            .ok_or_else(|| Error::other("failed to query pg_stat_statements extension version: no rows in result set"))?;
+        let ver: String = row.get(0);
+        let schema: String = row.get(1);
+        let v = parse_ext_version(&ver)
+            .ok_or_else(|| Error::other(format!("could not parse pg_stat_statements extension version from {ver:?}")))?;
+        Ok((v, schema))
+    }
+
+    fn row_json(&self, r: &StatRow) -> Value {
+        let mut m = Map::with_capacity(FIELDS.len() + 5);
+        m.insert("userid".into(), r.ids[0].json());
+        m.insert("dbid".into(), r.ids[1].json());
+        m.insert("queryid".into(), r.ids[2].json());
+        if self.include_queries {
+            let (q, l) = match r.key {
+                Some(k) => self.texts.map.get(&k).map(|e| (e.query.clone(), e.query_len)).unwrap_or((None, None)),
+                None => {
+                    let q: String = HIDDEN_TEXT.chars().take(self.max_len as usize).collect();
+                    (Some(q), Some(HIDDEN_TEXT.len() as i64))
+                }
+            };
+            if let Some(q) = q {
+                m.insert("query".into(), Value::from(q));
+            }
+            if let Some(l) = l {
+                m.insert("query_len".into(), Value::from(l));
+            }
+        }
+        for (i, (name, _, _)) in FIELDS.iter().enumerate() {
+            let v = r.vals[i];
+            if v == Num::Null && OMITEMPTY.contains(name) {
+                continue;
+            }
+            m.insert((*name).into(), v.json());
+        }
+        Value::Object(m)
+    }
+}
+
+struct Delta {
+    calls: i64,
+    exec: f64,
+}
+
+impl CatalogCollector for PgStatStatements {
+    fn collect(&mut self, ctx: &CollectCtx<'_>) -> Result<Option<Value>> {
+        self.tick += 1;
+        let collected_at = SystemTime::now();
+        let (v, schema) = self.extension(ctx)?;
+        if self.ext.as_ref() != Some(&(v, schema.clone())) {
+            // New extension version (or first run): new column set, fresh baseline.
+            self.snapshot = None;
+            self.texts.clear();
+            self.ext = Some((v, schema.clone()));
+        }
+        let raw = self.read_counters(ctx, v, &schema)?;
+
+        // Verdicts and texts for statements not seen before.
+        let mut live: HashMap<Key, ()> = HashMap::with_capacity(raw.len());
+        let mut unknown = Vec::new();
+        for r in &raw {
+            if let Some(k) = r.key {
+                if live.insert(k, ()).is_none() && !self.texts.map.contains_key(&k) {
+                    unknown.push(k);
+                }
+            }
+        }
+        self.fetch_texts(ctx, &schema, &unknown, false)?;
+        self.texts.retain(&live);
+
+        // Excluded statements are dropped; statements whose text vanished between the two reads
+        // are kept in the baseline but not sent this tick.
+        let mut rows = Vec::with_capacity(raw.len());
+        for r in raw {
+            match r.key.map(|k| self.texts.map.get(&k).map(|e| e.excluded)) {
+                Some(Some(true)) => {}
+                _ => rows.push(r),
+            }
+        }
+        let rows = aggregate(rows);
+
+        let (ci, ei) = (idx("calls"), idx("total_exec_time"));
+        let counters = |r: &StatRow| {
+            let c = match r.vals[ci] {
+                Num::I(i) => Some(i),
+                _ => None,
+            };
+            (c, r.vals[ei].f())
+        };
+        let mut deltas: Vec<Option<Delta>> = Vec::with_capacity(rows.len());
+        let (mut sum_calls, mut sum_exec, mut delta_count) = (0i64, 0f64, 0usize);
+        for r in &rows {
+            let d = match (&self.snapshot, r.key) {
+                (Some(prev), Some(k)) => {
+                    let (pc, pe) = prev.get(&k).copied().unwrap_or((Some(0), Some(0.0)));
+                    let (c, e) = counters(r);
+                    match (c, pc, e, pe) {
+                        (Some(c), Some(pc), Some(e), Some(pe)) if c - pc > 0 && e - pe > 0.0 => {
+                            Some(Delta { calls: c - pc, exec: e - pe })
+                        }
+                        _ => None,
+                    }
+                }
+                _ => None,
+            };
+            if let Some(d) = &d {
+                delta_count += 1;
+                sum_calls += d.calls;
+                sum_exec += d.exec;
+            }
+            deltas.push(d);
+        }
+        let first_run = self.snapshot.is_none();
+        let visible: Vec<bool> =
+            rows.iter().map(|r| r.key.is_none_or(|k| self.texts.map.contains_key(&k))).collect();
+
+        // Top-N by interval mean time (stable: rows without a delta keep their order).
+        let mut order: Vec<usize> = (0..rows.len()).filter(|&i| visible[i]).collect();
+        let rank = |i: usize| deltas[i].as_ref().map_or(0.0, |d| d.exec / d.calls as f64);
+        if !first_run {
+            order.sort_by(|&a, &b| rank(b).partial_cmp(&rank(a)).unwrap_or(std::cmp::Ordering::Equal));
+        }
+        if self.diff_limit > 0 && order.len() > self.diff_limit {
+            order.truncate(self.diff_limit);
+        }
+
+        // Texts evicted from the cache are fetched again for the rows being sent.
+        if self.include_queries {
+            let missing: Vec<Key> = order
+                .iter()
+                .filter_map(|&i| rows[i].key)
+                .filter(|k| self.texts.map.get(k).is_some_and(|e| e.query.is_none()))
+                .collect();
+            if !missing.is_empty() {
+                for k in &missing {
+                    if let Some(e) = self.texts.map.remove(k) {
+                        self.texts.bytes -= e.query.as_ref().map_or(0, String::len);
+                    }
+                }
+                self.fetch_texts(ctx, &schema, &missing, true)?;
+            }
+        }
+        for &i in &order {
+            if let Some(e) = rows[i].key.and_then(|k| self.texts.map.get_mut(&k)) {
+                e.last_used = self.tick;
+            }
+        }
+
+        let mut out_rows = Vec::with_capacity(order.len());
+        let mut out_deltas = Vec::new();
+        for &i in &order {
+            out_rows.push(self.row_json(&rows[i]));
+            if let (Some(d), Some(r)) = (&deltas[i], rows.get(i)) {
+                let mut m = Map::new();
+                m.insert("userid".into(), r.ids[0].json());
+                m.insert("dbid".into(), r.ids[1].json());
+                m.insert("queryid".into(), r.ids[2].json());
+                m.insert("calls".into(), Value::from(d.calls));
+                m.insert("total_exec_time".into(), Num::F(d.exec).json());
+                out_deltas.push(Value::Object(m));
+            }
+        }
+        self.texts.enforce_budget();
+        self.snapshot = Some(rows.iter().filter_map(|r| r.key.map(|k| (k, counters(r)))).collect());
+
+        let mut payload = envelope(collected_at, out_rows);
+        let m = payload.as_object_mut().expect("envelope is an object");
+        if !out_deltas.is_empty() {
+            m.insert("deltas".into(), Value::Array(out_deltas));
+        }
+        m.insert("delta_count".into(), Value::from(delta_count));
+        let avg = if sum_calls > 0 { sum_exec / sum_calls as f64 } else { 0.0 };
+        m.insert("average_query_runtime".into(), Num::F(avg).json());
+        Ok(Some(payload))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn row(key: Option<Key>, calls: i64, total: f64, mean: f64, sd: f64, min: f64, max: f64) -> StatRow {
+        let mut vals = vec![Num::Null; FIELDS.len()];
+        vals[idx("calls")] = Num::I(calls);
+        vals[idx("total_exec_time")] = Num::F(total);
+        vals[idx("mean_exec_time")] = Num::F(mean);
+        vals[idx("stddev_exec_time")] = Num::F(sd);
+        vals[idx("min_exec_time")] = Num::F(min);
+        vals[idx("max_exec_time")] = Num::F(max);
+        vals[idx("toplevel")] = Num::B(true);
+        StatRow { key, ids: [Num::I(10), Num::I(5), Num::I(-4242)], vals }
+    }
+
+    #[test]
+    fn aggregation_pools_stddev_and_recomputes_means() {
+        let k = Some((-4242, 10, 5));
+        let out = aggregate(vec![row(k, 2, 30.0, 15.0, 5.0, 10.0, 20.0), row(k, 1, 30.0, 30.0, 0.0, 30.0, 30.0)]);
+        assert_eq!(out.len(), 1);
+        let v = &out[0].vals;
+        assert_eq!(v[idx("calls")], Num::I(3));
+        assert_eq!(v[idx("total_exec_time")], Num::F(60.0));
+        assert_eq!(v[idx("mean_exec_time")], Num::F(20.0));
+        assert_eq!(v[idx("min_exec_time")], Num::F(10.0));
+        assert_eq!(v[idx("max_exec_time")], Num::F(30.0));
+        assert_eq!(v[idx("toplevel")], Num::Null);
+        let Num::F(sd) = v[idx("stddev_exec_time")] else { panic!() };
+        assert!((sd - (200.0f64 / 3.0).sqrt()).abs() < 1e-9, "{sd}");
+        // Plan stddev had no inputs → null.
+        assert_eq!(v[idx("stddev_plan_time")], Num::Null);
+    }
+
+    #[test]
+    fn passthrough_rows_follow_keyed_rows() {
+        let out = aggregate(vec![
+            row(None, 1, 1.0, 1.0, 0.0, 1.0, 1.0),
+            row(Some((1, 1, 1)), 5, 100.0, 20.0, 0.0, 1.0, 1.0),
+            row(Some((1, 1, 1)), 3, 50.0, 16.0, 0.0, 1.0, 1.0),
+        ]);
+        assert_eq!(out.len(), 2);
+        assert_eq!(out[0].vals[idx("calls")], Num::I(8));
+        assert_eq!(out[0].vals[idx("total_exec_time")], Num::F(150.0));
+        assert!(out[1].key.is_none());
+    }
+
+    #[test]
+    fn versions_and_columns() {
+        assert_eq!(parse_ext_version("1.10"), Some((1, 10)));
+        assert_eq!(parse_ext_version("1.11dev"), Some((1, 11)));
+        assert_eq!(parse_ext_version("x"), None);
+        assert!(counter_columns((1, 7)).contains("total_time AS total_exec_time"));
+        assert!(counter_columns((1, 7)).contains("NULL::bigint AS wal_bytes"));
+        assert!(!counter_columns((1, 8)).contains("toplevel"));
+        assert!(counter_columns((1, 9)).contains("toplevel"));
+        assert!(counter_columns((1, 10)).contains("blk_read_time AS shared_blk_read_time"));
+        assert!(counter_columns((1, 11)).contains("local_blk_write_time"));
+    }
+}
