@@ -4,11 +4,13 @@
 # the host's users and files are never touched), checks the unit, the polkit rule and the
 # Kubernetes manifests, and prints the sizes. Exits non-zero if any check failed.
 #
-# Needs .ci/setup-packaging.sh first (it writes .cache/packaging.env). Run as root.
+# Runs .ci/setup-packaging.sh first (idempotent: installs only what is missing; it writes
+# .cache/packaging.env). Run as root.
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 cd "$ROOT"
+bash .ci/setup-packaging.sh
 # shellcheck disable=SC1091
 source .cache/packaging.env
 TARGET=x86_64-unknown-linux-musl
