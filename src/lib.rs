@@ -19,6 +19,7 @@ pub mod model;
 pub mod pg;
 pub mod platform;
 pub mod runner;
+pub mod sdnotify;
 pub mod secret;
 pub mod timefmt;
 pub mod version;
