@@ -13,6 +13,7 @@ pub mod config;
 pub mod error;
 pub mod gojson;
 pub mod host;
+pub mod liveness;
 pub mod logging;
 pub mod metrics;
 pub mod model;

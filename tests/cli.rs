@@ -133,3 +133,37 @@ fn sighup_rereads_the_configuration() {
     );
     assert!(a.logs().contains("configuration reloaded"), "{}", a.logs());
 }
+
+#[test]
+fn health_reports_progress_of_a_running_agent_and_fails_when_stale() {
+    let pg = PgCluster::start();
+    let platform = PlatformStandIn::start();
+    let state = agent::temp_dir("health-state");
+    let yaml = format!(
+        "{}state_dir: \"{}\"\n",
+        agent::config_yaml(&pg.url(), &platform.url, "disable_checks: true\n"),
+        state.display()
+    );
+    let (st, out, _) = agent::run(&yaml, &["--health"], &[], Duration::from_secs(10));
+    assert_eq!(st.code(), Some(1), "no agent ran yet: {out}");
+    let mut a = Agent::spawn(&yaml, &["--local"], &[]);
+    platform.wait_for("first metrics", Duration::from_secs(20), |r| {
+        r.iter().any(|x| x.segment() == "metrics")
+    });
+    std::thread::sleep(Duration::from_secs(1));
+    let (st, out, _) = agent::run(&yaml, &["--health"], &[], Duration::from_secs(10));
+    assert!(st.success(), "{out}");
+    assert!(out.starts_with("ok: loops made progress"), "{out}");
+    a.signal(libc::SIGTERM);
+    a.wait(Duration::from_secs(10)).unwrap();
+    let st = std::process::Command::new("touch")
+        .args(["-d", "10 minutes ago"])
+        .arg(state.join("alive"))
+        .status()
+        .unwrap();
+    assert!(st.success());
+    let (st, out, _) = agent::run(&yaml, &["--health"], &[], Duration::from_secs(10));
+    assert_eq!(st.code(), Some(1));
+    assert!(out.contains("no progress for"), "{out}");
+    let _ = std::fs::remove_dir_all(&state);
+}

@@ -140,6 +140,8 @@ pub struct RunnerOptions {
     pub alive_every: Duration,
     /// How long shutdown waits for running tasks.
     pub shutdown_grace: Duration,
+    /// Called once when shutdown begins (systemd STOPPING=1).
+    pub on_stopping: Option<Box<dyn Fn() + Send>>,
     /// Caps every task's run-time bound (tests use a short one to see a wedged task).
     pub max_runtime_cap: Option<Duration>,
 }
@@ -154,6 +156,7 @@ impl Default for RunnerOptions {
             alive_every: Duration::from_secs(10),
             shutdown_grace: Duration::from_secs(7),
             max_runtime_cap: None,
+            on_stopping: None,
         }
     }
 }
@@ -491,6 +494,9 @@ impl Runner {
         done_rx: &Receiver<usize>,
         running: &mut [Option<Instant>],
     ) {
+        if let Some(f) = &self.opts.on_stopping {
+            f();
+        }
         log::info!(
             "shutting down: no new runs; waiting up to {:?} for running tasks",
             self.opts.shutdown_grace
