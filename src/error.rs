@@ -27,7 +27,10 @@ pub type Result<T> = std::result::Result<T, Error>;
 
 impl Error {
     pub fn new(kind: Kind, msg: impl Into<String>) -> Self {
-        Error { kind, msg: msg.into() }
+        Error {
+            kind,
+            msg: msg.into(),
+        }
     }
     pub fn other(msg: impl Into<String>) -> Self {
         Error::new(Kind::Other, msg)
@@ -97,7 +100,12 @@ impl From<postgres::Error> for Error {
         let kind = classify_pg(&e);
         // The driver's Display for a server error is only "db error"; show the server's text.
         let msg = match e.as_db_error() {
-            Some(db) => format!("{}: {} (SQLSTATE {})", db.severity(), db.message(), db.code().code()),
+            Some(db) => format!(
+                "{}: {} (SQLSTATE {})",
+                db.severity(),
+                db.message(),
+                db.code().code()
+            ),
             None => {
                 let mut m = e.to_string();
                 let mut src = std::error::Error::source(&e);
@@ -130,7 +138,8 @@ impl From<r2d2::Error> for Error {
 fn classify_pg(e: &postgres::Error) -> Kind {
     if let Some(db) = e.as_db_error() {
         let code = db.code().code();
-        if code.starts_with("08") || matches!(code, "57000" | "57P01" | "57P02" | "57P03" | "57P04") {
+        if code.starts_with("08") || matches!(code, "57000" | "57P01" | "57P02" | "57P03" | "57P04")
+        {
             return Kind::Connection;
         }
         if code == "57014" || code == "55P03" {

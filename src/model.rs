@@ -39,19 +39,39 @@ pub struct Metric {
 
 impl Metric {
     pub fn int(key: &'static str, v: i64) -> Self {
-        Metric { key, value: Value::from(v), kind: MetricType::Int }
+        Metric {
+            key,
+            value: Value::from(v),
+            kind: MetricType::Int,
+        }
     }
     pub fn bytes(key: &'static str, v: i64) -> Self {
-        Metric { key, value: Value::from(v), kind: MetricType::Bytes }
+        Metric {
+            key,
+            value: Value::from(v),
+            kind: MetricType::Bytes,
+        }
     }
     pub fn float(key: &'static str, v: f64) -> Self {
-        Metric { key, value: Value::from(v), kind: MetricType::Float }
+        Metric {
+            key,
+            value: Value::from(v),
+            kind: MetricType::Float,
+        }
     }
     pub fn percentage(key: &'static str, v: f64) -> Self {
-        Metric { key, value: Value::from(v), kind: MetricType::Percentage }
+        Metric {
+            key,
+            value: Value::from(v),
+            kind: MetricType::Percentage,
+        }
     }
     pub fn string(key: &'static str, v: impl Into<String>) -> Self {
-        Metric { key, value: Value::from(v.into()), kind: MetricType::String }
+        Metric {
+            key,
+            value: Value::from(v.into()),
+            kind: MetricType::String,
+        }
     }
 }
 

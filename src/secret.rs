@@ -45,7 +45,10 @@ pub fn redact_dsn(dsn: &str) -> String {
     if let Some(rest) = dsn
         .strip_prefix("postgres://")
         .map(|r| ("postgres://", r))
-        .or_else(|| dsn.strip_prefix("postgresql://").map(|r| ("postgresql://", r)))
+        .or_else(|| {
+            dsn.strip_prefix("postgresql://")
+                .map(|r| ("postgresql://", r))
+        })
     {
         let (scheme, rest) = rest;
         let (auth_host, tail) = match rest.find(['/', '?']) {
@@ -115,7 +118,10 @@ mod tests {
             redact_dsn("postgres://u:p4ss@h:5432/db?sslmode=require&password=x"),
             "postgres://u:***@h:5432/db?sslmode=require&password=***"
         );
-        assert_eq!(redact_dsn("host=h password=p4ss user=u"), "host=h password=*** user=u");
+        assert_eq!(
+            redact_dsn("host=h password=p4ss user=u"),
+            "host=h password=*** user=u"
+        );
         assert_eq!(redact_dsn("postgresql://u@h/db"), "postgresql://u@h/db");
     }
 }

@@ -101,7 +101,13 @@ mod tests {
         let t = UNIX_EPOCH + Duration::new(1_748_772_000, 123_456_000);
         assert_eq!(utc_seconds(t), "2025-06-01T10:00:00Z");
         assert_eq!(utc_nanos(t), "2025-06-01T10:00:00.123456Z");
-        assert_eq!(utc_nanos(UNIX_EPOCH + Duration::from_secs(1_748_772_000)), "2025-06-01T10:00:00Z");
-        assert_eq!(utc_seconds(UNIX_EPOCH + Duration::from_secs(951_782_400)), "2000-02-29T00:00:00Z");
+        assert_eq!(
+            utc_nanos(UNIX_EPOCH + Duration::from_secs(1_748_772_000)),
+            "2025-06-01T10:00:00Z"
+        );
+        assert_eq!(
+            utc_seconds(UNIX_EPOCH + Duration::from_secs(951_782_400)),
+            "2000-02-29T00:00:00Z"
+        );
     }
 }

@@ -28,5 +28,8 @@ fn pool_sessions_are_labelled_limited_and_prefixed() {
         .query_one("SELECT count(*) FROM pg_stat_statements WHERE query LIKE '/*dbtune*/ SELECT version()%'", &[])
         .unwrap()
         .get(0);
-    assert!(n >= 1, "expected our prefixed version() in pg_stat_statements");
+    assert!(
+        n >= 1,
+        "expected our prefixed version() in pg_stat_statements"
+    );
 }

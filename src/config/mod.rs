@@ -64,7 +64,10 @@ pub fn search_paths() -> Vec<PathBuf> {
 pub fn find_file(explicit: Option<&Path>) -> Result<Option<PathBuf>> {
     if let Some(p) = explicit {
         if !p.is_file() {
-            return Err(Error::invalid(format!("--config {}: no such file", p.display())));
+            return Err(Error::invalid(format!(
+                "--config {}: no such file",
+                p.display()
+            )));
         }
         return Ok(Some(p.to_path_buf()));
     }
@@ -73,17 +76,32 @@ pub fn find_file(explicit: Option<&Path>) -> Result<Option<PathBuf>> {
 
 impl Config {
     /// Loads from the file (if any) and the process environment.
-    pub fn load(explicit: Option<&Path>) -> Result<Config> {
+    pub fn load(explicit: Option<&Path>, require_platform: bool) -> Result<Config> {
         let file = find_file(explicit)?;
         let sources = Sources::read(file.as_deref(), Env::from_process())?;
-        Config::from_sources(sources, file)
+        Config::from_sources_opts(sources, file, require_platform)
     }
 
     pub fn from_sources(src: Sources, file: Option<PathBuf>) -> Result<Config> {
+        Config::from_sources_opts(src, file, true)
+    }
+
+    /// `require_platform` false (dry-run): the `dbtune` section may be absent; anything that is
+    /// given is still validated.
+    pub fn from_sources_opts(
+        src: Sources,
+        file: Option<PathBuf>,
+        require_platform: bool,
+    ) -> Result<Config> {
         let mut errs: Vec<String> = Vec::new();
 
-        let debug = take(&mut errs, src.bool(&["debug"], Some("DBT_DEBUG"), false)).unwrap_or(false);
-        let disable_checks = take(&mut errs, src.bool(&["disable_checks"], Some("DBT_DISABLE_CHECKS"), false)).unwrap_or(false);
+        let debug =
+            take(&mut errs, src.bool(&["debug"], Some("DBT_DEBUG"), false)).unwrap_or(false);
+        let disable_checks = take(
+            &mut errs,
+            src.bool(&["disable_checks"], Some("DBT_DISABLE_CHECKS"), false),
+        )
+        .unwrap_or(false);
 
         // The postgresql section: `postgresql:`, else legacy `postgres:`, else the root.
         let section: &[&str] = if src.is_map(&["postgresql"]) {
@@ -98,32 +116,83 @@ impl Config {
             v.push(k);
             v
         };
-        let connection_url = take(&mut errs, src.string(&key("connection_url"), Some("DBT_POSTGRESQL_CONNECTION_URL"))).flatten();
-        let service_name = take(&mut errs, src.string(&key("service_name"), Some("DBT_POSTGRESQL_SERVICE_NAME")))
-            .flatten()
-            .unwrap_or_default();
-        let restart_script_path =
-            take(&mut errs, src.string(&key("restart_script_path"), Some("DBT_POSTGRESQL_RESTART_SCRIPT_PATH")))
-                .flatten()
-                .unwrap_or_default();
-        let allow_restart =
-            take(&mut errs, src.bool(&key("allow_restart"), Some("DBT_POSTGRESQL_ALLOW_RESTART"), false)).unwrap_or(false);
-        let runtime_allow_restart =
-            take(&mut errs, src.bool(&["postgresql", "allow_restart"], Some("DBT_POSTGRESQL_ALLOW_RESTART"), false))
-                .unwrap_or(false);
-        let pool_size = take(&mut errs, src.int(&key("pool_size"), Some("DBT_POSTGRESQL_POOL_SIZE"), 2)).unwrap_or(2);
+        let connection_url = take(
+            &mut errs,
+            src.string(
+                &key("connection_url"),
+                Some("DBT_POSTGRESQL_CONNECTION_URL"),
+            ),
+        )
+        .flatten();
+        let service_name = take(
+            &mut errs,
+            src.string(&key("service_name"), Some("DBT_POSTGRESQL_SERVICE_NAME")),
+        )
+        .flatten()
+        .unwrap_or_default();
+        let restart_script_path = take(
+            &mut errs,
+            src.string(
+                &key("restart_script_path"),
+                Some("DBT_POSTGRESQL_RESTART_SCRIPT_PATH"),
+            ),
+        )
+        .flatten()
+        .unwrap_or_default();
+        let allow_restart = take(
+            &mut errs,
+            src.bool(
+                &key("allow_restart"),
+                Some("DBT_POSTGRESQL_ALLOW_RESTART"),
+                false,
+            ),
+        )
+        .unwrap_or(false);
+        let runtime_allow_restart = take(
+            &mut errs,
+            src.bool(
+                &["postgresql", "allow_restart"],
+                Some("DBT_POSTGRESQL_ALLOW_RESTART"),
+                false,
+            ),
+        )
+        .unwrap_or(false);
+        let pool_size = take(
+            &mut errs,
+            src.int(&key("pool_size"), Some("DBT_POSTGRESQL_POOL_SIZE"), 2),
+        )
+        .unwrap_or(2);
         if !(1..=10).contains(&pool_size) {
-            errs.push(format!("postgresql.pool_size: {pool_size} is out of range (expected 1 to 10)"));
+            errs.push(format!(
+                "postgresql.pool_size: {pool_size} is out of range (expected 1 to 10)"
+            ));
         }
 
-        let server_url = take(&mut errs, src.string(&["dbtune", "server_url"], Some("DBT_DBTUNE_SERVER_URL")))
-            .flatten()
-            .unwrap_or_else(|| DEFAULT_SERVER_URL.to_string());
-        let api_key = take(&mut errs, src.string(&["dbtune", "api_key"], Some("DBT_DBTUNE_API_KEY"))).flatten();
-        let database_id = take(&mut errs, src.string(&["dbtune", "database_id"], Some("DBT_DBTUNE_DATABASE_ID"))).flatten();
-        let memory_threshold =
-            take(&mut errs, src.float(&["guardrail_settings", "memory_threshold"], Some("DBT_MEMORY_THRESHOLD"), 90.0))
-                .unwrap_or(90.0);
+        let server_url = take(
+            &mut errs,
+            src.string(&["dbtune", "server_url"], Some("DBT_DBTUNE_SERVER_URL")),
+        )
+        .flatten()
+        .unwrap_or_else(|| DEFAULT_SERVER_URL.to_string());
+        let api_key = take(
+            &mut errs,
+            src.string(&["dbtune", "api_key"], Some("DBT_DBTUNE_API_KEY")),
+        )
+        .flatten();
+        let database_id = take(
+            &mut errs,
+            src.string(&["dbtune", "database_id"], Some("DBT_DBTUNE_DATABASE_ID")),
+        )
+        .flatten();
+        let memory_threshold = take(
+            &mut errs,
+            src.float(
+                &["guardrail_settings", "memory_threshold"],
+                Some("DBT_MEMORY_THRESHOLD"),
+                90.0,
+            ),
+        )
+        .unwrap_or(90.0);
         let state_dir = take(&mut errs, src.string(&["state_dir"], Some("DBT_STATE_DIR")))
             .flatten()
             .unwrap_or_else(|| "/var/lib/dbtune-agent".to_string());
@@ -148,6 +217,14 @@ impl Config {
                 "dbtune.server_url (DBT_DBTUNE_SERVER_URL): {server_url:?} is not a URL (expected e.g. https://app.dbtune.com)"
             ));
         }
+        let (api_key, database_id) = if require_platform {
+            (api_key, database_id)
+        } else {
+            (
+                Some(api_key.unwrap_or_else(|| "00000000-0000-0000-0000-000000000000".into())),
+                Some(database_id.unwrap_or_else(|| "00000000-0000-0000-0000-000000000000".into())),
+            )
+        };
         match &api_key {
             None => errs.push("dbtune.api_key (DBT_DBTUNE_API_KEY): missing (expected a lower-case UUID)".into()),
             Some(k) if !is_lower_uuid(k) => errs.push(format!(
@@ -259,8 +336,13 @@ pub fn is_valid_url(s: &str) -> bool {
     match l.split_once(':') {
         Some((scheme, rest)) => {
             !scheme.is_empty()
-                && scheme.chars().next().is_some_and(|c| c.is_ascii_alphabetic())
-                && scheme.chars().all(|c| c.is_ascii_alphanumeric() || "+-.".contains(c))
+                && scheme
+                    .chars()
+                    .next()
+                    .is_some_and(|c| c.is_ascii_alphabetic())
+                && scheme
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || "+-.".contains(c))
                 && match rest.strip_prefix("//") {
                     Some(after) => !after.split(['/', '?', '#']).next().unwrap_or("").is_empty(),
                     None => !rest.is_empty(),
@@ -274,7 +356,10 @@ pub fn is_valid_url(s: &str) -> bool {
 pub fn check_restart_script(p: &Path) -> std::result::Result<(), String> {
     use std::os::unix::fs::PermissionsExt;
     let md = std::fs::metadata(p).map_err(|e| {
-        format!("postgresql.restart_script_path is set but {} is not accessible: {e}", p.display())
+        format!(
+            "postgresql.restart_script_path is set but {} is not accessible: {e}",
+            p.display()
+        )
     })?;
     if md.is_dir() {
         return Err(format!(
@@ -306,7 +391,13 @@ mod tests {
 
     #[test]
     fn url_rule_matches_go_validator() {
-        for ok in ["http://localhost", "http://192.168.1.100:3000", "https://x/api", "localhost:8080", "file:/x"] {
+        for ok in [
+            "http://localhost",
+            "http://192.168.1.100:3000",
+            "https://x/api",
+            "localhost:8080",
+            "file:/x",
+        ] {
             assert!(is_valid_url(ok), "{ok}");
         }
         for bad in ["app.dbtune.com", ":8080", "", "http://"] {

@@ -24,7 +24,10 @@ impl Env {
         self.0.get(k).map(String::as_str)
     }
     /// Variables starting with `prefix`, in name order.
-    pub fn with_prefix<'a>(&'a self, prefix: &'a str) -> impl Iterator<Item = (&'a str, &'a str)> + 'a {
+    pub fn with_prefix<'a>(
+        &'a self,
+        prefix: &'a str,
+    ) -> impl Iterator<Item = (&'a str, &'a str)> + 'a {
         self.0
             .range(prefix.to_string()..)
             .take_while(move |(k, _)| k.starts_with(prefix))
@@ -70,10 +73,12 @@ impl Sources {
         let root = match file {
             None => Value::Null,
             Some(p) => {
-                let text = std::fs::read_to_string(p)
-                    .map_err(|e| Error::invalid(format!("Error reading config file {}: {e}", p.display())))?;
-                Sources::parse_yaml(&text)
-                    .map_err(|e| Error::invalid(format!("Error reading config file {}: {e}", p.display())))?
+                let text = std::fs::read_to_string(p).map_err(|e| {
+                    Error::invalid(format!("Error reading config file {}: {e}", p.display()))
+                })?;
+                Sources::parse_yaml(&text).map_err(|e| {
+                    Error::invalid(format!("Error reading config file {}: {e}", p.display()))
+                })?
             }
         };
         Ok(Sources { root, env })
@@ -119,7 +124,11 @@ impl Sources {
     }
 
     /// A string: env (if bound and non-empty), else the file's scalar, else None.
-    pub fn string(&self, path: &[&str], env: Option<&str>) -> std::result::Result<Option<String>, String> {
+    pub fn string(
+        &self,
+        path: &[&str],
+        env: Option<&str>,
+    ) -> std::result::Result<Option<String>, String> {
         if let Some(v) = env.and_then(|e| self.env.get(e)) {
             return Ok(Some(v.to_string()));
         }
@@ -132,7 +141,12 @@ impl Sources {
         }
     }
 
-    pub fn bool(&self, path: &[&str], env: Option<&str>, default: bool) -> std::result::Result<bool, String> {
+    pub fn bool(
+        &self,
+        path: &[&str],
+        env: Option<&str>,
+        default: bool,
+    ) -> std::result::Result<bool, String> {
         let bad = |v: &str| {
             format!(
                 "{}: cannot parse {v:?} as bool (expected true/false, 1/0, t/f)",
@@ -150,8 +164,18 @@ impl Sources {
         }
     }
 
-    pub fn int(&self, path: &[&str], env: Option<&str>, default: i64) -> std::result::Result<i64, String> {
-        let bad = |v: &str| format!("{}: cannot parse {v:?} as an integer", Self::label(path, env));
+    pub fn int(
+        &self,
+        path: &[&str],
+        env: Option<&str>,
+        default: i64,
+    ) -> std::result::Result<i64, String> {
+        let bad = |v: &str| {
+            format!(
+                "{}: cannot parse {v:?} as an integer",
+                Self::label(path, env)
+            )
+        };
         if let Some(v) = env.and_then(|e| self.env.get(e)) {
             return v.trim().parse().map_err(|_| bad(v));
         }
@@ -167,7 +191,12 @@ impl Sources {
         }
     }
 
-    pub fn float(&self, path: &[&str], env: Option<&str>, default: f64) -> std::result::Result<f64, String> {
+    pub fn float(
+        &self,
+        path: &[&str],
+        env: Option<&str>,
+        default: f64,
+    ) -> std::result::Result<f64, String> {
         let bad = |v: &str| format!("{}: cannot parse {v:?} as a number", Self::label(path, env));
         if let Some(v) = env.and_then(|e| self.env.get(e)) {
             return v.trim().parse().map_err(|_| bad(v));
@@ -181,9 +210,17 @@ impl Sources {
     }
 
     /// A list of strings (YAML sequence, or a comma-separated env value).
-    pub fn string_list(&self, path: &[&str], env: Option<&str>) -> std::result::Result<Vec<String>, String> {
+    pub fn string_list(
+        &self,
+        path: &[&str],
+        env: Option<&str>,
+    ) -> std::result::Result<Vec<String>, String> {
         if let Some(v) = env.and_then(|e| self.env.get(e)) {
-            return Ok(v.split(',').map(|s| s.trim().to_string()).filter(|s| !s.is_empty()).collect());
+            return Ok(v
+                .split(',')
+                .map(|s| s.trim().to_string())
+                .filter(|s| !s.is_empty())
+                .collect());
         }
         match self.get(path) {
             None => Ok(Vec::new()),
@@ -191,11 +228,21 @@ impl Sources {
                 .iter()
                 .map(|x| match x {
                     Value::String(s) => Ok(s.clone()),
-                    other => Err(format!("{}: expected a list of strings, found {other:?}", Self::label(path, env))),
+                    other => Err(format!(
+                        "{}: expected a list of strings, found {other:?}",
+                        Self::label(path, env)
+                    )),
                 })
                 .collect(),
-            Some(Value::String(s)) => Ok(s.split(',').map(|s| s.trim().to_string()).filter(|s| !s.is_empty()).collect()),
-            Some(_) => Err(format!("{}: expected a list of strings", Self::label(path, env))),
+            Some(Value::String(s)) => Ok(s
+                .split(',')
+                .map(|s| s.trim().to_string())
+                .filter(|s| !s.is_empty())
+                .collect()),
+            Some(_) => Err(format!(
+                "{}: expected a list of strings",
+                Self::label(path, env)
+            )),
         }
     }
 }

@@ -79,7 +79,9 @@ impl ConnInfo {
                 "sslmode" => sslmode = Some(SslMode::parse(&percent_decode(&v))?),
                 "sslrootcert" => sslrootcert = Some(percent_decode(&v)),
                 k if DRIVER_KEYS.contains(&k) => kept.push((k.to_string(), v)),
-                other => log::debug!("connection string option {other:?} is not used by the agent; ignored"),
+                other => log::debug!(
+                    "connection string option {other:?} is not used by the agent; ignored"
+                ),
             }
         }
         let rebuilt = if is_url {
@@ -96,8 +98,9 @@ impl ConnInfo {
                 .collect::<Vec<_>>()
                 .join(" ")
         };
-        let mut config = postgres::Config::from_str(&rebuilt)
-            .map_err(|e| Error::invalid(format!("not a valid PostgreSQL connection string: {e}")))?;
+        let mut config = postgres::Config::from_str(&rebuilt).map_err(|e| {
+            Error::invalid(format!("not a valid PostgreSQL connection string: {e}"))
+        })?;
         apply_env_defaults(&mut config);
         let sslmode = match sslmode {
             Some(m) => m,
@@ -106,13 +109,23 @@ impl ConnInfo {
                 None => SslMode::Prefer,
             },
         };
-        let sslrootcert = sslrootcert.or_else(|| std::env::var("PGSSLROOTCERT").ok().filter(|v| !v.is_empty()));
+        let sslrootcert = sslrootcert.or_else(|| {
+            std::env::var("PGSSLROOTCERT")
+                .ok()
+                .filter(|v| !v.is_empty())
+        });
         config.ssl_mode(match sslmode {
             SslMode::Disable => postgres::config::SslMode::Disable,
             SslMode::Allow | SslMode::Prefer => postgres::config::SslMode::Prefer,
-            SslMode::Require | SslMode::VerifyCa | SslMode::VerifyFull => postgres::config::SslMode::Require,
+            SslMode::Require | SslMode::VerifyCa | SslMode::VerifyFull => {
+                postgres::config::SslMode::Require
+            }
         });
-        Ok(ConnInfo { config, sslmode, sslrootcert })
+        Ok(ConnInfo {
+            config,
+            sslmode,
+            sslrootcert,
+        })
     }
 }
 
@@ -188,7 +201,9 @@ fn dsn_pairs(s: &str) -> Result<Vec<(String, String)>> {
             chars.next();
         }
         if chars.next() != Some('=') {
-            return Err(Error::invalid(format!("connection string: expected key=value after {key:?}")));
+            return Err(Error::invalid(format!(
+                "connection string: expected key=value after {key:?}"
+            )));
         }
         while chars.peek().is_some_and(|c| c.is_whitespace()) {
             chars.next();
@@ -205,7 +220,11 @@ fn dsn_pairs(s: &str) -> Result<Vec<(String, String)>> {
                     }
                     Some('\'') => break,
                     Some(c) => val.push(c),
-                    None => return Err(Error::invalid("connection string: unterminated quoted value")),
+                    None => {
+                        return Err(Error::invalid(
+                            "connection string: unterminated quoted value",
+                        ))
+                    }
                 }
             }
         } else {
@@ -227,7 +246,7 @@ fn percent_decode(s: &str) -> String {
     let mut out = Vec::with_capacity(b.len());
     let mut i = 0;
     while i < b.len() {
-        if b[i] == b'%' && i + 2 < b.len() + 0 && i + 2 <= b.len() - 1 {
+        if b[i] == b'%' && i + 2 < b.len() {
             if let Ok(v) = u8::from_str_radix(&s[i + 1..i + 3], 16) {
                 out.push(v);
                 i += 3;
@@ -258,7 +277,10 @@ mod tests {
 
     #[test]
     fn dsn_form() {
-        let c = ConnInfo::parse("host=127.0.0.1 port=5433 user=postgres password='a b\\'c' sslmode=disable dbname=x").unwrap();
+        let c = ConnInfo::parse(
+            "host=127.0.0.1 port=5433 user=postgres password='a b\\'c' sslmode=disable dbname=x",
+        )
+        .unwrap();
         assert_eq!(c.sslmode, SslMode::Disable);
         assert_eq!(c.config.get_password(), Some(&b"a b'c"[..]));
         assert_eq!(c.config.get_ports(), &[5433]);

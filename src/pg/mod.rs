@@ -13,7 +13,7 @@ use postgres::types::ToSql;
 use postgres::Row;
 use r2d2::{CustomizeConnection, Pool, PooledConnection};
 use r2d2_postgres::PostgresConnectionManager;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio_postgres_rustls::MakeRustlsConnect;
 
@@ -54,10 +54,29 @@ impl Default for SessionLimits {
 type Manager = PostgresConnectionManager<MakeRustlsConnect>;
 pub type Conn = PooledConnection<Manager>;
 
+/// Keeps the last connection error with its whole cause chain (r2d2 keeps only the top line,
+/// e.g. "error performing TLS handshake" without the certificate problem behind it).
+#[derive(Debug, Default, Clone)]
+struct LastConnectError(Arc<Mutex<Option<String>>>);
+
+impl r2d2::HandleError<postgres::Error> for LastConnectError {
+    fn handle_error(&self, e: postgres::Error) {
+        let mut m = e.to_string();
+        let mut src = std::error::Error::source(&e);
+        while let Some(s) = src {
+            m = format!("{m}: {s}");
+            src = s.source();
+        }
+        log::debug!("PostgreSQL connection attempt failed: {m}");
+        *self.0.lock().unwrap_or_else(|p| p.into_inner()) = Some(m);
+    }
+}
+
 /// A small pool of agent sessions (default 2 connections), connecting lazily.
 #[derive(Clone)]
 pub struct Pg {
     pool: Pool<Manager>,
+    last_error: LastConnectError,
     /// The connection string with its password hidden, for messages.
     pub display_url: String,
     pub limits: SessionLimits,
@@ -89,6 +108,7 @@ impl Pg {
         cfg.connect_timeout(limits.connect_timeout);
         let tls = tls::make_tls(&info).context("setting up TLS for PostgreSQL")?;
         let manager = PostgresConnectionManager::new(cfg, tls);
+        let last_error = LastConnectError::default();
         let pool = Pool::builder()
             .max_size(pool_size.max(1))
             .min_idle(Some(0))
@@ -101,15 +121,47 @@ impl Pg {
                     .thread_name_pattern("pg-pool-{}")
                     .build(),
             ))
-            .error_handler(Box::new(r2d2::NopErrorHandler))
+            .error_handler(Box::new(last_error.clone()))
             .connection_customizer(Box::new(SessionSetup(limits.clone())))
             .build_unchecked(manager);
-        Ok(Pg { pool, display_url: crate::secret::redact_dsn(url), limits })
+        Ok(Pg {
+            pool,
+            last_error,
+            display_url: crate::secret::redact_dsn(url),
+            limits,
+        })
     }
 
     /// A session from the pool. A broken connection (server restarted) is replaced.
     pub fn conn(&self) -> Result<Conn> {
-        Ok(self.pool.get()?)
+        self.pool.get().map_err(|e| {
+            let last = self
+                .last_error
+                .0
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .take();
+            match last {
+                // The cause chain says what really failed (refused, TLS, authentication).
+                Some(detail) => {
+                    let kind = if crate::error::is_connection_text(&detail)
+                        || detail.contains("error connecting")
+                        || detail.contains("TLS")
+                        || detail.contains("password")
+                        || detail.contains("db error")
+                    {
+                        Kind::Connection
+                    } else {
+                        Kind::Timeout
+                    };
+                    Error::new(
+                        kind,
+                        format!("connecting to PostgreSQL at {}: {detail}", self.display_url),
+                    )
+                }
+                None => Error::from(e),
+            }
+        })
     }
 
     /// Runs a query (prefixed) on a pooled session.
@@ -126,7 +178,9 @@ impl Pg {
     /// `SELECT 1` with a short deadline: used by the health gate and readiness waits.
     pub fn ping(&self) -> Result<()> {
         let mut c = self.conn()?;
-        c.simple_query(&prefixed("SELECT 1")).map(|_| ()).map_err(Error::from)
+        c.simple_query(&prefixed("SELECT 1"))
+            .map(|_| ())
+            .map_err(Error::from)
     }
 
     /// Closes idle sessions (e.g. before a restart) so the pool reconnects afterwards.
@@ -135,11 +189,19 @@ impl Pg {
     }
 }
 
-pub fn query(c: &mut postgres::Client, sql: &str, params: &[&(dyn ToSql + Sync)]) -> Result<Vec<Row>> {
+pub fn query(
+    c: &mut postgres::Client,
+    sql: &str,
+    params: &[&(dyn ToSql + Sync)],
+) -> Result<Vec<Row>> {
     c.query(&prefixed(sql), params).map_err(Error::from)
 }
 
-pub fn query_one(c: &mut postgres::Client, sql: &str, params: &[&(dyn ToSql + Sync)]) -> Result<Row> {
+pub fn query_one(
+    c: &mut postgres::Client,
+    sql: &str,
+    params: &[&(dyn ToSql + Sync)],
+) -> Result<Row> {
     c.query_one(&prefixed(sql), params).map_err(Error::from)
 }
 
@@ -149,7 +211,9 @@ pub fn execute(c: &mut postgres::Client, sql: &str, params: &[&(dyn ToSql + Sync
 
 /// Runs a single statement that cannot take bind parameters (ALTER SYSTEM), prefixed.
 pub fn simple(c: &mut postgres::Client, sql: &str) -> Result<()> {
-    c.simple_query(&prefixed(sql)).map(|_| ()).map_err(Error::from)
+    c.simple_query(&prefixed(sql))
+        .map(|_| ())
+        .map_err(Error::from)
 }
 
 /// Quotes a string as a SQL literal (standard_conforming_strings on: double the quotes; an
@@ -184,7 +248,10 @@ mod tests {
 
     #[test]
     fn literals_are_quoted() {
-        assert_eq!(quote_literal("'; DROP TABLE t; --"), "'''; DROP TABLE t; --'");
+        assert_eq!(
+            quote_literal("'; DROP TABLE t; --"),
+            "'''; DROP TABLE t; --'"
+        );
         assert_eq!(quote_literal(r"a\b'"), r"E'a\\b'''");
         assert_eq!(quote_ident(r#"we"ird"#), r#""we""ird""#);
     }

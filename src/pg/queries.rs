@@ -9,8 +9,11 @@ use postgres::Client;
 pub fn server_version(c: &mut Client) -> Result<ServerVersion> {
     let row = query_one(c, "SELECT version()", &[]).context("reading version()")?;
     let text: String = row.get(0);
-    ServerVersion::parse(&text)
-        .ok_or_else(|| Error::other(format!("failed to get PostgreSQL version: no \"PostgreSQL N\" in {text:?}")))
+    ServerVersion::parse(&text).ok_or_else(|| {
+        Error::other(format!(
+            "failed to get PostgreSQL version: no \"PostgreSQL N\" in {text:?}"
+        ))
+    })
 }
 
 /// One row of `pg_settings` with the columns the agent uses.
@@ -105,7 +108,8 @@ pub fn pg_stat_statements_readable(c: &mut Client) -> Result<i64> {
 
 /// `pg_reload_conf()`.
 pub fn reload(c: &mut Client) -> Result<()> {
-    query(c, "SELECT pg_catalog.pg_reload_conf()", &[]).context("reloading the configuration (pg_reload_conf)")?;
+    query(c, "SELECT pg_catalog.pg_reload_conf()", &[])
+        .context("reloading the configuration (pg_reload_conf)")?;
     Ok(())
 }
 
@@ -118,7 +122,11 @@ pub fn role_privileges(c: &mut Client) -> Result<(String, bool, bool)> {
         &[],
     )
     .context("reading the agent role's privileges")?;
-    Ok((row.get(0), row.get::<_, Option<bool>>(1).unwrap_or(false), row.get(2)))
+    Ok((
+        row.get(0),
+        row.get::<_, Option<bool>>(1).unwrap_or(false),
+        row.get(2),
+    ))
 }
 
 /// Kept for callers that need a plain statement count (tests).

@@ -44,8 +44,14 @@ mod tests {
     #[test]
     fn parses_release_beta_and_devel() {
         let v = |s| ServerVersion::parse(s).map(|v| v.wire());
-        assert_eq!(v("PostgreSQL 16.4 (Debian 16.4-1.pgdg120+1) on x86_64"), Some("16.4".into()));
-        assert_eq!(v("PostgreSQL 18beta1 on x86_64-pc-linux-gnu"), Some("18.0".into()));
+        assert_eq!(
+            v("PostgreSQL 16.4 (Debian 16.4-1.pgdg120+1) on x86_64"),
+            Some("16.4".into())
+        );
+        assert_eq!(
+            v("PostgreSQL 18beta1 on x86_64-pc-linux-gnu"),
+            Some("18.0".into())
+        );
         assert_eq!(v("PostgreSQL 17devel"), Some("17.0".into()));
         assert_eq!(v("PostgreSQL 9.6.24"), Some("9.6".into()));
         assert_eq!(v("EnterpriseDB"), None);

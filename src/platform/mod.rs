@@ -1,1 +1,252 @@
-//! (being written)
+//! The DBtune platform client: the only module that speaks to DBtune. Every call goes to
+//! `{server}/api/v1/agent/<segment>?uuid={db}` with the `DBTUNE-API-KEY` header; any 2xx is
+//! success. In dry-run mode nothing is sent: each payload is written as one JSON line.
+
+pub mod dryrun;
+pub mod http;
+pub mod payload;
+pub mod recommendation;
+
+use crate::error::{Error, Result};
+use crate::gojson;
+use crate::model::{ConfigRow, ErrorReport, GuardrailSignal, Metric, Recommendation};
+use http::{HttpCore, Method, Timing};
+use serde_json::Value;
+use std::io::Write;
+use std::time::{Duration, SystemTime};
+
+/// How long each kind of call may take, retries included (the calling loop's budget).
+#[derive(Clone, Debug)]
+pub struct Budgets {
+    pub heartbeat: Duration,
+    pub metrics: Duration,
+    pub system_info: Duration,
+    pub configurations: Duration,
+    pub recommendation: Duration,
+    pub guardrail: Duration,
+    pub log_entry: Duration,
+    pub catalog: Duration,
+    pub raw_logs: Duration,
+}
+
+impl Default for Budgets {
+    fn default() -> Self {
+        Budgets {
+            heartbeat: Duration::from_secs(12),
+            metrics: Duration::from_secs(10),
+            system_info: Duration::from_secs(20),
+            configurations: Duration::from_secs(10),
+            recommendation: Duration::from_secs(10),
+            guardrail: Duration::from_secs(5),
+            log_entry: Duration::from_secs(5),
+            catalog: Duration::from_secs(30),
+            raw_logs: Duration::from_secs(5),
+        }
+    }
+}
+
+enum Transport {
+    Http(HttpCore),
+    DryRun(dryrun::DryRun),
+}
+
+pub struct Platform {
+    server_url: String,
+    database_id: String,
+    transport: Transport,
+    pub budgets: Budgets,
+}
+
+fn gzip(bytes: &[u8]) -> Vec<u8> {
+    let mut e = flate2::write::GzEncoder::new(
+        Vec::with_capacity(bytes.len() / 4 + 64),
+        flate2::Compression::default(),
+    );
+    let _ = e.write_all(bytes);
+    e.finish().unwrap_or_default()
+}
+
+impl Platform {
+    pub fn http(
+        server_url: &str,
+        database_id: &str,
+        api_key: crate::secret::Secret,
+        timing: Timing,
+    ) -> Platform {
+        Platform {
+            server_url: server_url.to_string(),
+            database_id: database_id.to_string(),
+            transport: Transport::Http(HttpCore::new(api_key, timing)),
+            budgets: Budgets::default(),
+        }
+    }
+
+    pub fn dry_run(server_url: &str, database_id: &str, out: Box<dyn Write + Send>) -> Platform {
+        Platform {
+            server_url: server_url.to_string(),
+            database_id: database_id.to_string(),
+            transport: Transport::DryRun(dryrun::DryRun::new(out)),
+            budgets: Budgets::default(),
+        }
+    }
+
+    /// Makes retry loops give up when `stop` is set (shutdown).
+    pub fn set_stop_flag(&mut self, stop: std::sync::Arc<std::sync::atomic::AtomicBool>) {
+        if let Transport::Http(h) = &mut self.transport {
+            h.stop = stop;
+        }
+    }
+
+    pub fn is_dry_run(&self) -> bool {
+        matches!(self.transport, Transport::DryRun(_))
+    }
+
+    /// Plain concatenation, as the Go agent builds it.
+    pub fn url(&self, segment: &str) -> String {
+        format!(
+            "{}/api/v1/agent/{segment}?uuid={}",
+            self.server_url, self.database_id
+        )
+    }
+
+    fn send(
+        &self,
+        method: Method,
+        segment: &str,
+        body: &Value,
+        gzipped: bool,
+        budget: Duration,
+    ) -> Result<()> {
+        self.send_opts(method, segment, body, gzipped, budget, true)
+    }
+
+    fn send_opts(
+        &self,
+        method: Method,
+        segment: &str,
+        body: &Value,
+        gzipped: bool,
+        budget: Duration,
+        retry: bool,
+    ) -> Result<()> {
+        let bytes = gojson::to_vec(body)
+            .map_err(|e| Error::other(format!("encoding {segment} payload: {e}")))?;
+        match &self.transport {
+            Transport::DryRun(d) => d.write(method, segment, gzipped, &bytes),
+            Transport::Http(h) => {
+                let url = self.url(segment);
+                let wire = if gzipped { gzip(&bytes) } else { bytes };
+                let r = h
+                    .send_with(method, &url, Some(&wire), gzipped, budget, retry)
+                    .map_err(|e| e.context(format!("sending {segment}")))?;
+                if (200..300).contains(&r.status) {
+                    Ok(())
+                } else {
+                    Err(Error::other(format!(
+                        "failed to send {segment}, code: {}, body: {}",
+                        r.status,
+                        String::from_utf8_lossy(&r.body[..r.body.len().min(4096)])
+                    )))
+                }
+            }
+        }
+    }
+
+    pub fn heartbeat(&self, h: &payload::HeartbeatInfo<'_>) -> Result<()> {
+        self.send(
+            Method::Post,
+            "heartbeat",
+            &payload::heartbeat(h),
+            false,
+            self.budgets.heartbeat,
+        )
+    }
+
+    pub fn metrics(&self, samples: &[Metric]) -> Result<()> {
+        let body = payload::metrics(samples, SystemTime::now());
+        self.send(Method::Post, "metrics", &body, false, self.budgets.metrics)
+    }
+
+    pub fn system_info(&self, samples: &[Metric]) -> Result<()> {
+        let body = payload::system_info(samples, SystemTime::now())
+            .map_err(|e| Error::other(format!("encoding system info: {e}")))?;
+        self.send(
+            Method::Put,
+            "system-info",
+            &body,
+            false,
+            self.budgets.system_info,
+        )
+    }
+
+    pub fn configurations(&self, rows: &[ConfigRow]) -> Result<()> {
+        let body = payload::configurations(rows)
+            .map_err(|e| Error::other(format!("encoding configurations: {e}")))?;
+        self.send(
+            Method::Post,
+            "configurations",
+            &body,
+            true,
+            self.budgets.configurations,
+        )
+    }
+
+    /// The pending recommendation, if any. In dry-run mode there is none.
+    pub fn recommendation(&self) -> Result<Option<Recommendation>> {
+        match &self.transport {
+            Transport::DryRun(_) => Ok(None),
+            Transport::Http(h) => {
+                let url = format!("{}&status=recommended", self.url("configurations"));
+                let r = h
+                    .send(Method::Get, &url, None, false, self.budgets.recommendation)
+                    .map_err(|e| e.context("fetching recommendations"))?;
+                recommendation::decode(&r.body)
+                    .map_err(|e| e.context(format!("fetching recommendations (HTTP {})", r.status)))
+            }
+        }
+    }
+
+    pub fn guardrail(&self, s: &GuardrailSignal) -> Result<()> {
+        self.send(
+            Method::Post,
+            "guardrails",
+            &payload::guardrail(s),
+            false,
+            self.budgets.guardrail,
+        )
+    }
+
+    pub fn log_entry(&self, r: &ErrorReport) -> Result<()> {
+        let body = payload::log_entry(r, SystemTime::now());
+        self.send(
+            Method::Post,
+            "log-entries",
+            &body,
+            false,
+            self.budgets.log_entry,
+        )
+    }
+
+    /// Shipped logs: one attempt, short timeout; failures are silent to avoid log loops.
+    pub fn raw_logs(&self, entries: &[payload::RawLog]) -> Result<()> {
+        self.send_opts(
+            Method::Post,
+            "raw-logs",
+            &payload::raw_logs(entries),
+            false,
+            self.budgets.raw_logs,
+            false,
+        )
+    }
+
+    /// A catalog collector's payload (gzip), within `budget`.
+    pub fn catalog(&self, name: &str, body: &Value, budget: Duration) -> Result<()> {
+        self.send(
+            Method::Post,
+            name,
+            body,
+            true,
+            budget.min(self.budgets.catalog),
+        )
+    }
+}

@@ -1,5 +1,9 @@
 //! Shared test harness: real PostgreSQL clusters and a platform stand-in on loopback.
 #![allow(dead_code)]
 
+pub mod agent;
+pub mod apply;
+pub mod cloud;
 pub mod pgcluster;
 pub mod pgversions;
+pub mod platform;

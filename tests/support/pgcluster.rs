@@ -19,9 +19,16 @@ pub struct PgBin {
 
 impl PgBin {
     pub fn from_env() -> PgBin {
-        let bin = std::env::var("DBTUNE_TEST_PG_BINDIR").unwrap_or_else(|_| "/usr/lib/postgresql/15/bin".into());
-        let lib = std::env::var("DBTUNE_TEST_PG_LIBDIR").ok().filter(|s| !s.is_empty()).map(PathBuf::from);
-        PgBin { bin: PathBuf::from(bin), lib }
+        let bin = std::env::var("DBTUNE_TEST_PG_BINDIR")
+            .unwrap_or_else(|_| "/usr/lib/postgresql/15/bin".into());
+        let lib = std::env::var("DBTUNE_TEST_PG_LIBDIR")
+            .ok()
+            .filter(|s| !s.is_empty())
+            .map(PathBuf::from);
+        PgBin {
+            bin: PathBuf::from(bin),
+            lib,
+        }
     }
 }
 
@@ -42,7 +49,11 @@ fn is_root() -> bool {
 }
 
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 impl PgCluster {
@@ -71,9 +82,34 @@ impl PgCluster {
         }
         let data = dir.join("data");
         let port = free_port();
-        let mut c = PgCluster { bin, dir: dir.clone(), data, port, log: dir.join("server.log"), as_postgres, stopped: true };
-        let out = c.run_tool("initdb", &["-D", c.data.to_str().unwrap(), "-U", "postgres", "-A", "trust", "-E", "UTF8", "--no-sync"]);
-        assert!(out.status.success(), "initdb failed: {}", String::from_utf8_lossy(&out.stderr));
+        let mut c = PgCluster {
+            bin,
+            dir: dir.clone(),
+            data,
+            port,
+            log: dir.join("server.log"),
+            as_postgres,
+            stopped: true,
+        };
+        let out = c.run_tool(
+            "initdb",
+            &[
+                "-D",
+                c.data.to_str().unwrap(),
+                "-U",
+                "postgres",
+                "-A",
+                "trust",
+                "-E",
+                "UTF8",
+                "--no-sync",
+            ],
+        );
+        assert!(
+            out.status.success(),
+            "initdb failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         let mut conf = format!(
             "\nport = {port}\nlisten_addresses = '127.0.0.1'\nunix_socket_directories = '{}'\n\
              shared_preload_libraries = 'pg_stat_statements'\npg_stat_statements.track = all\n\
@@ -91,7 +127,8 @@ impl PgCluster {
         std::fs::write(&path, text).unwrap();
         c.pg_ctl_start();
         let mut cl = c.client();
-        cl.batch_execute("CREATE EXTENSION IF NOT EXISTS pg_stat_statements").unwrap();
+        cl.batch_execute("CREATE EXTENSION IF NOT EXISTS pg_stat_statements")
+            .unwrap();
         c
     }
 
@@ -115,7 +152,10 @@ impl PgCluster {
     }
 
     pub fn run_tool(&self, tool: &str, args: &[&str]) -> Output {
-        self.cmd(tool).args(args).output().unwrap_or_else(|e| panic!("running {tool}: {e}"))
+        self.cmd(tool)
+            .args(args)
+            .output()
+            .unwrap_or_else(|e| panic!("running {tool}: {e}"))
     }
 
     /// The argv of `pg_ctl restart` for this cluster, for restart scripts.
@@ -137,32 +177,53 @@ impl PgCluster {
         }
     }
 
-    pub fn pg_ctl_start(&mut self) {
+    fn start_with_wait(&mut self, wait_secs: &str) -> Output {
         let out = self.run_tool(
             "pg_ctl",
-            &["-D", self.data.to_str().unwrap(), "-l", self.log.to_str().unwrap(), "-w", "-t", "60", "start"],
+            &[
+                "-D",
+                self.data.to_str().unwrap(),
+                "-l",
+                self.log.to_str().unwrap(),
+                "-w",
+                "-t",
+                wait_secs,
+                "start",
+            ],
         );
+        self.stopped = !out.status.success();
+        out
+    }
+
+    pub fn pg_ctl_start(&mut self) {
+        let out = self.start_with_wait("60");
         assert!(
             out.status.success(),
             "pg_ctl start failed: {}\n{}",
             String::from_utf8_lossy(&out.stderr),
             std::fs::read_to_string(&self.log).unwrap_or_default()
         );
-        self.stopped = false;
     }
 
     /// Tries to start; returns false (with the log) when the server refuses to come up.
     pub fn try_start(&mut self) -> bool {
-        let out = self.run_tool(
-            "pg_ctl",
-            &["-D", self.data.to_str().unwrap(), "-l", self.log.to_str().unwrap(), "-w", "-t", "30", "start"],
-        );
-        self.stopped = !out.status.success();
-        out.status.success()
+        self.start_with_wait("30").status.success()
     }
 
     pub fn stop(&mut self) {
-        let _ = self.run_tool("pg_ctl", &["-D", self.data.to_str().unwrap(), "-w", "-t", "30", "stop", "-m", "fast"]);
+        let _ = self.run_tool(
+            "pg_ctl",
+            &[
+                "-D",
+                self.data.to_str().unwrap(),
+                "-w",
+                "-t",
+                "30",
+                "stop",
+                "-m",
+                "fast",
+            ],
+        );
         self.stopped = true;
     }
 
@@ -172,11 +233,17 @@ impl PgCluster {
     }
 
     pub fn url(&self) -> String {
-        format!("postgres://postgres@127.0.0.1:{}/postgres?sslmode=disable", self.port)
+        format!(
+            "postgres://postgres@127.0.0.1:{}/postgres?sslmode=disable",
+            self.port
+        )
     }
 
     pub fn url_db(&self, db: &str) -> String {
-        format!("postgres://postgres@127.0.0.1:{}/{db}?sslmode=disable", self.port)
+        format!(
+            "postgres://postgres@127.0.0.1:{}/{db}?sslmode=disable",
+            self.port
+        )
     }
 
     pub fn client(&self) -> postgres::Client {
@@ -193,7 +260,10 @@ impl PgCluster {
 
     pub fn major(&self) -> u32 {
         let mut c = self.client();
-        let v: i32 = c.query_one("SELECT current_setting('server_version_num')::int", &[]).unwrap().get(0);
+        let v: i32 = c
+            .query_one("SELECT current_setting('server_version_num')::int", &[])
+            .unwrap()
+            .get(0);
         (v / 10000) as u32
     }
 
@@ -203,13 +273,29 @@ impl PgCluster {
 }
 
 pub fn chown_postgres(p: &Path) {
-    let st = Command::new("chown").args(["-R", "postgres:postgres"]).arg(p).status().unwrap();
+    let st = Command::new("chown")
+        .args(["-R", "postgres:postgres"])
+        .arg(p)
+        .status()
+        .unwrap();
     assert!(st.success());
 }
 
 impl Drop for PgCluster {
     fn drop(&mut self) {
-        let _ = self.run_tool("pg_ctl", &["-D", self.data.to_str().unwrap(), "-w", "-t", "20", "stop", "-m", "immediate"]);
+        let _ = self.run_tool(
+            "pg_ctl",
+            &[
+                "-D",
+                self.data.to_str().unwrap(),
+                "-w",
+                "-t",
+                "20",
+                "stop",
+                "-m",
+                "immediate",
+            ],
+        );
         let _ = std::fs::remove_dir_all(&self.dir);
     }
 }

@@ -1,0 +1,199 @@
+//! The self-managed PostgreSQL adapter (`--local`): host metrics from /proc, system info,
+//! pg_settings, apply through ALTER SYSTEM + reload or a restart script / systemctl, and the
+//! memory guardrail judged against PostgreSQL's cgroup limit when it has one.
+
+use super::Adapter;
+use crate::apply::restart::{ScriptRestarter, SystemctlRestarter};
+use crate::apply::{ApplyContext, ApplyError, Outcome, Restarter};
+use crate::config::Config;
+use crate::error::{Context, Result};
+use crate::host::{cgroup, cpu, distro, memory};
+use crate::metrics::{hardware::Hardware, MetricCollector};
+use crate::model::{
+    ConfigRow, GuardrailLevel, GuardrailSignal, GuardrailType, Metric, Recommendation,
+};
+use crate::pg::{Pg, SessionLimits};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, Instant};
+
+/// Settings that SIGHUP may change without a restart.
+#[derive(Clone, Debug)]
+pub struct Runtime {
+    pub allow_restart: bool,
+    pub apply: crate::config::apply::ApplyConfig,
+}
+
+pub struct PgPrem {
+    pg: Pg,
+    restarter: Option<Box<dyn Restarter>>,
+    runtime: Arc<RwLock<Runtime>>,
+    state_dir: PathBuf,
+    /// The postmaster's PID when PostgreSQL runs on this host (for its cgroup), re-resolved
+    /// at most once a minute.
+    postmaster: Mutex<(Option<u32>, Option<Instant>)>,
+    resolving: AtomicBool,
+}
+
+impl PgPrem {
+    pub fn new(cfg: &Config) -> Result<PgPrem> {
+        let pg = Pg::new(
+            cfg.postgresql.connection_url.expose(),
+            cfg.postgresql.pool_size,
+            SessionLimits::default(),
+        )
+        .context("failed to create PG driver")?;
+        let restart_timeout = cfg.apply.restart_timeout;
+        let restarter: Option<Box<dyn Restarter>> =
+            if !cfg.postgresql.restart_script_path.is_empty() {
+                Some(Box::new(ScriptRestarter {
+                    path: PathBuf::from(&cfg.postgresql.restart_script_path),
+                    timeout: restart_timeout,
+                }))
+            } else if !cfg.postgresql.service_name.is_empty() {
+                Some(Box::new(SystemctlRestarter {
+                    unit: cfg.postgresql.service_name.clone(),
+                    timeout: restart_timeout,
+                }))
+            } else {
+                None
+            };
+        Ok(PgPrem {
+            pg,
+            restarter,
+            runtime: Arc::new(RwLock::new(Runtime {
+                allow_restart: cfg.runtime_allow_restart,
+                apply: cfg.apply.clone(),
+            })),
+            state_dir: cfg.state_dir.clone(),
+            postmaster: Mutex::new((None, None)),
+            resolving: AtomicBool::new(false),
+        })
+    }
+
+    /// Handle for SIGHUP: replaces the runtime settings.
+    pub fn runtime(&self) -> Arc<RwLock<Runtime>> {
+        self.runtime.clone()
+    }
+
+    fn with_ctx<T>(&self, f: impl FnOnce(&ApplyContext<'_>) -> T) -> T {
+        let rt = self
+            .runtime
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
+        let ctx = ApplyContext {
+            pg: &self.pg,
+            allow_restart: rt.allow_restart,
+            restarter: self.restarter.as_deref(),
+            policy: &rt.apply,
+            state_dir: &self.state_dir,
+            ready_timeout: rt.apply.ready_timeout,
+        };
+        f(&ctx)
+    }
+
+    /// `--plan`: the report of what `rec` would change (nothing is applied).
+    pub fn plan(&self, rec: &Recommendation) -> Result<String> {
+        self.with_ctx(|ctx| crate::apply::plan(ctx, rec))
+            .map(|p| p.to_string())
+    }
+
+    /// Settles an apply that an earlier run left unfinished (journal in the state directory).
+    pub fn recover(&self) -> Result<crate::apply::RecoveryReport> {
+        self.with_ctx(crate::apply::recover)
+    }
+
+    fn postmaster_pid(&self) -> Option<u32> {
+        let mut g = self.postmaster.lock().unwrap_or_else(|p| p.into_inner());
+        let stale = g.1.is_none_or(|t| t.elapsed() > Duration::from_secs(60));
+        if stale && !self.resolving.swap(true, Ordering::SeqCst) {
+            g.1 = Some(Instant::now());
+            drop(g);
+            let pid = self.resolve_postmaster();
+            self.resolving.store(false, Ordering::SeqCst);
+            let mut g = self.postmaster.lock().unwrap_or_else(|p| p.into_inner());
+            if pid.is_some() {
+                g.0 = pid;
+            }
+            return g.0;
+        }
+        g.0
+    }
+
+    /// Our backend's parent is the postmaster; only trusted when it is a local postgres process.
+    fn resolve_postmaster(&self) -> Option<u32> {
+        let row = self.pg.query_one("SELECT pg_backend_pid()", &[]).ok()?;
+        let backend: i32 = row.get(0);
+        let stat =
+            std::fs::read_to_string(crate::host::proc_path(&format!("{backend}/stat"))).ok()?;
+        let after = stat.rsplit_once(')')?.1;
+        let ppid: u32 = after.split_whitespace().nth(1)?.parse().ok()?;
+        (cgroup::is_postgres_process(backend as u32) && cgroup::is_postgres_process(ppid))
+            .then_some(ppid)
+    }
+}
+
+impl Adapter for PgPrem {
+    fn name(&self) -> &'static str {
+        "pgprem"
+    }
+
+    fn pg(&self) -> &Pg {
+        &self.pg
+    }
+
+    fn metric_collectors(&self) -> Vec<Box<dyn MetricCollector>> {
+        vec![Box::new(Hardware::default())]
+    }
+
+    fn system_info(&self) -> Result<Vec<Metric>> {
+        let mut c = self.pg.conn()?;
+        let facts = crate::pg::queries::pg_facts(&mut c)?;
+        let mem = memory::host().context("reading host memory")?;
+        let cpus = cpu::count().context("counting CPUs")?;
+        let (platform, platform_version) = distro::detect();
+        Ok(vec![
+            Metric::string("pg_version", facts.version.wire()),
+            Metric::bytes("node_memory_total", mem.total as i64),
+            Metric::string("node_os_info", std::env::consts::OS),
+            Metric::string("system_info_platform_version", platform_version),
+            Metric::string("system_info_platform", platform),
+            Metric::int("pg_max_connections", facts.max_connections),
+            Metric::int("node_cpu_count", cpus),
+            Metric::string("pg_current_database", facts.current_database),
+            Metric::int("pg_database_count", facts.database_count),
+        ])
+    }
+
+    fn active_config(&self) -> Result<Vec<ConfigRow>> {
+        super::active_config_from_pg(&self.pg)
+    }
+
+    fn apply(&self, rec: &Recommendation) -> std::result::Result<Outcome, ApplyError> {
+        log::info!(
+            "Applying Config: {}",
+            match rec.knob_application {
+                crate::model::KnobApplication::Restart => "restart",
+                crate::model::KnobApplication::Reload => "reload",
+                crate::model::KnobApplication::Unspecified => "",
+            }
+        );
+        self.with_ctx(|ctx| crate::apply::apply(ctx, rec))
+    }
+
+    fn guardrail(&self, threshold: f64) -> Result<Option<GuardrailSignal>> {
+        let used = match self.postmaster_pid().and_then(cgroup::memory_of) {
+            Some(cg) => cg.used_percent(),
+            None => memory::host()
+                .context("reading host memory")?
+                .used_percent(),
+        };
+        log::debug!("Memory usage: {used:.2}%");
+        Ok((used > threshold).then_some(GuardrailSignal {
+            level: GuardrailLevel::Critical,
+            kind: GuardrailType::Memory,
+        }))
+    }
+}

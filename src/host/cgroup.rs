@@ -1,0 +1,93 @@
+//! Memory of the cgroup that limits a process (cgroup v2, then v1). Used by the memory
+//! guardrail so a PostgreSQL service with `MemoryMax=` (or a container limit) is judged against
+//! its own limit, not the host's RAM.
+
+use super::{proc_path, sys_path};
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct CgroupMemory {
+    pub limit: u64,
+    /// Working set: usage minus inactive file cache (what the kernel cannot simply drop).
+    pub used: u64,
+}
+
+impl CgroupMemory {
+    pub fn used_percent(&self) -> f64 {
+        if self.limit == 0 {
+            0.0
+        } else {
+            self.used as f64 / self.limit as f64 * 100.0
+        }
+    }
+}
+
+fn read_u64(p: &std::path::Path) -> Option<u64> {
+    std::fs::read_to_string(p).ok()?.trim().parse().ok()
+}
+
+fn stat_field(p: &std::path::Path, key: &str) -> Option<u64> {
+    std::fs::read_to_string(p)
+        .ok()?
+        .lines()
+        .find_map(|l| l.strip_prefix(key)?.strip_prefix(' ')?.trim().parse().ok())
+}
+
+/// Limit and usage for `pid`'s cgroup; `None` when no limit applies (or nothing is readable).
+pub fn memory_of(pid: u32) -> Option<CgroupMemory> {
+    let text = std::fs::read_to_string(proc_path(&format!("{pid}/cgroup"))).ok()?;
+    // v2: the unified line `0::/path`.
+    if let Some(path) = text.lines().find_map(|l| l.strip_prefix("0::")) {
+        let base = sys_path("fs/cgroup");
+        let mut dir = base.join(path.trim_start_matches('/'));
+        // The nearest ancestor with a limit is what applies.
+        loop {
+            if let Ok(max) = std::fs::read_to_string(dir.join("memory.max")) {
+                let max = max.trim();
+                if max != "max" {
+                    if let (Ok(limit), Some(current)) =
+                        (max.parse::<u64>(), read_u64(&dir.join("memory.current")))
+                    {
+                        let inactive =
+                            stat_field(&dir.join("memory.stat"), "inactive_file").unwrap_or(0);
+                        return Some(CgroupMemory {
+                            limit,
+                            used: current.saturating_sub(inactive),
+                        });
+                    }
+                }
+            }
+            if dir == base || !dir.pop() || !dir.starts_with(&base) {
+                break;
+            }
+        }
+        return None;
+    }
+    // v1: `N:memory:/path` (controllers may be combined, e.g. `memory,cpu`).
+    let path = text.lines().find_map(|l| {
+        let mut it = l.splitn(3, ':');
+        let (_, ctrls, path) = (it.next()?, it.next()?, it.next()?);
+        ctrls.split(',').any(|c| c == "memory").then_some(path)
+    })?;
+    let dir = sys_path("fs/cgroup/memory").join(path.trim_start_matches('/'));
+    let limit = read_u64(&dir.join("memory.limit_in_bytes"))?;
+    // v1 reports "no limit" as a huge page-rounded number.
+    if limit >= (1u64 << 60) {
+        return None;
+    }
+    let usage = read_u64(&dir.join("memory.usage_in_bytes"))?;
+    let inactive = stat_field(&dir.join("memory.stat"), "total_inactive_file").unwrap_or(0);
+    Some(CgroupMemory {
+        limit,
+        used: usage.saturating_sub(inactive),
+    })
+}
+
+/// True when `pid` on this host is a PostgreSQL process (so its cgroup is PostgreSQL's).
+pub fn is_postgres_process(pid: u32) -> bool {
+    std::fs::read_to_string(proc_path(&format!("{pid}/comm")))
+        .map(|c| {
+            let c = c.trim();
+            c == "postgres" || c == "postmaster" || c.starts_with("postgres")
+        })
+        .unwrap_or(false)
+}
