@@ -28,7 +28,7 @@ pub fn bin_for(major: u32) -> Option<PgBin> {
         });
     }
     let system = PathBuf::from(format!("/usr/lib/postgresql/{major}/bin"));
-    system.join("initdb").exists().then(|| PgBin {
+    system.join("initdb").exists().then_some(PgBin {
         bin: system,
         lib: None,
     })
