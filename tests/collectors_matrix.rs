@@ -96,6 +96,35 @@ fn check_major(major: u32, bin: support::pgcluster::PgBin) -> Vec<String> {
         payloads.insert(def.name, v);
     }
 
+    // pg_stat_statements deltas on this extension version.
+    let mut pgss = (registry::find("pg_stat_statements").unwrap().build)(
+        &CollectorSettings::defaults_for("pg_stat_statements"),
+    );
+    pgss.collect(&ctx).unwrap();
+    let mut cl = pg.client();
+    for i in 0..3 {
+        cl.query("SELECT n FROM m WHERE id = $1 AND n >= 0", &[&i])
+            .unwrap();
+    }
+    let v = pgss.collect(&ctx).unwrap().unwrap();
+    let row = v["rows"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["query"].as_str().is_some_and(|q| q.contains("AND n >= $")));
+    let delta = row.and_then(|r| {
+        v["deltas"]
+            .as_array()?
+            .iter()
+            .find(|d| d["queryid"] == r["queryid"])
+            .cloned()
+    });
+    if delta.as_ref().map(|d| d["calls"].clone()) != Some(Value::from(3)) {
+        problems.push(format!(
+            "PG {major}: pg_stat_statements delta for a new statement: {delta:?}"
+        ));
+    }
+
     // Per-version nulls and types from collectors.md §3.3–§4.
     let row0 = |n: &str| {
         payloads
