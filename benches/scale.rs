@@ -258,4 +258,15 @@ fn main() {
         totals.1 as f64 / mins
     );
     println!("RSS curve (s, kB): {curve:?}");
+    println!("slowest agent statements (total ms, calls, text):");
+    for r in admin
+        .query(
+            "SELECT total_exec_time::float8, calls, left(regexp_replace(query, '\\s+', ' ', 'g'), 110) FROM pg_stat_statements \
+             WHERE query LIKE '/*dbtune*/%' ORDER BY total_exec_time DESC LIMIT 12",
+            &[],
+        )
+        .unwrap()
+    {
+        println!("  {:>9.0} {:>5}  {}", r.get::<_, f64>(0), r.get::<_, i64>(1), r.get::<_, String>(2));
+    }
 }

@@ -107,11 +107,11 @@ fn check_major(major: u32, bin: support::pgcluster::PgBin) -> Vec<String> {
             .unwrap();
     }
     let v = pgss.collect(&ctx).unwrap().unwrap();
-    let row = v["rows"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|r| r["query"].as_str().is_some_and(|q| q.contains("AND n >= $")));
+    let row = v["rows"].as_array().unwrap().iter().find(|r| {
+        r["query"]
+            .as_str()
+            .is_some_and(|q| q.contains("AND n >= $"))
+    });
     let delta = row.and_then(|r| {
         v["deltas"]
             .as_array()?
