@@ -9,7 +9,6 @@
 //!
 //! Run: `cargo bench --bench scale -- --minutes 1` (as root, the cluster runs as `postgres`).
 
-#[allow(dead_code)]
 #[path = "../tests/support/pgcluster.rs"]
 mod pgcluster;
 
