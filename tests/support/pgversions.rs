@@ -17,7 +17,9 @@ pub fn cache_dir() -> PathBuf {
 
 /// Binaries of one major, if available.
 pub fn bin_for(major: u32) -> Option<PgBin> {
-    let dir = cache_dir().join(major.to_string());
+    // Resolved, so a cache linked outside an unreadable checkout is reached by user postgres.
+    let base = cache_dir();
+    let dir = std::fs::canonicalize(&base).unwrap_or(base).join(major.to_string());
     if dir.join("bin/initdb").exists() {
         let lib = dir.join("lib");
         // The system's PostgreSQL (linked into the cache) needs no bundled libraries.
