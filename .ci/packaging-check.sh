@@ -190,6 +190,19 @@ check "unit disabled on erase" test ! -e "$R/etc/systemd/system/multi-user.targe
 check "edited config saved as .rpmsave" test -f "$R/etc/dbtune/dbtune.yaml.rpmsave"
 check "user dbtune left in place" chroot "$R" getent passwd dbtune
 
+section "the .deb under a real systemd (systemd-nspawn)"
+# Needs the agent to speak sd_notify (READY/WATCHDOG); LTO drops the sdnotify module from a
+# binary whose main never uses it, so its absence is visible in the binary itself.
+if grep -aq NOTIFY_SOCKET "$BIN"; then
+    if bash .ci/packaging-systemd-e2e.sh "$DEB" "$DBTUNE_PACKAGING_CHROOT" | tee "$WORK/systemd.log"; then
+        ok "systemd end-to-end ($(tail -1 "$WORK/systemd.log"))"
+    else
+        bad "systemd end-to-end ($(tail -1 "$WORK/systemd.log"))"
+    fi
+else
+    echo "  SKIP this binary never reads NOTIFY_SOCKET: main.rs is not wired for sd_notify yet"
+fi
+
 section "polkit rule"
 check "50-dbtune-agent.rules grants restart of the PostgreSQL unit only" \
     node packaging/polkit/test-rules.js packaging/polkit/50-dbtune-agent.rules
