@@ -230,6 +230,18 @@ done
 expect_eq "image user" "$(cat "$IMG/etc/passwd")" "dbtune:x:10001:10001:DBtune agent:/var/lib/dbtune-agent:/sbin/nologin"
 expect_eq "image state dir owner" "$(stat -c '%u:%g %a' "$IMG/var/lib/dbtune-agent")" "10001:10001 750"
 expect_eq "image config user" "$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["process"]["user"]["uid"])' "$WORK/bundle/config.json")" "10001"
+# Configuration as the image user: a mounted file (root-owned, world-readable) is read; DBT_*
+# variables are read. (Both configs are incomplete on purpose: the error names what is missing.)
+printf 'debug: false\n' >"$IMG/etc/dbtune/dbtune.yaml"
+out=$(chroot --userspec=10001:10001 "$IMG" /usr/bin/dbtune-agent --check 2>&1 || true)
+check "uid 10001 reads a mounted /etc/dbtune/dbtune.yaml" \
+    bash -c "grep -q 'file /etc/dbtune/dbtune.yaml' <<<'$out' && ! grep -qi 'permission denied' <<<'$out'"
+rm "$IMG/etc/dbtune/dbtune.yaml"
+out=$(env -i DBT_DBTUNE_API_KEY=1b4e28ba-2fa1-11d2-883f-0016d3cca427 \
+    DBT_DBTUNE_DATABASE_ID=6ba7b811-9dad-11d1-80b4-00c04fd430c8 \
+    /usr/sbin/chroot --userspec=10001:10001 "$IMG" /usr/bin/dbtune-agent --check 2>&1 || true)
+check "configuration from DBT_* variables (only the connection URL reported missing)" \
+    bash -c "grep -q 'postgresql.connection_url' <<<'$out' && ! grep -q 'dbtune.api_key' <<<'$out'"
 expect_eq "binary runs in the otherwise empty image root" \
     "$(chroot --userspec=10001:10001 "$IMG" /usr/bin/dbtune-agent --version | awk '{print $2}')" "$VERSION"
 
