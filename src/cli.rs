@@ -16,6 +16,8 @@ pub struct Cli {
     pub dry_run: bool,
     pub output: Option<PathBuf>,
     pub once: bool,
+    /// `--health`: exit 0 while a running agent's loops make progress (container probes).
+    pub health: bool,
     /// `--plan FILE` (a recommendation as JSON; `-` for stdin) or `--plan` alone (ask the platform).
     pub plan: Option<Option<PathBuf>>,
 }
@@ -41,6 +43,7 @@ Modes:
   --output FILE  where --dry-run writes
   --once         one pass of every loop, then exit
   --plan [FILE]  show what a recommendation (from FILE, or from the platform) would change; applies nothing
+  --health       exit 0 while a running agent's loops make progress (for container probes)
   --version      print the version and exit
   -h, --help     this help
 ";
@@ -101,6 +104,7 @@ pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Cli, String> {
             Long("check") => cli.check = bool_value("check", p.optional_value())?,
             Long("dry-run") => cli.dry_run = bool_value("dry-run", p.optional_value())?,
             Long("once") => cli.once = bool_value("once", p.optional_value())?,
+            Long("health") => cli.health = bool_value("health", p.optional_value())?,
             Long("config") => {
                 cli.config = Some(PathBuf::from(p.value().map_err(|e| e.to_string())?))
             }
@@ -121,12 +125,8 @@ pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Cli, String> {
             }
             // Like Go's flag package, parsing stops at the first non-flag argument.
             Value(_) => break,
-            other => {
-                return Err(format!(
-                    "flag provided but not defined: {}",
-                    other.unexpected()
-                ))
-            }
+            Long(name) => return Err(format!("flag provided but not defined: -{name}")),
+            Short(c) => return Err(format!("flag provided but not defined: -{c}")),
         }
     }
     Ok(cli)
@@ -146,7 +146,10 @@ mod tests {
         assert_eq!(c.providers, vec![Provider::Local]);
         assert!(c.dry_run && c.once);
         assert!(p(&["--local=maybe"]).is_err());
-        assert!(p(&["--nope"]).unwrap_err().contains("not defined"));
+        assert_eq!(
+            p(&["--nope"]).unwrap_err(),
+            "flag provided but not defined: -nope"
+        );
         assert_eq!(
             p(&["--plan", "rec.json"]).unwrap().plan,
             Some(Some(PathBuf::from("rec.json")))

@@ -10,6 +10,7 @@ use dbtune_agent::runner::{self, Command, Runner, RunnerOptions, Settings};
 use dbtune_agent::{checks, cli, logging, version};
 use std::io::Write;
 use std::sync::Arc;
+use std::time::Duration;
 
 fn main() {
     std::process::exit(real_main());
@@ -37,6 +38,9 @@ fn real_main() -> i32 {
         return 0;
     }
     logging::init(false);
+    if cli.health {
+        return health(&cli);
+    }
     dbtune_agent::runner::guard::install_hook();
     log::info!("dbtune-agent {} starting", version::VERSION);
 
@@ -122,6 +126,19 @@ fn real_main() -> i32 {
         log::info!("Startup checks are disabled via configuration (disable_checks=true)");
     }
 
+    // An apply interrupted by a crash is settled (completed or rolled back) before anything else.
+    if !dry_run {
+        match adapter.recover() {
+            Ok(r) if r.action == dbtune_agent::apply::recover::Recovery::Nothing => {
+                log::debug!("{r}")
+            }
+            Ok(r) => log::warn!("{r}"),
+            Err(e) => {
+                log::error!("apply journal recovery failed (will retry before the next apply): {e}")
+            }
+        }
+    }
+
     let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
     platform.set_stop_flag(stop.clone());
     let platform = Arc::new(platform);
@@ -172,8 +189,44 @@ fn real_main() -> i32 {
         },
     );
 
+    // systemd: READY=1 after the startup checks, WATCHDOG=1 while loops progress, RELOADING=1
+    // around SIGHUP, STOPPING=1 at shutdown. The same supervision tick refreshes the liveness
+    // file that `--health` reads.
+    let notifier = dbtune_agent::sdnotify::Notifier::from_env().map(Arc::new);
+    let alive_every = notifier
+        .as_ref()
+        .and_then(|n| n.watchdog_interval())
+        .map(|w| (w / 2).min(Duration::from_secs(10)))
+        .unwrap_or(Duration::from_secs(10));
+    let (n_alive, n_reload, n_stop) = (notifier.clone(), notifier.clone(), notifier.clone());
+    let state_dir = cfg.state_dir.clone();
+    let on_alive = Box::new(move || {
+        dbtune_agent::liveness::touch(&state_dir);
+        if let Some(n) = &n_alive {
+            if let Err(e) = n.watchdog() {
+                log::debug!("sd_notify WATCHDOG=1: {e}");
+            }
+        }
+    });
+    let on_reload = Box::new(move || {
+        if let Some(n) = &n_reload {
+            let _ = n.reloading();
+        }
+        on_reload();
+        if let Some(n) = &n_reload {
+            let _ = n.ready();
+        }
+    });
+    let on_stopping = Box::new(move || {
+        if let Some(n) = &n_stop {
+            let _ = n.stopping();
+        }
+    });
     let opts = RunnerOptions {
         on_reload: Some(on_reload),
+        on_alive: Some(on_alive),
+        on_stopping: Some(on_stopping),
+        alive_every,
         ..RunnerOptions::default()
     };
     let adapter_dyn: Arc<dyn Adapter> = adapter.clone();
@@ -186,10 +239,36 @@ fn real_main() -> i32 {
     if let Err(e) = runner::signals::install(tx.clone()) {
         return fatal(format!("installing signal handlers: {e}"));
     }
+    if let Some(n) = &notifier {
+        if let Err(e) = n.ready() {
+            log::warn!("sd_notify READY=1 failed: {e}");
+        }
+    }
     let _keep = tx;
     r.run(rx);
     log::info!("dbtune-agent stopped");
     0
+}
+
+/// `--health`: 0 while a running agent (same state_dir) keeps making progress.
+fn health(cli: &cli::Cli) -> i32 {
+    let state_dir = match Config::load(cli.config.as_deref(), false) {
+        Ok(c) => c.state_dir,
+        Err(_) => std::env::var_os("DBT_STATE_DIR")
+            .filter(|v| !v.is_empty())
+            .map(std::path::PathBuf::from)
+            .unwrap_or_else(|| std::path::PathBuf::from("/var/lib/dbtune-agent")),
+    };
+    match dbtune_agent::liveness::check(&state_dir) {
+        Ok(age) => {
+            println!("ok: loops made progress {}s ago", age.as_secs());
+            0
+        }
+        Err(e) => {
+            println!("unhealthy: {e}");
+            1
+        }
+    }
 }
 
 /// `--plan`: what a recommendation would change; applies nothing.

@@ -444,3 +444,88 @@ fn a_platform_outage_never_blocks_a_loop_past_its_budget() {
         r.iter().any(|x| x.segment() == "metrics")
     });
 }
+
+#[test]
+fn the_five_second_catalog_collectors_reach_their_endpoints_gzipped() {
+    let pg = PgCluster::start();
+    let platform = PlatformStandIn::start();
+    let mut c = pg.client();
+    c.batch_execute("CREATE TABLE t AS SELECT g FROM generate_series(1, 1000) g; SELECT count(*) FROM t WHERE g > 500;").unwrap();
+    let _a = Agent::spawn(
+        &agent::config_yaml(&pg.url(), &platform.url, "disable_checks: true\n"),
+        &["--local"],
+        &[],
+    );
+    let names = [
+        "autovacuum_count",
+        "database_connections",
+        "system_db_size",
+        "database_transactions",
+        "server_uptime",
+        "wait_events",
+        "pg_stat_statements",
+    ];
+    // Two runs of each: database_transactions only has a tps from its second sample on.
+    let reqs = platform.wait_for(
+        "two runs of every 5-second collector",
+        Duration::from_secs(40),
+        |r| {
+            names
+                .iter()
+                .all(|n| r.iter().filter(|x| x.segment() == *n).count() >= 2)
+        },
+    );
+    for n in names {
+        let r = reqs.iter().find(|x| x.segment() == n).unwrap();
+        common_headers(r);
+        assert_eq!(r.header("Content-Encoding"), Some("gzip"), "{n}");
+        let v = r.json();
+        let at = v["collected_at"].as_str().unwrap();
+        assert!(
+            at.ends_with('Z') && at.len() >= 20,
+            "{n}: collected_at {at}"
+        );
+        assert!(v["rows"].is_array(), "{n}");
+    }
+    let get = |n: &str| reqs.iter().find(|x| x.segment() == n).unwrap().json();
+    assert_eq!(get("wait_events")["rows"].as_array().unwrap().len(), 10);
+    assert_eq!(get("wait_events")["rows"][9]["wait_event_type"], "TOTAL");
+    assert!(
+        get("system_db_size")["rows"][0]["total_size_bytes"]
+            .as_i64()
+            .unwrap()
+            > 1_000_000
+    );
+    assert!(
+        get("database_connections")["rows"][0]["total_connections"]
+            .as_i64()
+            .unwrap()
+            >= 1
+    );
+    let pgss = get("pg_stat_statements");
+    assert!(pgss.get("delta_count").is_some() && pgss.get("average_query_runtime").is_some());
+    let texts: Vec<&str> = pgss["rows"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|r| r["query"].as_str())
+        .collect();
+    assert!(
+        texts.iter().any(|q| q.contains("generate_series")),
+        "{texts:?}"
+    );
+    assert!(
+        !texts.iter().any(|q| q.starts_with("/*dbtune*/")),
+        "the agent's own statements are filtered"
+    );
+    let second_tx: Vec<_> = reqs
+        .iter()
+        .filter(|x| x.segment() == "database_transactions")
+        .collect();
+    assert!(
+        second_tx[1].json()["rows"][0]["xact_commit"]
+            .as_i64()
+            .unwrap()
+            > 0
+    );
+}

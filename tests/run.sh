@@ -11,7 +11,8 @@ fi
 # Per-area setup scripts (PostgreSQL versions, moto, packaging tools) install into .cache/ and
 # write the variables the tests need into .cache/<area>.env.
 mkdir -p .cache
-for s in .ci/setup-*.sh; do
+# (Packaging tools are set up by .ci/packaging-check.sh itself; tests do not need them.)
+for s in .ci/setup-pg-versions.sh .ci/setup-cloud.sh; do
   [ -e "$s" ] || continue
   echo "== $s" >&2
   bash "$s"

@@ -30,7 +30,6 @@ pub struct PgPrem {
     restarter: Option<Box<dyn Restarter>>,
     runtime: Arc<RwLock<Runtime>>,
     state_dir: PathBuf,
-    pub ready_timeout: Duration,
     /// The postmaster's PID when PostgreSQL runs on this host (for its cgroup), re-resolved
     /// at most once a minute.
     postmaster: Mutex<(Option<u32>, Option<Instant>)>,
@@ -45,7 +44,7 @@ impl PgPrem {
             SessionLimits::default(),
         )
         .context("failed to create PG driver")?;
-        let restart_timeout = Duration::from_secs(300);
+        let restart_timeout = cfg.apply.restart_timeout;
         let restarter: Option<Box<dyn Restarter>> =
             if !cfg.postgresql.restart_script_path.is_empty() {
                 Some(Box::new(ScriptRestarter {
@@ -68,7 +67,6 @@ impl PgPrem {
                 apply: cfg.apply.clone(),
             })),
             state_dir: cfg.state_dir.clone(),
-            ready_timeout: Duration::from_secs(300),
             postmaster: Mutex::new((None, None)),
             resolving: AtomicBool::new(false),
         })
@@ -79,11 +77,32 @@ impl PgPrem {
         self.runtime.clone()
     }
 
+    fn with_ctx<T>(&self, f: impl FnOnce(&ApplyContext<'_>) -> T) -> T {
+        let rt = self
+            .runtime
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
+        let ctx = ApplyContext {
+            pg: &self.pg,
+            allow_restart: rt.allow_restart,
+            restarter: self.restarter.as_deref(),
+            policy: &rt.apply,
+            state_dir: &self.state_dir,
+            ready_timeout: rt.apply.ready_timeout,
+        };
+        f(&ctx)
+    }
+
     /// `--plan`: the report of what `rec` would change (nothing is applied).
-    pub fn plan(&self, _rec: &Recommendation) -> std::result::Result<String, ApplyError> {
-        Err(ApplyError::config(
-            "planning is not available in this build yet",
-        ))
+    pub fn plan(&self, rec: &Recommendation) -> Result<String> {
+        self.with_ctx(|ctx| crate::apply::plan(ctx, rec))
+            .map(|p| p.to_string())
+    }
+
+    /// Settles an apply that an earlier run left unfinished (journal in the state directory).
+    pub fn recover(&self) -> Result<crate::apply::RecoveryReport> {
+        self.with_ctx(crate::apply::recover)
     }
 
     fn postmaster_pid(&self) -> Option<u32> {
@@ -153,11 +172,6 @@ impl Adapter for PgPrem {
     }
 
     fn apply(&self, rec: &Recommendation) -> std::result::Result<Outcome, ApplyError> {
-        let rt = self
-            .runtime
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone();
         log::info!(
             "Applying Config: {}",
             match rec.knob_application {
@@ -166,15 +180,7 @@ impl Adapter for PgPrem {
                 crate::model::KnobApplication::Unspecified => "",
             }
         );
-        let ctx = ApplyContext {
-            pg: &self.pg,
-            allow_restart: rt.allow_restart,
-            restarter: self.restarter.as_deref(),
-            policy: &rt.apply,
-            state_dir: &self.state_dir,
-            ready_timeout: self.ready_timeout,
-        };
-        crate::apply::apply(&ctx, rec)
+        self.with_ctx(|ctx| crate::apply::apply(ctx, rec))
     }
 
     fn guardrail(&self, threshold: f64) -> Result<Option<GuardrailSignal>> {

@@ -25,7 +25,15 @@ pub static PG_DATABASE: Spec = Spec {
          datminmxid, mxid_age(datminmxid)::bigint AS datminmxid_age FROM pg_catalog.pg_database"
             .into()
     },
-    fields: &["oid", "datname", "datistemplate", "datfrozenxid", "datfrozenxid_age", "datminmxid", "datminmxid_age"],
+    fields: &[
+        "oid",
+        "datname",
+        "datistemplate",
+        "datfrozenxid",
+        "datfrozenxid_age",
+        "datminmxid",
+        "datminmxid_age",
+    ],
     omitempty: &[],
     dedup: false,
     send_empty: true,
@@ -47,8 +55,17 @@ pub static PG_INDEX: Spec = Spec {
         )
     },
     fields: &[
-        "schemaname", "indexname", "reltuples", "relpages", "indisvalid", "indisready", "indislive", "indimmediate",
-        "indisclustered", "indisreplident", "indcheckxmin",
+        "schemaname",
+        "indexname",
+        "reltuples",
+        "relpages",
+        "indisvalid",
+        "indisready",
+        "indislive",
+        "indimmediate",
+        "indisclustered",
+        "indisreplident",
+        "indcheckxmin",
     ],
     omitempty: &[],
     dedup: false,
@@ -81,9 +98,25 @@ pub static PG_INDEX_INVENTORY: Spec = Spec {
         )
     },
     fields: &[
-        "schemaname", "tablename", "indexname", "indexrelid", "indrelid", "indnatts", "indnkeyatts", "indisunique",
-        "indnullsnotdistinct", "indisprimary", "indisexclusion", "indexdef", "is_partial", "indpred_sql", "indkey",
-        "indoption", "indclass", "indcollation", "indexprs_sql",
+        "schemaname",
+        "tablename",
+        "indexname",
+        "indexrelid",
+        "indrelid",
+        "indnatts",
+        "indnkeyatts",
+        "indisunique",
+        "indnullsnotdistinct",
+        "indisprimary",
+        "indisexclusion",
+        "indexdef",
+        "is_partial",
+        "indpred_sql",
+        "indkey",
+        "indoption",
+        "indclass",
+        "indcollation",
+        "indexprs_sql",
     ],
     omitempty: &[],
     dedup: true,
@@ -107,8 +140,17 @@ pub static PG_ATTRIBUTE: Spec = Spec {
         )
     },
     fields: &[
-        "attrelid", "attname", "atttypid", "attlen", "attnum", "attstorage", "attcompression", "attnotnull",
-        "attstattarget", "attalign", "atttypmod",
+        "attrelid",
+        "attname",
+        "atttypid",
+        "attlen",
+        "attnum",
+        "attstorage",
+        "attcompression",
+        "attnotnull",
+        "attstattarget",
+        "attalign",
+        "atttypmod",
     ],
     omitempty: &[],
     dedup: true,
@@ -130,8 +172,17 @@ pub static PG_CONSTRAINT: Spec = Spec {
         )
     },
     fields: &[
-        "oid", "conname", "contype", "conrelid", "conindid", "confrelid", "conkey", "confkey", "condeferrable",
-        "condeferred", "convalidated",
+        "oid",
+        "conname",
+        "contype",
+        "conrelid",
+        "conindid",
+        "confrelid",
+        "conkey",
+        "confkey",
+        "condeferrable",
+        "condeferred",
+        "convalidated",
     ],
     omitempty: &[],
     dedup: true,
@@ -152,8 +203,18 @@ pub static PG_TYPE: Spec = Spec {
         )
     },
     fields: &[
-        "oid", "typname", "typnamespace", "typlen", "typbyval", "typalign", "typstorage", "typcategory", "typtype",
-        "typbasetype", "typelem", "typrelid",
+        "oid",
+        "typname",
+        "typnamespace",
+        "typlen",
+        "typbyval",
+        "typalign",
+        "typstorage",
+        "typcategory",
+        "typtype",
+        "typbasetype",
+        "typelem",
+        "typrelid",
     ],
     omitempty: &[],
     dedup: true,
@@ -174,8 +235,23 @@ pub static PG_LOCKS: Spec = Spec {
             .into()
     },
     fields: &[
-        "locktype", "database", "relation", "page", "tuple", "virtualxid", "transactionid", "transactionid_age",
-        "classid", "objid", "objsubid", "virtualtransaction", "pid", "mode", "granted", "fastpath", "waitstart",
+        "locktype",
+        "database",
+        "relation",
+        "page",
+        "tuple",
+        "virtualxid",
+        "transactionid",
+        "transactionid_age",
+        "classid",
+        "objid",
+        "objsubid",
+        "virtualtransaction",
+        "pid",
+        "mode",
+        "granted",
+        "fastpath",
+        "waitstart",
     ],
     omitempty: &[],
     dedup: false,
@@ -191,7 +267,14 @@ pub static PG_PREPARED_XACTS: Spec = Spec {
          WHERE p.database = current_database() ORDER BY p.gid"
             .into()
     },
-    fields: &["transaction", "transaction_age", "gid", "prepared", "owner", "database"],
+    fields: &[
+        "transaction",
+        "transaction_age",
+        "gid",
+        "prepared",
+        "owner",
+        "database",
+    ],
     omitempty: &[],
     dedup: true,
     send_empty: true,
@@ -202,7 +285,11 @@ pub static PG_PREPARED_XACTS: Spec = Spec {
 pub static PG_STAT_ACTIVITY: Spec = Spec {
     name: "pg_stat_activity",
     sql: |server, _| {
-        let leader = if has_column(server, "pg_stat_activity.leader_pid", 13) { "leader_pid" } else { "NULL::integer" };
+        let leader = if has_column(server, "pg_stat_activity.leader_pid", 13) {
+            "leader_pid"
+        } else {
+            "NULL::integer"
+        };
         let qid = if has_column(server, "pg_stat_activity.query_id", 14) {
             "CASE WHEN query_id IS NULL THEN NULL ELSE format('%s_%s_%s', query_id, usesysid, datid) END"
         } else {
@@ -217,10 +304,29 @@ pub static PG_STAT_ACTIVITY: Spec = Spec {
         )
     },
     fields: &[
-        "datid", "datname", "pid", "leader_pid", "usesysid", "usename", "application_name", "client_addr",
-        "client_hostname", "client_port", "backend_start", "xact_start", "query_start", "state_change",
-        "wait_event_type", "wait_event", "state", "backend_xid", "backend_xid_age", "backend_xmin",
-        "backend_xmin_age", "query_id", "backend_type",
+        "datid",
+        "datname",
+        "pid",
+        "leader_pid",
+        "usesysid",
+        "usename",
+        "application_name",
+        "client_addr",
+        "client_hostname",
+        "client_port",
+        "backend_start",
+        "xact_start",
+        "query_start",
+        "state_change",
+        "wait_event_type",
+        "wait_event",
+        "state",
+        "backend_xid",
+        "backend_xid_age",
+        "backend_xmin",
+        "backend_xmin_age",
+        "query_id",
+        "backend_type",
     ],
     omitempty: &[],
     dedup: false,
@@ -233,7 +339,11 @@ fn sampled(view: &str, samples: &[(&str, &str)], limit: i64) -> String {
     let limit = limit.max(0);
     samples
         .iter()
-        .map(|(filter, order)| format!("(SELECT * FROM pg_catalog.{view} {filter} ORDER BY {order} DESC LIMIT {limit})"))
+        .map(|(filter, order)| {
+            format!(
+                "(SELECT * FROM pg_catalog.{view} {filter} ORDER BY {order} DESC LIMIT {limit})"
+            )
+        })
         .collect::<Vec<_>>()
         .join(" UNION ")
 }
@@ -244,7 +354,10 @@ pub static PG_STAT_USER_TABLES: Spec = Spec {
         sampled(
             "pg_stat_user_tables",
             &[
-                ("", "COALESCE(n_tup_ins, 0) + COALESCE(n_tup_upd, 0) + COALESCE(n_tup_del, 0)"),
+                (
+                    "",
+                    "COALESCE(n_tup_ins, 0) + COALESCE(n_tup_upd, 0) + COALESCE(n_tup_del, 0)",
+                ),
                 ("", "COALESCE(seq_scan, 0) + COALESCE(idx_scan, 0)"),
                 ("", "COALESCE(n_dead_tup, 0)"),
             ],
@@ -252,11 +365,36 @@ pub static PG_STAT_USER_TABLES: Spec = Spec {
         )
     },
     fields: &[
-        "relid", "schemaname", "relname", "seq_scan", "last_seq_scan", "seq_tup_read", "idx_scan", "last_idx_scan",
-        "idx_tup_fetch", "n_tup_ins", "n_tup_upd", "n_tup_del", "n_tup_hot_upd", "n_tup_newpage_upd", "n_live_tup",
-        "n_dead_tup", "n_mod_since_analyze", "n_ins_since_vacuum", "last_vacuum", "last_autovacuum", "last_analyze",
-        "last_autoanalyze", "vacuum_count", "autovacuum_count", "analyze_count", "autoanalyze_count",
-        "total_vacuum_time", "total_autovacuum_time", "total_analyze_time", "total_autoanalyze_time",
+        "relid",
+        "schemaname",
+        "relname",
+        "seq_scan",
+        "last_seq_scan",
+        "seq_tup_read",
+        "idx_scan",
+        "last_idx_scan",
+        "idx_tup_fetch",
+        "n_tup_ins",
+        "n_tup_upd",
+        "n_tup_del",
+        "n_tup_hot_upd",
+        "n_tup_newpage_upd",
+        "n_live_tup",
+        "n_dead_tup",
+        "n_mod_since_analyze",
+        "n_ins_since_vacuum",
+        "last_vacuum",
+        "last_autovacuum",
+        "last_analyze",
+        "last_autoanalyze",
+        "vacuum_count",
+        "autovacuum_count",
+        "analyze_count",
+        "autoanalyze_count",
+        "total_vacuum_time",
+        "total_autovacuum_time",
+        "total_analyze_time",
+        "total_autoanalyze_time",
     ],
     omitempty: &[],
     dedup: false,
@@ -273,13 +411,23 @@ pub static PG_STAT_USER_INDEXES: Spec = Spec {
             &[
                 ("", "COALESCE(idx_scan, 0)"),
                 ("", "COALESCE(idx_tup_read, 0)"),
-                ("WHERE COALESCE(idx_scan, 0) = 0", "COALESCE(idx_tup_read, 0)"),
+                (
+                    "WHERE COALESCE(idx_scan, 0) = 0",
+                    "COALESCE(idx_tup_read, 0)",
+                ),
             ],
             limit,
         )
     },
     fields: &[
-        "relid", "indexrelid", "schemaname", "relname", "indexrelname", "idx_scan", "last_idx_scan", "idx_tup_read",
+        "relid",
+        "indexrelid",
+        "schemaname",
+        "relname",
+        "indexrelname",
+        "idx_scan",
+        "last_idx_scan",
+        "idx_tup_read",
         "idx_tup_fetch",
     ],
     omitempty: &[],

@@ -44,7 +44,11 @@ pub struct Generic {
 
 impl Generic {
     pub fn new(spec: &'static Spec, param: i64) -> Generic {
-        Generic { spec, param, skip: SkipUnchanged::default() }
+        Generic {
+            spec,
+            param,
+            skip: SkipUnchanged::default(),
+        }
     }
 }
 
@@ -56,8 +60,12 @@ impl CatalogCollector for Generic {
         }
         let collected_at = SystemTime::now();
         let sql = (s.sql)(ctx.server, self.param);
-        let rows = ctx.pg.query(&sql, &[]).with_context(|| format!("failed to query {}", s.name))?;
-        let rows = map_rows(&rows, s.fields, s.omitempty).with_context(|| format!("failed to read {}", s.name))?;
+        let rows = ctx
+            .pg
+            .query(&sql, &[])
+            .with_context(|| format!("failed to query {}", s.name))?;
+        let rows = map_rows(&rows, s.fields, s.omitempty)
+            .with_context(|| format!("failed to read {}", s.name))?;
         if rows.is_empty() && !s.send_empty {
             return Ok(None);
         }
@@ -68,7 +76,9 @@ impl CatalogCollector for Generic {
                 return Ok(None);
             }
         }
-        let Value::Array(rows) = rows else { unreachable!() };
+        let Value::Array(rows) = rows else {
+            unreachable!()
+        };
         Ok(Some(envelope(collected_at, rows)))
     }
 }

@@ -184,7 +184,10 @@ impl CatalogCollector for ServerUptime {
         }
         if start != 0 {
             let t = UNIX_EPOCH + Duration::from_secs(start.max(0) as u64);
-            m.insert("postmaster_start_time".into(), Value::from(crate::timefmt::utc_seconds(t)));
+            m.insert(
+                "postmaster_start_time".into(),
+                Value::from(crate::timefmt::utc_seconds(t)),
+            );
         }
         Ok(Some(envelope(collected_at, vec![Value::Object(m)])))
     }

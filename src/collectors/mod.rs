@@ -14,8 +14,8 @@ pub mod probe;
 pub mod registry;
 pub mod rowmap;
 pub mod skip;
-pub mod stats_views;
 pub mod statio_indexes;
+pub mod stats_views;
 
 use crate::error::Result;
 use crate::pg::{Pg, ServerVersion};
@@ -86,7 +86,11 @@ pub fn build_enabled(
         .iter()
         .filter(|d| !forced_off.contains(&d.name))
         .filter_map(|d| {
-            let s = if d.configurable { cfg.settings(d.name) } else { CollectorSettings::default() };
+            let s = if d.configurable {
+                cfg.settings(d.name)
+            } else {
+                CollectorSettings::default()
+            };
             if !s.enabled {
                 return None;
             }

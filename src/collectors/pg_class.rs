@@ -10,9 +10,25 @@ use serde_json::Value;
 use std::time::SystemTime;
 
 const FIELDS: &[&str] = &[
-    "oid", "schemaname", "relname", "relkind", "reltuples", "relpages", "relfrozenxid", "relfrozenxid_age",
-    "relminmxid", "relminmxid_age", "reloptions", "access_method", "relallvisible", "relallfrozen", "relpersistence",
-    "relispartition", "relhassubclass", "reltoastrelid", "reltablespace",
+    "oid",
+    "schemaname",
+    "relname",
+    "relkind",
+    "reltuples",
+    "relpages",
+    "relfrozenxid",
+    "relfrozenxid_age",
+    "relminmxid",
+    "relminmxid_age",
+    "reloptions",
+    "access_method",
+    "relallvisible",
+    "relallfrozen",
+    "relpersistence",
+    "relispartition",
+    "relhassubclass",
+    "reltoastrelid",
+    "reltablespace",
 ];
 const FULL_RESCAN_EVERY: u64 = 30;
 
@@ -26,7 +42,13 @@ pub struct PgClass {
 
 impl PgClass {
     pub fn new(s: &CollectorSettings) -> PgClass {
-        PgClass { batch: s.int("backfill_batch_size", 500).max(0), offset: 0, backfill_done: false, last_poll: None, ticks: 0 }
+        PgClass {
+            batch: s.int("backfill_batch_size", 500).max(0),
+            offset: 0,
+            backfill_done: false,
+            last_poll: None,
+            ticks: 0,
+        }
     }
 }
 
@@ -52,8 +74,12 @@ impl CatalogCollector for PgClass {
             not_exclusively_locked("c.oid")
         );
         let rows = if !self.backfill_done {
-            let sql = format!("{base} {all_where} ORDER BY n.nspname, c.relname LIMIT $1 OFFSET $2");
-            let rows = ctx.pg.query(&sql, &[&self.batch, &self.offset]).context("failed to query pg_class backfill")?;
+            let sql =
+                format!("{base} {all_where} ORDER BY n.nspname, c.relname LIMIT $1 OFFSET $2");
+            let rows = ctx
+                .pg
+                .query(&sql, &[&self.batch, &self.offset])
+                .context("failed to query pg_class backfill")?;
             if rows.is_empty() {
                 self.backfill_done = true;
                 self.last_poll = Some(collected_at);

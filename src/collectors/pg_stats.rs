@@ -10,8 +10,19 @@ use serde_json::Value;
 use std::time::SystemTime;
 
 const FIELDS: &[&str] = &[
-    "schemaname", "tablename", "attname", "inherited", "null_frac", "avg_width", "n_distinct", "most_common_vals",
-    "most_common_freqs", "histogram_bounds", "correlation", "most_common_elems", "most_common_elem_freqs",
+    "schemaname",
+    "tablename",
+    "attname",
+    "inherited",
+    "null_frac",
+    "avg_width",
+    "n_distinct",
+    "most_common_vals",
+    "most_common_freqs",
+    "histogram_bounds",
+    "correlation",
+    "most_common_elems",
+    "most_common_elem_freqs",
     "elem_count_histogram",
 ];
 const VALUE_ARRAYS: &[&str] = &["most_common_vals", "histogram_bounds", "most_common_elems"];
@@ -109,13 +120,22 @@ pub fn parse_pg_array(s: &str) -> Option<Vec<Value>> {
 
 fn convert_values(rows: &mut [Value]) -> Result<()> {
     for row in rows.iter_mut() {
-        let Some(obj) = row.as_object_mut() else { continue };
+        let Some(obj) = row.as_object_mut() else {
+            continue;
+        };
         for k in VALUE_ARRAYS {
-            let Some(Value::String(raw)) = obj.get(*k) else { continue };
+            let Some(Value::String(raw)) = obj.get(*k) else {
+                continue;
+            };
             let v = match parse_pg_array(raw) {
                 Some(a) => Value::Array(a),
                 None => serde_json::from_str(raw).map_err(|_| {
-                    let name = |f: &str| obj.get(f).and_then(Value::as_str).unwrap_or_default().to_string();
+                    let name = |f: &str| {
+                        obj.get(f)
+                            .and_then(Value::as_str)
+                            .unwrap_or_default()
+                            .to_string()
+                    };
                     Error::other(format!(
                         "pg_stats {}.{}.{} {k}: failed to parse pg array: {raw:?}",
                         name("schemaname"),
@@ -141,7 +161,10 @@ impl CatalogCollector for PgStats {
                 select(false),
                 not_exclusively_locked("pst.relid")
             );
-            let rows = ctx.pg.query(&sql, &[]).context("failed to query pg_stats bootstrap")?;
+            let rows = ctx
+                .pg
+                .query(&sql, &[])
+                .context("failed to query pg_stats bootstrap")?;
             self.bootstrapped = true;
             self.last_poll = Some(collected_at);
             rows
@@ -152,7 +175,10 @@ impl CatalogCollector for PgStats {
                 select(true),
                 not_exclusively_locked("batch.relid")
             );
-            let rows = ctx.pg.query(&sql, &[&self.batch, &self.offset]).context("failed to query pg_stats backfill")?;
+            let rows = ctx
+                .pg
+                .query(&sql, &[&self.batch, &self.offset])
+                .context("failed to query pg_stats backfill")?;
             // An empty page may also be a batch of tables without statistics: check for more tables.
             let more: bool = ctx
                 .pg
@@ -177,7 +203,10 @@ impl CatalogCollector for PgStats {
                 select(self.include_data),
                 not_exclusively_locked("pst.relid")
             );
-            let rows = ctx.pg.query(&sql, &[&since]).context("failed to query pg_stats")?;
+            let rows = ctx
+                .pg
+                .query(&sql, &[&since])
+                .context("failed to query pg_stats")?;
             self.last_poll = Some(collected_at);
             rows
         };
@@ -198,10 +227,19 @@ mod tests {
     fn array_literals() {
         assert_eq!(
             parse_pg_array(r#"{a,"b c",3,NULL,"x\"y"}"#).unwrap(),
-            vec![Value::from("a"), Value::from("b c"), Value::from("3"), Value::Null, Value::from("x\"y")]
+            vec![
+                Value::from("a"),
+                Value::from("b c"),
+                Value::from("3"),
+                Value::Null,
+                Value::from("x\"y")
+            ]
         );
         assert_eq!(parse_pg_array("{}").unwrap(), Vec::<Value>::new());
-        assert_eq!(parse_pg_array("{{1,2},{3,4}}").unwrap(), vec![Value::from("{1,2}"), Value::from("{3,4}")]);
+        assert_eq!(
+            parse_pg_array("{{1,2},{3,4}}").unwrap(),
+            vec![Value::from("{1,2}"), Value::from("{3,4}")]
+        );
         assert!(parse_pg_array("abc").is_none());
     }
 }

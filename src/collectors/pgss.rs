@@ -90,7 +90,10 @@ const FIELDS: &[(&str, Ty, Agg)] = &[
 const OMITEMPTY: &[&str] = &["local_blk_read_time", "local_blk_write_time"];
 
 fn idx(name: &str) -> usize {
-    FIELDS.iter().position(|f| f.0 == name).expect("known pgss field")
+    FIELDS
+        .iter()
+        .position(|f| f.0 == name)
+        .expect("known pgss field")
 }
 
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -113,7 +116,9 @@ impl Num {
         match self {
             Num::Null => Value::Null,
             Num::I(i) => Value::from(i),
-            Num::F(f) => serde_json::Number::from_f64(f).map(Value::Number).unwrap_or(Value::Null),
+            Num::F(f) => serde_json::Number::from_f64(f)
+                .map(Value::Number)
+                .unwrap_or(Value::Null),
             Num::B(b) => Value::Bool(b),
         }
     }
@@ -134,9 +139,20 @@ pub fn parse_ext_version(s: &str) -> Option<(u32, u32)> {
 
 /// The counters select list for an extension version (§4.1), without the text columns.
 pub fn counter_columns(v: (u32, u32)) -> String {
-    let mut c: Vec<String> = vec!["userid".into(), "dbid".into(), "queryid".into(), "calls".into()];
+    let mut c: Vec<String> = vec![
+        "userid".into(),
+        "dbid".into(),
+        "queryid".into(),
+        "calls".into(),
+    ];
     if v >= (1, 8) {
-        for f in ["total_exec_time", "min_exec_time", "max_exec_time", "mean_exec_time", "stddev_exec_time"] {
+        for f in [
+            "total_exec_time",
+            "min_exec_time",
+            "max_exec_time",
+            "mean_exec_time",
+            "stddev_exec_time",
+        ] {
             c.push(f.into());
         }
     } else {
@@ -166,7 +182,12 @@ pub fn counter_columns(v: (u32, u32)) -> String {
         c.push(f.into());
     }
     if v >= (1, 11) {
-        for f in ["shared_blk_read_time", "shared_blk_write_time", "local_blk_read_time", "local_blk_write_time"] {
+        for f in [
+            "shared_blk_read_time",
+            "shared_blk_write_time",
+            "local_blk_read_time",
+            "local_blk_write_time",
+        ] {
             c.push(f.into());
         }
     } else {
@@ -174,7 +195,14 @@ pub fn counter_columns(v: (u32, u32)) -> String {
         c.push("blk_write_time AS shared_blk_write_time".into());
     }
     if v >= (1, 8) {
-        for f in ["plans", "total_plan_time", "min_plan_time", "max_plan_time", "mean_plan_time", "stddev_plan_time"] {
+        for f in [
+            "plans",
+            "total_plan_time",
+            "min_plan_time",
+            "max_plan_time",
+            "mean_plan_time",
+            "stddev_plan_time",
+        ] {
             c.push(f.into());
         }
         c.push("wal_records".into());
@@ -182,7 +210,13 @@ pub fn counter_columns(v: (u32, u32)) -> String {
         c.push("wal_bytes::bigint AS wal_bytes".into());
     } else {
         c.push("NULL::bigint AS plans".into());
-        for f in ["total_plan_time", "min_plan_time", "max_plan_time", "mean_plan_time", "stddev_plan_time"] {
+        for f in [
+            "total_plan_time",
+            "min_plan_time",
+            "max_plan_time",
+            "mean_plan_time",
+            "stddev_plan_time",
+        ] {
             c.push(format!("NULL::double precision AS {f}"));
         }
         for f in ["wal_records", "wal_fpi", "wal_bytes"] {
@@ -228,14 +262,21 @@ struct Pool {
 
 impl Pool {
     fn add(&mut self, n: Option<f64>, mean: Option<f64>, sd: Option<f64>) {
-        let (Some(n), Some(mean), Some(sd)) = (n, mean, sd) else { return };
+        let (Some(n), Some(mean), Some(sd)) = (n, mean, sd) else {
+            return;
+        };
         self.had = true;
         if n <= 0.0 {
             return;
         }
         let m2 = sd * sd * n;
         if self.n == 0.0 {
-            *self = Pool { had: true, n, mean, m2 };
+            *self = Pool {
+                had: true,
+                n,
+                mean,
+                m2,
+            };
             return;
         }
         let tot = self.n + n;
@@ -261,8 +302,17 @@ struct Merged {
     plan: Pool,
 }
 
-fn pool_inputs(r: &StatRow, n: &str, mean: &str, sd: &str) -> (Option<f64>, Option<f64>, Option<f64>) {
-    (r.vals[idx(n)].f(), r.vals[idx(mean)].f(), r.vals[idx(sd)].f())
+fn pool_inputs(
+    r: &StatRow,
+    n: &str,
+    mean: &str,
+    sd: &str,
+) -> (Option<f64>, Option<f64>, Option<f64>) {
+    (
+        r.vals[idx(n)].f(),
+        r.vals[idx(mean)].f(),
+        r.vals[idx(sd)].f(),
+    )
 }
 
 fn merge_into(a: &mut StatRow, b: &StatRow) {
@@ -348,7 +398,11 @@ pub struct TextCache {
 
 impl TextCache {
     fn new(budget: usize) -> TextCache {
-        TextCache { map: HashMap::new(), bytes: 0, budget }
+        TextCache {
+            map: HashMap::new(),
+            bytes: 0,
+            budget,
+        }
     }
     fn clear(&mut self) {
         self.map.clear();
@@ -378,8 +432,12 @@ impl TextCache {
         if self.bytes <= self.budget {
             return;
         }
-        let mut with_text: Vec<(u64, Key)> =
-            self.map.iter().filter(|(_, e)| e.query.is_some()).map(|(k, e)| (e.last_used, *k)).collect();
+        let mut with_text: Vec<(u64, Key)> = self
+            .map
+            .iter()
+            .filter(|(_, e)| e.query.is_some())
+            .map(|(k, e)| (e.last_used, *k))
+            .collect();
         with_text.sort_unstable();
         let target = self.budget / 4 * 3;
         for (_, k) in with_text {
@@ -439,12 +497,21 @@ impl PgStatStatements {
     }
 
     /// Fetches verdicts (and texts when wanted) for `keys`.
-    fn fetch_texts(&mut self, ctx: &CollectCtx<'_>, schema: &str, keys: &[Key], with_text: bool) -> Result<()> {
+    fn fetch_texts(
+        &mut self,
+        ctx: &CollectCtx<'_>,
+        schema: &str,
+        keys: &[Key],
+        with_text: bool,
+    ) -> Result<()> {
         if keys.is_empty() {
             return Ok(());
         }
         let (q, l) = if self.include_queries && with_text {
-            (format!("left(s.query, {})", self.max_len), "length(s.query)::bigint")
+            (
+                format!("left(s.query, {})", self.max_len),
+                "length(s.query)::bigint",
+            )
         } else if self.include_queries {
             ("NULL::text".to_string(), "length(s.query)::bigint")
         } else {
@@ -480,34 +547,74 @@ impl PgStatStatements {
             } else if self.texts.map.contains_key(&k) {
                 continue;
             }
-            let e = TextEntry { excluded, query, query_len, last_used: self.tick };
+            let e = TextEntry {
+                excluded,
+                query,
+                query_len,
+                last_used: self.tick,
+            };
             self.texts.insert(k, e);
         }
         Ok(())
     }
 
-    fn read_counters(&self, ctx: &CollectCtx<'_>, v: (u32, u32), schema: &str) -> Result<Vec<StatRow>> {
-        let sql = format!("SELECT {} FROM {}(false)", counter_columns(v), Self::relation(schema));
-        let rows = ctx.pg.query(&sql, &[]).context("failed to query pg_stat_statements")?;
+    fn read_counters(
+        &self,
+        ctx: &CollectCtx<'_>,
+        v: (u32, u32),
+        schema: &str,
+    ) -> Result<Vec<StatRow>> {
+        let sql = format!(
+            "SELECT {} FROM {}(false)",
+            counter_columns(v),
+            Self::relation(schema)
+        );
+        let rows = ctx
+            .pg
+            .query(&sql, &[])
+            .context("failed to query pg_stat_statements")?;
         let mut out = Vec::with_capacity(rows.len());
         let cols: Vec<Option<usize>> = {
-            let names: Vec<&str> = rows.first().map(|r| r.columns().iter().map(|c| c.name()).collect()).unwrap_or_default();
-            FIELDS.iter().map(|f| names.iter().position(|n| *n == f.0)).collect()
+            let names: Vec<&str> = rows
+                .first()
+                .map(|r| r.columns().iter().map(|c| c.name()).collect())
+                .unwrap_or_default();
+            FIELDS
+                .iter()
+                .map(|f| names.iter().position(|n| *n == f.0))
+                .collect()
         };
         for r in &rows {
-            let userid: Option<u32> = r.try_get(0).map_err(|e| Error::other(format!("reading pg_stat_statements.userid: {e}")))?;
-            let dbid: Option<u32> = r.try_get(1).map_err(|e| Error::other(format!("reading pg_stat_statements.dbid: {e}")))?;
-            let queryid: Option<i64> = r.try_get(2).map_err(|e| Error::other(format!("reading pg_stat_statements.queryid: {e}")))?;
+            let userid: Option<u32> = r
+                .try_get(0)
+                .map_err(|e| Error::other(format!("reading pg_stat_statements.userid: {e}")))?;
+            let dbid: Option<u32> = r
+                .try_get(1)
+                .map_err(|e| Error::other(format!("reading pg_stat_statements.dbid: {e}")))?;
+            let queryid: Option<i64> = r
+                .try_get(2)
+                .map_err(|e| Error::other(format!("reading pg_stat_statements.queryid: {e}")))?;
             let mut vals = Vec::with_capacity(FIELDS.len());
             for (fi, (name, ty, _)) in FIELDS.iter().enumerate() {
                 let v = match cols[fi] {
                     None => Num::Null,
                     Some(ci) => {
-                        let err = |e: postgres::Error| Error::other(format!("reading pg_stat_statements.{name}: {e}"));
+                        let err = |e: postgres::Error| {
+                            Error::other(format!("reading pg_stat_statements.{name}: {e}"))
+                        };
                         match ty {
-                            Ty::I => r.try_get::<_, Option<i64>>(ci).map_err(err)?.map_or(Num::Null, Num::I),
-                            Ty::F => r.try_get::<_, Option<f64>>(ci).map_err(err)?.map_or(Num::Null, Num::F),
-                            Ty::B => r.try_get::<_, Option<bool>>(ci).map_err(err)?.map_or(Num::Null, Num::B),
+                            Ty::I => r
+                                .try_get::<_, Option<i64>>(ci)
+                                .map_err(err)?
+                                .map_or(Num::Null, Num::I),
+                            Ty::F => r
+                                .try_get::<_, Option<f64>>(ci)
+                                .map_err(err)?
+                                .map_or(Num::Null, Num::F),
+                            Ty::B => r
+                                .try_get::<_, Option<bool>>(ci)
+                                .map_err(err)?
+                                .map_or(Num::Null, Num::B),
                         }
                     }
                 };
@@ -536,13 +643,18 @@ impl PgStatStatements {
                 &[],
             )
             .context("failed to query pg_stat_statements extension version")?;
-        let row = rows
-            .first()
-            .ok_or_else(|| Error::other("failed to query pg_stat_statements extension version: no rows in result set"))?;
+        let row = rows.first().ok_or_else(|| {
+            Error::other(
+                "failed to query pg_stat_statements extension version: no rows in result set",
+            )
+        })?;
         let ver: String = row.get(0);
         let schema: String = row.get(1);
-        let v = parse_ext_version(&ver)
-            .ok_or_else(|| Error::other(format!("could not parse pg_stat_statements extension version from {ver:?}")))?;
+        let v = parse_ext_version(&ver).ok_or_else(|| {
+            Error::other(format!(
+                "could not parse pg_stat_statements extension version from {ver:?}"
+            ))
+        })?;
         Ok((v, schema))
     }
 
@@ -553,7 +665,12 @@ impl PgStatStatements {
         m.insert("queryid".into(), r.ids[2].json());
         if self.include_queries {
             let (q, l) = match r.key {
-                Some(k) => self.texts.map.get(&k).map(|e| (e.query.clone(), e.query_len)).unwrap_or((None, None)),
+                Some(k) => self
+                    .texts
+                    .map
+                    .get(&k)
+                    .map(|e| (e.query.clone(), e.query_len))
+                    .unwrap_or((None, None)),
                 None => {
                     let q: String = HIDDEN_TEXT.chars().take(self.max_len as usize).collect();
                     (Some(q), Some(HIDDEN_TEXT.len() as i64))
@@ -605,7 +722,11 @@ impl CatalogCollector for PgStatStatements {
                 }
             }
         }
-        self.fetch_texts(ctx, &schema, &unknown, false)?;
+        // Texts come along when the new statements fit in one payload; otherwise only the
+        // verdicts, and texts later for the rows actually sent (bounds memory and transfer).
+        let small =
+            self.diff_limit == 0 && unknown.len() <= 500 || unknown.len() <= self.diff_limit;
+        self.fetch_texts(ctx, &schema, &unknown, small)?;
         self.texts.retain(&live);
 
         // Excluded statements are dropped; statements whose text vanished between the two reads
@@ -636,7 +757,10 @@ impl CatalogCollector for PgStatStatements {
                     let (c, e) = counters(r);
                     match (c, pc, e, pe) {
                         (Some(c), Some(pc), Some(e), Some(pe)) if c - pc > 0 && e - pe > 0.0 => {
-                            Some(Delta { calls: c - pc, exec: e - pe })
+                            Some(Delta {
+                                calls: c - pc,
+                                exec: e - pe,
+                            })
                         }
                         _ => None,
                     }
@@ -651,14 +775,20 @@ impl CatalogCollector for PgStatStatements {
             deltas.push(d);
         }
         let first_run = self.snapshot.is_none();
-        let visible: Vec<bool> =
-            rows.iter().map(|r| r.key.is_none_or(|k| self.texts.map.contains_key(&k))).collect();
+        let visible: Vec<bool> = rows
+            .iter()
+            .map(|r| r.key.is_none_or(|k| self.texts.map.contains_key(&k)))
+            .collect();
 
         // Top-N by interval mean time (stable: rows without a delta keep their order).
         let mut order: Vec<usize> = (0..rows.len()).filter(|&i| visible[i]).collect();
         let rank = |i: usize| deltas[i].as_ref().map_or(0.0, |d| d.exec / d.calls as f64);
         if !first_run {
-            order.sort_by(|&a, &b| rank(b).partial_cmp(&rank(a)).unwrap_or(std::cmp::Ordering::Equal));
+            order.sort_by(|&a, &b| {
+                rank(b)
+                    .partial_cmp(&rank(a))
+                    .unwrap_or(std::cmp::Ordering::Equal)
+            });
         }
         if self.diff_limit > 0 && order.len() > self.diff_limit {
             order.truncate(self.diff_limit);
@@ -701,7 +831,11 @@ impl CatalogCollector for PgStatStatements {
             }
         }
         self.texts.enforce_budget();
-        self.snapshot = Some(rows.iter().filter_map(|r| r.key.map(|k| (k, counters(r)))).collect());
+        self.snapshot = Some(
+            rows.iter()
+                .filter_map(|r| r.key.map(|k| (k, counters(r))))
+                .collect(),
+        );
 
         let mut payload = envelope(collected_at, out_rows);
         let m = payload.as_object_mut().expect("envelope is an object");
@@ -709,7 +843,11 @@ impl CatalogCollector for PgStatStatements {
             m.insert("deltas".into(), Value::Array(out_deltas));
         }
         m.insert("delta_count".into(), Value::from(delta_count));
-        let avg = if sum_calls > 0 { sum_exec / sum_calls as f64 } else { 0.0 };
+        let avg = if sum_calls > 0 {
+            sum_exec / sum_calls as f64
+        } else {
+            0.0
+        };
         m.insert("average_query_runtime".into(), Num::F(avg).json());
         Ok(Some(payload))
     }
@@ -719,7 +857,15 @@ impl CatalogCollector for PgStatStatements {
 mod tests {
     use super::*;
 
-    fn row(key: Option<Key>, calls: i64, total: f64, mean: f64, sd: f64, min: f64, max: f64) -> StatRow {
+    fn row(
+        key: Option<Key>,
+        calls: i64,
+        total: f64,
+        mean: f64,
+        sd: f64,
+        min: f64,
+        max: f64,
+    ) -> StatRow {
         let mut vals = vec![Num::Null; FIELDS.len()];
         vals[idx("calls")] = Num::I(calls);
         vals[idx("total_exec_time")] = Num::F(total);
@@ -728,13 +874,20 @@ mod tests {
         vals[idx("min_exec_time")] = Num::F(min);
         vals[idx("max_exec_time")] = Num::F(max);
         vals[idx("toplevel")] = Num::B(true);
-        StatRow { key, ids: [Num::I(10), Num::I(5), Num::I(-4242)], vals }
+        StatRow {
+            key,
+            ids: [Num::I(10), Num::I(5), Num::I(-4242)],
+            vals,
+        }
     }
 
     #[test]
     fn aggregation_pools_stddev_and_recomputes_means() {
         let k = Some((-4242, 10, 5));
-        let out = aggregate(vec![row(k, 2, 30.0, 15.0, 5.0, 10.0, 20.0), row(k, 1, 30.0, 30.0, 0.0, 30.0, 30.0)]);
+        let out = aggregate(vec![
+            row(k, 2, 30.0, 15.0, 5.0, 10.0, 20.0),
+            row(k, 1, 30.0, 30.0, 0.0, 30.0, 30.0),
+        ]);
         assert_eq!(out.len(), 1);
         let v = &out[0].vals;
         assert_eq!(v[idx("calls")], Num::I(3));
@@ -743,7 +896,9 @@ mod tests {
         assert_eq!(v[idx("min_exec_time")], Num::F(10.0));
         assert_eq!(v[idx("max_exec_time")], Num::F(30.0));
         assert_eq!(v[idx("toplevel")], Num::Null);
-        let Num::F(sd) = v[idx("stddev_exec_time")] else { panic!() };
+        let Num::F(sd) = v[idx("stddev_exec_time")] else {
+            panic!()
+        };
         assert!((sd - (200.0f64 / 3.0).sqrt()).abs() < 1e-9, "{sd}");
         // Plan stddev had no inputs → null.
         assert_eq!(v[idx("stddev_plan_time")], Num::Null);

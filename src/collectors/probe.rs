@@ -33,7 +33,8 @@ pub const PROBED_FUNCTIONS: &[&str] = &[
 ];
 
 /// Relations whose column sets are recorded as `col:<relation>.<column>`.
-pub const PROBED_COLUMNS_OF: &[&str] = &["pg_stat_activity", "pg_index", "pg_class", "pg_attribute"];
+pub const PROBED_COLUMNS_OF: &[&str] =
+    &["pg_stat_activity", "pg_index", "pg_class", "pg_attribute"];
 
 /// Probes the server. Capabilities are `view:<name>` (present and readable), `fn:<signature>`,
 /// `col:<relation>.<column>` and `ext:<name>=<version>`.
@@ -88,11 +89,22 @@ pub fn probe(pg: &Pg) -> Result<ServerInfo> {
         caps.insert(format!("col:{}", r.get::<_, String>(0)));
     }
 
-    for r in pg::query(&mut c, "SELECT extname::text, extversion FROM pg_catalog.pg_extension", &[])
-        .context("probing extensions")?
+    for r in pg::query(
+        &mut c,
+        "SELECT extname::text, extversion FROM pg_catalog.pg_extension",
+        &[],
+    )
+    .context("probing extensions")?
     {
-        caps.insert(format!("ext:{}={}", r.get::<_, String>(0), r.get::<_, String>(1)));
+        caps.insert(format!(
+            "ext:{}={}",
+            r.get::<_, String>(0),
+            r.get::<_, String>(1)
+        ));
     }
 
-    Ok(ServerInfo { version: Some(version), caps })
+    Ok(ServerInfo {
+        version: Some(version),
+        caps,
+    })
 }

@@ -1,7 +1,7 @@
 //! The collector list, in build order (= stagger order, collectors.md §3.1).
 
 use super::generic::{Generic, Spec};
-use super::{catalog, ddl, live, pg_class, pg_stats, pgss, stats_views, statio_indexes};
+use super::{catalog, ddl, live, pg_class, pg_stats, pgss, statio_indexes, stats_views};
 use super::{CatalogCollector, CollectorDef, CollectorSettings};
 use std::time::Duration;
 
@@ -36,7 +36,13 @@ fn sampled(spec: &'static Spec, s: &CollectorSettings) -> Box<dyn CatalogCollect
 pub static REGISTRY: &[CollectorDef] = &[
     generic!(live::AUTOVACUUM_COUNT, S5),
     generic!(live::DATABASE_CONNECTIONS, S5),
-    CollectorDef { name: "ddl", default_interval: M5, bootstrap: false, configurable: false, build: |_| Box::new(ddl::Ddl::default()) },
+    CollectorDef {
+        name: "ddl",
+        default_interval: M5,
+        bootstrap: false,
+        configurable: false,
+        build: |_| Box::new(ddl::Ddl::default()),
+    },
     generic!(live::SYSTEM_DB_SIZE, S5),
     generic!(catalog::PG_ATTRIBUTE, M5, true, true),
     generic!(catalog::PG_CONSTRAINT, M5),
@@ -89,8 +95,20 @@ pub static REGISTRY: &[CollectorDef] = &[
         configurable: true,
         build: |s| Box::new(pgss::PgStatStatements::new(s)),
     },
-    CollectorDef { name: "pg_class", default_interval: M1, bootstrap: true, configurable: true, build: |s| Box::new(pg_class::PgClass::new(s)) },
-    CollectorDef { name: "pg_stats", default_interval: M1, bootstrap: true, configurable: true, build: |s| Box::new(pg_stats::PgStats::new(s)) },
+    CollectorDef {
+        name: "pg_class",
+        default_interval: M1,
+        bootstrap: true,
+        configurable: true,
+        build: |s| Box::new(pg_class::PgClass::new(s)),
+    },
+    CollectorDef {
+        name: "pg_stats",
+        default_interval: M1,
+        bootstrap: true,
+        configurable: true,
+        build: |s| Box::new(pg_stats::PgStats::new(s)),
+    },
     CollectorDef {
         name: "pg_stat_user_tables",
         default_interval: M1,

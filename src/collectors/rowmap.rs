@@ -31,17 +31,25 @@ impl<'a> FromSql<'a> for AnyJson {
 }
 
 fn be_i16(b: &[u8]) -> Result<i16, BoxErr> {
-    Ok(i16::from_be_bytes(b.get(..2).ok_or("short int2")?.try_into()?))
+    Ok(i16::from_be_bytes(
+        b.get(..2).ok_or("short int2")?.try_into()?,
+    ))
 }
 fn be_i32(b: &[u8]) -> Result<i32, BoxErr> {
-    Ok(i32::from_be_bytes(b.get(..4).ok_or("short int4")?.try_into()?))
+    Ok(i32::from_be_bytes(
+        b.get(..4).ok_or("short int4")?.try_into()?,
+    ))
 }
 fn be_i64(b: &[u8]) -> Result<i64, BoxErr> {
-    Ok(i64::from_be_bytes(b.get(..8).ok_or("short int8")?.try_into()?))
+    Ok(i64::from_be_bytes(
+        b.get(..8).ok_or("short int8")?.try_into()?,
+    ))
 }
 
 fn float(f: f64) -> Value {
-    Number::from_f64(f).map(Value::Number).unwrap_or(Value::Null)
+    Number::from_f64(f)
+        .map(Value::Number)
+        .unwrap_or(Value::Null)
 }
 
 /// Seconds between 1970-01-01 and PostgreSQL's epoch 2000-01-01.
@@ -54,7 +62,8 @@ pub fn local_rfc3339(unix_secs: i64, nanos: u32) -> String {
     let t = if shifted >= 0 {
         UNIX_EPOCH + Duration::new(shifted as u64, nanos)
     } else {
-        UNIX_EPOCH - Duration::from_secs(shifted.unsigned_abs()) + Duration::from_nanos(nanos as u64)
+        UNIX_EPOCH - Duration::from_secs(shifted.unsigned_abs())
+            + Duration::from_nanos(nanos as u64)
     };
     let s = crate::timefmt::utc_nanos(t);
     if off == 0 {
@@ -62,7 +71,12 @@ pub fn local_rfc3339(unix_secs: i64, nanos: u32) -> String {
     }
     let sign = if off < 0 { '-' } else { '+' };
     let a = off.abs();
-    format!("{}{sign}{:02}:{:02}", s.trim_end_matches('Z'), a / 3600, (a / 60) % 60)
+    format!(
+        "{}{sign}{:02}:{:02}",
+        s.trim_end_matches('Z'),
+        a / 3600,
+        (a / 60) % 60
+    )
 }
 
 fn timestamp(us: i64) -> Value {
@@ -90,7 +104,8 @@ fn numeric(raw: &[u8]) -> Result<Value, BoxErr> {
         let pow = weight - i as i32;
         f += d as f64 * 10000f64.powi(pow);
         if pow >= 0 {
-            int = int.saturating_add((d as i128).saturating_mul(10000i128.saturating_pow(pow as u32)));
+            int = int
+                .saturating_add((d as i128).saturating_mul(10000i128.saturating_pow(pow as u32)));
         } else if d != 0 {
             exact = false;
         }
@@ -114,7 +129,11 @@ fn inet(raw: &[u8]) -> Result<Value, BoxErr> {
         let a: [u8; 16] = addr.get(..16).ok_or("short inet")?.try_into()?;
         (a.into(), 128)
     };
-    Ok(Value::from(if bits == max { ip.to_string() } else { format!("{ip}/{bits}") }))
+    Ok(Value::from(if bits == max {
+        ip.to_string()
+    } else {
+        format!("{ip}/{bits}")
+    }))
 }
 
 fn array(elem: &Type, raw: &[u8]) -> Result<Value, BoxErr> {
@@ -136,7 +155,10 @@ fn array(elem: &Type, raw: &[u8]) -> Result<Value, BoxErr> {
             out.push(Value::Null);
         } else {
             let end = pos + len as usize;
-            out.push(decode(elem, raw.get(pos..end).ok_or("short array element")?)?);
+            out.push(decode(
+                elem,
+                raw.get(pos..end).ok_or("short array element")?,
+            )?);
             pos = end;
         }
     }
@@ -153,9 +175,12 @@ pub fn decode(ty: &Type, raw: &[u8]) -> Result<Value, BoxErr> {
         Type::INT2 => Value::from(be_i16(raw)?),
         Type::INT4 => Value::from(be_i32(raw)?),
         Type::INT8 => Value::from(be_i64(raw)?),
-        Type::OID | Type::REGCLASS | Type::REGPROC | Type::REGTYPE | Type::REGNAMESPACE | Type::REGROLE => {
-            Value::from(be_i32(raw)? as u32)
-        }
+        Type::OID
+        | Type::REGCLASS
+        | Type::REGPROC
+        | Type::REGTYPE
+        | Type::REGNAMESPACE
+        | Type::REGROLE => Value::from(be_i32(raw)? as u32),
         Type::XID | Type::CID => Value::from((be_i32(raw)? as u32).to_string()),
         Type::XID8 => Value::from((be_i64(raw)? as u64).to_string()),
         Type::FLOAT4 => float(f32::from_bits(be_i32(raw)? as u32) as f64),
@@ -192,10 +217,11 @@ pub fn map_row(row: &Row, fields: &[&str], omitempty: &[&str]) -> crate::error::
     for f in fields {
         let idx = cols.iter().position(|c| c.name().eq_ignore_ascii_case(f));
         let v = match idx {
-            Some(i) => row
-                .try_get::<_, AnyJson>(i)
-                .map_err(|e| crate::error::Error::other(format!("decoding column {f}: {e}")))?
-                .0,
+            Some(i) => {
+                row.try_get::<_, AnyJson>(i)
+                    .map_err(|e| crate::error::Error::other(format!("decoding column {f}: {e}")))?
+                    .0
+            }
             None => Value::Null,
         };
         if v.is_null() && omitempty.contains(f) {
@@ -206,7 +232,11 @@ pub fn map_row(row: &Row, fields: &[&str], omitempty: &[&str]) -> crate::error::
     Ok(Value::Object(m))
 }
 
-pub fn map_rows(rows: &[Row], fields: &[&str], omitempty: &[&str]) -> crate::error::Result<Vec<Value>> {
+pub fn map_rows(
+    rows: &[Row],
+    fields: &[&str],
+    omitempty: &[&str],
+) -> crate::error::Result<Vec<Value>> {
     rows.iter().map(|r| map_row(r, fields, omitempty)).collect()
 }
 
@@ -226,25 +256,45 @@ mod tests {
 
     #[test]
     fn scalar_rendering() {
-        assert_eq!(decode(&Type::XID, &7u32.to_be_bytes()).unwrap(), Value::from("7"));
         assert_eq!(
-            decode(&Type::FLOAT4, &0.1f32.to_bits().to_be_bytes()).unwrap().to_string(),
+            decode(&Type::XID, &7u32.to_be_bytes()).unwrap(),
+            Value::from("7")
+        );
+        assert_eq!(
+            decode(&Type::FLOAT4, &0.1f32.to_bits().to_be_bytes())
+                .unwrap()
+                .to_string(),
             "0.10000000149011612"
         );
         let mut iv = 1_500_000i64.to_be_bytes().to_vec();
         iv.extend(1i32.to_be_bytes());
         iv.extend(0i32.to_be_bytes());
-        assert_eq!(decode(&Type::INTERVAL, &iv).unwrap(), Value::from(86_401_500_000i64));
-        assert_eq!(decode(&Type::INET, &[2, 32, 0, 4, 10, 0, 0, 1]).unwrap(), Value::from("10.0.0.1"));
-        assert_eq!(decode(&Type::INET, &[2, 8, 1, 4, 10, 0, 0, 0]).unwrap(), Value::from("10.0.0.0/8"));
+        assert_eq!(
+            decode(&Type::INTERVAL, &iv).unwrap(),
+            Value::from(86_401_500_000i64)
+        );
+        assert_eq!(
+            decode(&Type::INET, &[2, 32, 0, 4, 10, 0, 0, 1]).unwrap(),
+            Value::from("10.0.0.1")
+        );
+        assert_eq!(
+            decode(&Type::INET, &[2, 8, 1, 4, 10, 0, 0, 0]).unwrap(),
+            Value::from("10.0.0.0/8")
+        );
         let lsn = (0x16u64 << 32 | 0xB374D848).to_be_bytes();
-        assert_eq!(decode(&Type::PG_LSN, &lsn).unwrap(), Value::from("16/B374D848"));
+        assert_eq!(
+            decode(&Type::PG_LSN, &lsn).unwrap(),
+            Value::from("16/B374D848")
+        );
         // numeric 123456789 = [1, 2345, 6789] weight 2
         let mut n = Vec::new();
         for x in [3i16, 2, 0, 0, 1, 2345, 6789] {
             n.extend(x.to_be_bytes());
         }
-        assert_eq!(decode(&Type::NUMERIC, &n).unwrap(), Value::from(123_456_789i64));
+        assert_eq!(
+            decode(&Type::NUMERIC, &n).unwrap(),
+            Value::from(123_456_789i64)
+        );
         // numeric 12.5 = [12, 5000] weight 0 dscale 1
         let mut n = Vec::new();
         for x in [2i16, 0, 0, 1, 12, 5000] {

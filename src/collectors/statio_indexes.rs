@@ -8,7 +8,15 @@ use serde_json::Value;
 use std::collections::{HashMap, HashSet};
 use std::time::SystemTime;
 
-const FIELDS: &[&str] = &["relid", "indexrelid", "schemaname", "relname", "indexrelname", "idx_blks_read", "idx_blks_hit"];
+const FIELDS: &[&str] = &[
+    "relid",
+    "indexrelid",
+    "schemaname",
+    "relname",
+    "indexrelname",
+    "idx_blks_read",
+    "idx_blks_hit",
+];
 
 pub struct StatioUserIndexes {
     batch: i64,
@@ -21,7 +29,13 @@ pub struct StatioUserIndexes {
 
 impl StatioUserIndexes {
     pub fn new(s: &CollectorSettings) -> StatioUserIndexes {
-        StatioUserIndexes { batch: s.int("backfill_batch_size", 2000).max(0), offset: 0, backfill_done: false, seen: HashMap::new(), this_pass: HashSet::new() }
+        StatioUserIndexes {
+            batch: s.int("backfill_batch_size", 2000).max(0),
+            offset: 0,
+            backfill_done: false,
+            seen: HashMap::new(),
+            this_pass: HashSet::new(),
+        }
     }
 }
 
@@ -43,14 +57,21 @@ impl CatalogCollector for StatioUserIndexes {
             return Ok(None);
         }
         self.offset += self.batch;
-        let mapped = map_rows(&rows, FIELDS, &[]).context("failed to read pg_statio_user_indexes")?;
+        let mapped =
+            map_rows(&rows, FIELDS, &[]).context("failed to read pg_statio_user_indexes")?;
         let mut emit = Vec::new();
         for row in mapped {
-            let id = row.get("indexrelid").and_then(Value::as_u64).map(|v| v as u32);
+            let id = row
+                .get("indexrelid")
+                .and_then(Value::as_u64)
+                .map(|v| v as u32);
             if let Some(id) = id {
                 self.this_pass.insert(id);
             }
-            let read = row.get("idx_blks_read").and_then(Value::as_i64).unwrap_or(0);
+            let read = row
+                .get("idx_blks_read")
+                .and_then(Value::as_i64)
+                .unwrap_or(0);
             let hit = row.get("idx_blks_hit").and_then(Value::as_i64).unwrap_or(0);
             if !self.backfill_done {
                 if let Some(id) = id {

@@ -20,7 +20,11 @@ pub struct CollectorSettings {
 
 impl Default for CollectorSettings {
     fn default() -> Self {
-        CollectorSettings { enabled: true, interval_seconds: 0, options: BTreeMap::new() }
+        CollectorSettings {
+            enabled: true,
+            interval_seconds: 0,
+            options: BTreeMap::new(),
+        }
     }
 }
 
@@ -66,10 +70,18 @@ struct FieldDef {
 }
 
 const fn int(name: &'static str, default: i64, min: i64, max: Option<i64>) -> FieldDef {
-    FieldDef { name, kind: FieldKind::Int { min, max }, default: OptionValue::Int(default) }
+    FieldDef {
+        name,
+        kind: FieldKind::Int { min, max },
+        default: OptionValue::Int(default),
+    }
 }
 const fn boolean(name: &'static str, default: bool) -> FieldDef {
-    FieldDef { name, kind: FieldKind::Bool, default: OptionValue::Bool(default) }
+    FieldDef {
+        name,
+        kind: FieldKind::Bool,
+        default: OptionValue::Bool(default),
+    }
 }
 
 static PGSS_FIELDS: [FieldDef; 3] = [
@@ -78,7 +90,10 @@ static PGSS_FIELDS: [FieldDef; 3] = [
     int("max_query_text_length", 8192, 0, Some(8192)),
 ];
 static PG_CLASS_FIELDS: [FieldDef; 1] = [int("backfill_batch_size", 500, 0, None)];
-static PG_STATS_FIELDS: [FieldDef; 2] = [int("backfill_batch_size", 200, 0, None), boolean("include_table_data", false)];
+static PG_STATS_FIELDS: [FieldDef; 2] = [
+    int("backfill_batch_size", 200, 0, None),
+    boolean("include_table_data", false),
+];
 static CATEGORY_FIELDS: [FieldDef; 1] = [int("category_limit", 200, 0, None)];
 static STATIO_FIELDS: [FieldDef; 1] = [int("backfill_batch_size", 2000, 0, None)];
 
@@ -182,12 +197,17 @@ fn yaml_type(v: &Yaml) -> &'static str {
 }
 
 fn parse_bool(field: &str, v: &Raw) -> Result<bool, String> {
-    let bad = |s: &str| format!("{field}: cannot parse {s:?} as a boolean (expected true/false, 1/0, t/f)");
+    let bad = |s: &str| {
+        format!("{field}: cannot parse {s:?} as a boolean (expected true/false, 1/0, t/f)")
+    };
     match v {
         Raw::Env(s) => parse_go_bool(s).ok_or_else(|| bad(s)),
         Raw::Yaml(Yaml::Bool(b)) => Ok(*b),
         Raw::Yaml(Yaml::String(s)) => parse_go_bool(s).ok_or_else(|| bad(s)),
-        Raw::Yaml(other) => Err(format!("{field}: expected a boolean, got {}", yaml_type(other))),
+        Raw::Yaml(other) => Err(format!(
+            "{field}: expected a boolean, got {}",
+            yaml_type(other)
+        )),
     }
 }
 
@@ -200,7 +220,10 @@ fn parse_int(field: &str, v: &Raw) -> Result<i64, String> {
             (None, Some(f)) if f.fract() == 0.0 && f.abs() < 9.0e15 => Ok(f as i64),
             _ => Err(bad(&n.to_string())),
         },
-        Raw::Yaml(other) => Err(format!("{field}: expected an integer, got {}", yaml_type(other))),
+        Raw::Yaml(other) => Err(format!(
+            "{field}: expected an integer, got {}",
+            yaml_type(other)
+        )),
     }
 }
 
@@ -213,11 +236,17 @@ fn range_text(min: i64, max: Option<i64>) -> String {
 
 fn check_range(field: &str, v: i64, min: i64, max: Option<i64>) -> Result<(), String> {
     if v < min {
-        return Err(format!("{field} must be >= {min} (allowed: {}), got {v}", range_text(min, max)));
+        return Err(format!(
+            "{field} must be >= {min} (allowed: {}), got {v}",
+            range_text(min, max)
+        ));
     }
     if let Some(m) = max {
         if v > m {
-            return Err(format!("{field} must be <= {m} (allowed: {}), got {v}", range_text(min, max)));
+            return Err(format!(
+                "{field} must be <= {m} (allowed: {}), got {v}",
+                range_text(min, max)
+            ));
         }
     }
     Ok(())
@@ -225,7 +254,11 @@ fn check_range(field: &str, v: i64, min: i64, max: Option<i64>) -> Result<(), St
 
 /// Which collector an env suffix (`pg_stat_wal_receiver_enabled`) belongs to.
 fn match_env(suffix: &str) -> Result<Option<&'static str>, String> {
-    let mut cands: Vec<&'static str> = ACCEPTED.iter().copied().filter(|n| suffix.starts_with(&format!("{n}_"))).collect();
+    let mut cands: Vec<&'static str> = ACCEPTED
+        .iter()
+        .copied()
+        .filter(|n| suffix.starts_with(&format!("{n}_")))
+        .collect();
     cands.sort_unstable();
     cands.dedup();
     match cands.len() {
@@ -233,8 +266,13 @@ fn match_env(suffix: &str) -> Result<Option<&'static str>, String> {
         1 => Ok(Some(cands[0])),
         _ => {
             let (a, b) = (cands[0], cands[1]);
-            match CONFLICTS.iter().find(|(x, y)| (*x == a && *y == b) || (*x == b && *y == a)) {
-                Some((x, y)) if cands.len() == 2 => Ok(Some(if x.len() >= y.len() { x } else { y })),
+            match CONFLICTS
+                .iter()
+                .find(|(x, y)| (*x == a && *y == b) || (*x == b && *y == a))
+            {
+                Some((x, y)) if cands.len() == 2 => {
+                    Ok(Some(if x.len() >= y.len() { x } else { y }))
+                }
                 _ => Err(format!(
                     "env var DBT_COLLECTOR_{} is ambiguous, matches collectors: {}",
                     suffix.to_uppercase(),
@@ -246,10 +284,15 @@ fn match_env(suffix: &str) -> Result<Option<&'static str>, String> {
 }
 
 fn default_interval_secs(name: &str) -> u64 {
-    crate::collectors::registry::find(name).map(|d| d.default_interval.as_secs()).unwrap_or(0)
+    crate::collectors::registry::find(name)
+        .map(|d| d.default_interval.as_secs())
+        .unwrap_or(0)
 }
 
-fn parse_collector(name: &str, fields: &BTreeMap<String, Raw>) -> Result<CollectorSettings, String> {
+fn parse_collector(
+    name: &str,
+    fields: &BTreeMap<String, Raw>,
+) -> Result<CollectorSettings, String> {
     let mut s = CollectorSettings::defaults_for(name);
     let typed = typed_fields(name);
     for (k, v) in fields {
@@ -262,15 +305,22 @@ fn parse_collector(name: &str, fields: &BTreeMap<String, Raw>) -> Result<Collect
                 }
                 let min = default_interval_secs(name);
                 if n != 0 && (n as u64) < min {
-                    return Err(format!("interval_seconds {n} is below the minimum of {min}"));
+                    return Err(format!(
+                        "interval_seconds {n} is below the minimum of {min}"
+                    ));
                 }
                 s.interval_seconds = n as u64;
             }
             other => {
                 let Some(f) = typed.iter().find(|f| f.name == other) else {
-                    let allowed: Vec<&str> =
-                        ["enabled", "interval_seconds"].into_iter().chain(typed.iter().map(|f| f.name)).collect();
-                    return Err(format!("unknown field {other:?} (allowed: {})", allowed.join(", ")));
+                    let allowed: Vec<&str> = ["enabled", "interval_seconds"]
+                        .into_iter()
+                        .chain(typed.iter().map(|f| f.name))
+                        .collect();
+                    return Err(format!(
+                        "unknown field {other:?} (allowed: {})",
+                        allowed.join(", ")
+                    ));
                 };
                 let val = match f.kind {
                     FieldKind::Bool => OptionValue::Bool(parse_bool(k, v)?),
@@ -290,7 +340,10 @@ fn parse_collector(name: &str, fields: &BTreeMap<String, Raw>) -> Result<Collect
 impl CollectorsConfig {
     /// A collector's settings (defaults when the configuration does not mention it).
     pub fn settings(&self, name: &str) -> CollectorSettings {
-        self.entries.get(name).cloned().unwrap_or_else(|| CollectorSettings::defaults_for(name))
+        self.entries
+            .get(name)
+            .cloned()
+            .unwrap_or_else(|| CollectorSettings::defaults_for(name))
     }
 
     pub fn from_sources(src: &Sources) -> Result<CollectorsConfig, String> {
@@ -299,19 +352,31 @@ impl CollectorsConfig {
         // 1. YAML.
         if let Some(section) = src.get(&["collectors"]) {
             let Some(m) = section.as_mapping() else {
-                return Err(format!("collectors: expected map, got {}", yaml_type(section)));
+                return Err(format!(
+                    "collectors: expected map, got {}",
+                    yaml_type(section)
+                ));
             };
             for (k, v) in m {
-                let name = k.as_str().map(str::to_string).unwrap_or_else(|| format!("{k:?}"));
+                let name = k
+                    .as_str()
+                    .map(str::to_string)
+                    .unwrap_or_else(|| format!("{k:?}"));
                 let Some(known) = ACCEPTED.iter().copied().find(|n| *n == name) else {
                     return Err(format!("unknown collector {name:?}"));
                 };
                 let Some(fields) = v.as_mapping() else {
-                    return Err(format!("collector {name:?}: expected map, got {}", yaml_type(v)));
+                    return Err(format!(
+                        "collector {name:?}: expected map, got {}",
+                        yaml_type(v)
+                    ));
                 };
                 let entry = raw.entry(known).or_default();
                 for (fk, fv) in fields {
-                    let fname = fk.as_str().map(str::to_string).unwrap_or_else(|| format!("{fk:?}"));
+                    let fname = fk
+                        .as_str()
+                        .map(str::to_string)
+                        .unwrap_or_else(|| format!("{fk:?}"));
                     entry.insert(fname, Raw::Yaml(fv.clone()));
                 }
             }
@@ -345,8 +410,16 @@ impl CollectorsConfig {
                 .env
                 .get("DBT_POSTGRESQL_INCLUDE_QUERIES")
                 .map(|v| Raw::Env(v.to_string()))
-                .or_else(|| src.get(&["postgresql", "include_queries"]).cloned().map(Raw::Yaml))
-                .or_else(|| src.get(&["postgres", "include_queries"]).cloned().map(Raw::Yaml));
+                .or_else(|| {
+                    src.get(&["postgresql", "include_queries"])
+                        .cloned()
+                        .map(Raw::Yaml)
+                })
+                .or_else(|| {
+                    src.get(&["postgres", "include_queries"])
+                        .cloned()
+                        .map(Raw::Yaml)
+                });
             if let Some(v) = legacy {
                 pgss.insert("include_queries".into(), v);
             }
@@ -356,8 +429,16 @@ impl CollectorsConfig {
                 .env
                 .get("DBT_POSTGRESQL_MAXIMUM_QUERY_TEXT_LENGTH")
                 .map(|v| Raw::Env(v.to_string()))
-                .or_else(|| src.get(&["postgresql", "maximum_query_text_length"]).cloned().map(Raw::Yaml))
-                .or_else(|| src.get(&["postgres", "maximum_query_text_length"]).cloned().map(Raw::Yaml));
+                .or_else(|| {
+                    src.get(&["postgresql", "maximum_query_text_length"])
+                        .cloned()
+                        .map(Raw::Yaml)
+                })
+                .or_else(|| {
+                    src.get(&["postgres", "maximum_query_text_length"])
+                        .cloned()
+                        .map(Raw::Yaml)
+                });
             if let Some(v) = legacy {
                 pgss.insert("max_query_text_length".into(), v);
             }
@@ -367,7 +448,8 @@ impl CollectorsConfig {
         let mut entries = BTreeMap::new();
         for name in ACCEPTED {
             if let Some(fields) = raw.get(name) {
-                let s = parse_collector(name, fields).map_err(|e| format!("collector {name:?}: {e}"))?;
+                let s = parse_collector(name, fields)
+                    .map_err(|e| format!("collector {name:?}: {e}"))?;
                 entries.insert((*name).to_string(), s);
             }
         }
@@ -381,7 +463,8 @@ mod tests {
     use crate::config::Env;
 
     fn parse(yaml: &str, env: &[(&str, &str)]) -> Result<CollectorsConfig, String> {
-        let src = Sources::from_yaml(yaml, Env::from_pairs(env.iter().map(|(a, b)| (*a, *b)))).unwrap();
+        let src =
+            Sources::from_yaml(yaml, Env::from_pairs(env.iter().map(|(a, b)| (*a, *b)))).unwrap();
         CollectorsConfig::from_sources(&src)
     }
 
@@ -392,8 +475,15 @@ mod tests {
         assert!(s.enabled);
         assert_eq!(s.int("diff_limit", -1), 500);
         assert!(s.bool("include_queries", false));
-        assert_eq!(c.settings("pg_stats").bool("include_table_data", true), false);
-        assert_eq!(c.settings("pg_statio_user_indexes").int("backfill_batch_size", 0), 2000);
+        assert_eq!(
+            c.settings("pg_stats").bool("include_table_data", true),
+            false
+        );
+        assert_eq!(
+            c.settings("pg_statio_user_indexes")
+                .int("backfill_batch_size", 0),
+            2000
+        );
 
         let c = parse(
             "collectors:\n  pg_stat_statements:\n    diff_limit: 0\n    include_queries: \"f\"\n  pg_class:\n    interval_seconds: 120\n    backfill_batch_size: 50\n",
@@ -409,10 +499,22 @@ mod tests {
 
     #[test]
     fn errors_name_collector_field_and_range() {
-        let e = parse("collectors:\n  pg_stat_statements:\n    diff_limit: 501\n", &[]).unwrap_err();
-        assert!(e.contains("collector \"pg_stat_statements\"") && e.contains("diff_limit must be <= 500") && e.contains("0..500"), "{e}");
+        let e = parse(
+            "collectors:\n  pg_stat_statements:\n    diff_limit: 501\n",
+            &[],
+        )
+        .unwrap_err();
+        assert!(
+            e.contains("collector \"pg_stat_statements\"")
+                && e.contains("diff_limit must be <= 500")
+                && e.contains("0..500"),
+            "{e}"
+        );
         let e = parse("collectors:\n  pg_class:\n    diff_limit: 5\n", &[]).unwrap_err();
-        assert!(e.contains("collector \"pg_class\": unknown field \"diff_limit\""), "{e}");
+        assert!(
+            e.contains("collector \"pg_class\": unknown field \"diff_limit\""),
+            "{e}"
+        );
         let e = parse("collectors:\n  nope:\n    enabled: false\n", &[]).unwrap_err();
         assert_eq!(e, "unknown collector \"nope\"");
         let e = parse("collectors:\n  ddl:\n    enabled: false\n", &[]).unwrap_err();
@@ -421,17 +523,43 @@ mod tests {
         assert_eq!(e, "collector \"pg_class\": expected map, got bool");
         let e = parse("collectors:\n  pg_class:\n", &[]).unwrap_err();
         assert_eq!(e, "collector \"pg_class\": expected map, got null");
-        let e = parse("collectors:\n  pg_stat_database:\n    interval_seconds: 30\n", &[]).unwrap_err();
-        assert_eq!(e, "collector \"pg_stat_database\": interval_seconds 30 is below the minimum of 60");
-        assert!(parse("collectors:\n  pg_stat_database:\n    interval_seconds: 60\n", &[]).is_ok());
-        assert!(parse("collectors:\n  pg_stat_database:\n    interval_seconds: 0\n", &[]).is_ok());
-        let e = parse("collectors:\n  pg_class:\n    interval_seconds: notanumber\n", &[]).unwrap_err();
-        assert!(e.contains("interval_seconds: cannot parse \"notanumber\" as an integer"), "{e}");
+        let e = parse(
+            "collectors:\n  pg_stat_database:\n    interval_seconds: 30\n",
+            &[],
+        )
+        .unwrap_err();
+        assert_eq!(
+            e,
+            "collector \"pg_stat_database\": interval_seconds 30 is below the minimum of 60"
+        );
+        assert!(parse(
+            "collectors:\n  pg_stat_database:\n    interval_seconds: 60\n",
+            &[]
+        )
+        .is_ok());
+        assert!(parse(
+            "collectors:\n  pg_stat_database:\n    interval_seconds: 0\n",
+            &[]
+        )
+        .is_ok());
+        let e = parse(
+            "collectors:\n  pg_class:\n    interval_seconds: notanumber\n",
+            &[],
+        )
+        .unwrap_err();
+        assert!(
+            e.contains("interval_seconds: cannot parse \"notanumber\" as an integer"),
+            "{e}"
+        );
     }
 
     #[test]
     fn env_longest_name_and_strict_mode() {
-        let c = parse("", &[("DBT_COLLECTOR_PG_STAT_WAL_RECEIVER_ENABLED", "false")]).unwrap();
+        let c = parse(
+            "",
+            &[("DBT_COLLECTOR_PG_STAT_WAL_RECEIVER_ENABLED", "false")],
+        )
+        .unwrap();
         assert!(!c.settings("pg_stat_wal_receiver").enabled);
         assert!(c.settings("pg_stat_wal").enabled);
         let c = parse("", &[("DBT_COLLECTOR_PG_STAT_WAL_ENABLED", "false")]).unwrap();
@@ -439,21 +567,46 @@ mod tests {
         assert!(c.settings("pg_stat_wal_receiver").enabled);
         let c = parse(
             "collectors:\n  pg_stat_statements:\n    diff_limit: 10\n",
-            &[("DBT_COLLECTOR_PG_STAT_STATEMENTS_MAX_QUERY_TEXT_LENGTH", "4096")],
+            &[(
+                "DBT_COLLECTOR_PG_STAT_STATEMENTS_MAX_QUERY_TEXT_LENGTH",
+                "4096",
+            )],
         )
         .unwrap();
         let s = c.settings("pg_stat_statements");
-        assert_eq!((s.int("diff_limit", 0), s.int("max_query_text_length", 0)), (10, 4096));
+        assert_eq!(
+            (s.int("diff_limit", 0), s.int("max_query_text_length", 0)),
+            (10, 4096)
+        );
         let e = parse("", &[("DBT_COLLECTOR_TOTALLY_FAKE_ENABLED", "true")]).unwrap_err();
-        assert!(e.starts_with("env var DBT_COLLECTOR_TOTALLY_FAKE_ENABLED does not match any known collector"), "{e}");
-        assert!(parse("", &[("DBT_COLLECTOR_TOTALLY_FAKE_ENABLED", "true"), ("DBT_COLLECTOR_STRICT_ENV", "false")]).is_ok());
+        assert!(
+            e.starts_with(
+                "env var DBT_COLLECTOR_TOTALLY_FAKE_ENABLED does not match any known collector"
+            ),
+            "{e}"
+        );
+        assert!(parse(
+            "",
+            &[
+                ("DBT_COLLECTOR_TOTALLY_FAKE_ENABLED", "true"),
+                ("DBT_COLLECTOR_STRICT_ENV", "false")
+            ]
+        )
+        .is_ok());
         let e = parse("", &[("DBT_COLLECTOR_PG_CLASS_ENABLED", "maybe")]).unwrap_err();
-        assert!(e.contains("collector \"pg_class\": enabled: cannot parse \"maybe\""), "{e}");
+        assert!(
+            e.contains("collector \"pg_class\": enabled: cannot parse \"maybe\""),
+            "{e}"
+        );
     }
 
     #[test]
     fn legacy_forwards() {
-        let c = parse("postgresql:\n  include_queries: false\n  maximum_query_text_length: 100\n", &[]).unwrap();
+        let c = parse(
+            "postgresql:\n  include_queries: false\n  maximum_query_text_length: 100\n",
+            &[],
+        )
+        .unwrap();
         let s = c.settings("pg_stat_statements");
         assert!(!s.bool("include_queries", true));
         assert_eq!(s.int("max_query_text_length", 0), 100);

@@ -13,7 +13,7 @@ use postgres::types::ToSql;
 use postgres::Row;
 use r2d2::{CustomizeConnection, Pool, PooledConnection};
 use r2d2_postgres::PostgresConnectionManager;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio_postgres_rustls::MakeRustlsConnect;
 
@@ -54,10 +54,29 @@ impl Default for SessionLimits {
 type Manager = PostgresConnectionManager<MakeRustlsConnect>;
 pub type Conn = PooledConnection<Manager>;
 
+/// Keeps the last connection error with its whole cause chain (r2d2 keeps only the top line,
+/// e.g. "error performing TLS handshake" without the certificate problem behind it).
+#[derive(Debug, Default, Clone)]
+struct LastConnectError(Arc<Mutex<Option<String>>>);
+
+impl r2d2::HandleError<postgres::Error> for LastConnectError {
+    fn handle_error(&self, e: postgres::Error) {
+        let mut m = e.to_string();
+        let mut src = std::error::Error::source(&e);
+        while let Some(s) = src {
+            m = format!("{m}: {s}");
+            src = s.source();
+        }
+        log::debug!("PostgreSQL connection attempt failed: {m}");
+        *self.0.lock().unwrap_or_else(|p| p.into_inner()) = Some(m);
+    }
+}
+
 /// A small pool of agent sessions (default 2 connections), connecting lazily.
 #[derive(Clone)]
 pub struct Pg {
     pool: Pool<Manager>,
+    last_error: LastConnectError,
     /// The connection string with its password hidden, for messages.
     pub display_url: String,
     pub limits: SessionLimits,
@@ -89,6 +108,7 @@ impl Pg {
         cfg.connect_timeout(limits.connect_timeout);
         let tls = tls::make_tls(&info).context("setting up TLS for PostgreSQL")?;
         let manager = PostgresConnectionManager::new(cfg, tls);
+        let last_error = LastConnectError::default();
         let pool = Pool::builder()
             .max_size(pool_size.max(1))
             .min_idle(Some(0))
@@ -101,11 +121,12 @@ impl Pg {
                     .thread_name_pattern("pg-pool-{}")
                     .build(),
             ))
-            .error_handler(Box::new(r2d2::NopErrorHandler))
+            .error_handler(Box::new(last_error.clone()))
             .connection_customizer(Box::new(SessionSetup(limits.clone())))
             .build_unchecked(manager);
         Ok(Pg {
             pool,
+            last_error,
             display_url: crate::secret::redact_dsn(url),
             limits,
         })
@@ -113,7 +134,34 @@ impl Pg {
 
     /// A session from the pool. A broken connection (server restarted) is replaced.
     pub fn conn(&self) -> Result<Conn> {
-        Ok(self.pool.get()?)
+        self.pool.get().map_err(|e| {
+            let last = self
+                .last_error
+                .0
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .take();
+            match last {
+                // The cause chain says what really failed (refused, TLS, authentication).
+                Some(detail) => {
+                    let kind = if crate::error::is_connection_text(&detail)
+                        || detail.contains("error connecting")
+                        || detail.contains("TLS")
+                        || detail.contains("password")
+                        || detail.contains("db error")
+                    {
+                        Kind::Connection
+                    } else {
+                        Kind::Timeout
+                    };
+                    Error::new(
+                        kind,
+                        format!("connecting to PostgreSQL at {}: {detail}", self.display_url),
+                    )
+                }
+                None => Error::from(e),
+            }
+        })
     }
 
     /// Runs a query (prefixed) on a pooled session.

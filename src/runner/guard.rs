@@ -10,15 +10,22 @@ use std::sync::{Mutex, Once};
 thread_local! {
     /// Message, location and backtrace of the last panic on this thread (set by the hook).
     static LAST_PANIC: RefCell<Option<String>> = const { RefCell::new(None) };
+    /// Depth of guarded runs on this thread: panics outside a guard keep the default report.
+    static IN_GUARD: std::cell::Cell<u32> = const { std::cell::Cell::new(0) };
 }
 
 static HOOK: Once = Once::new();
 
-/// Replaces the default hook (which prints to stderr) with one that records the panic for the
-/// guard; the guard decides what is logged and reported.
+/// Wraps the panic hook: inside a guarded run the panic is recorded for the guard (which
+/// decides what is logged and reported); elsewhere the previous hook reports it as usual.
 pub fn install_hook() {
     HOOK.call_once(|| {
-        std::panic::set_hook(Box::new(|info| {
+        let previous = std::panic::take_hook();
+        std::panic::set_hook(Box::new(move |info| {
+            if IN_GUARD.with(|g| g.get()) == 0 {
+                previous(info);
+                return;
+            }
             let msg = if let Some(s) = info.payload().downcast_ref::<&str>() {
                 (*s).to_string()
             } else if let Some(s) = info.payload().downcast_ref::<String>() {
@@ -66,7 +73,10 @@ pub struct PanicGuard {
 impl PanicGuard {
     pub fn run<T>(&self, name: &str, f: impl FnOnce() -> T) -> Guarded<T> {
         install_hook();
-        match catch_unwind(AssertUnwindSafe(f)) {
+        IN_GUARD.with(|g| g.set(g.get() + 1));
+        let result = catch_unwind(AssertUnwindSafe(f));
+        IN_GUARD.with(|g| g.set(g.get() - 1));
+        match result {
             Ok(v) => {
                 self.counts
                     .lock()

@@ -140,6 +140,10 @@ pub struct RunnerOptions {
     pub alive_every: Duration,
     /// How long shutdown waits for running tasks.
     pub shutdown_grace: Duration,
+    /// Called once when shutdown begins (systemd STOPPING=1).
+    pub on_stopping: Option<Box<dyn Fn() + Send>>,
+    /// Caps every task's run-time bound (tests use a short one to see a wedged task).
+    pub max_runtime_cap: Option<Duration>,
 }
 
 impl Default for RunnerOptions {
@@ -151,6 +155,8 @@ impl Default for RunnerOptions {
             on_alive: None,
             alive_every: Duration::from_secs(10),
             shutdown_grace: Duration::from_secs(7),
+            max_runtime_cap: None,
+            on_stopping: None,
         }
     }
 }
@@ -274,6 +280,11 @@ impl Runner {
                     timing_out: AtomicBool::new(false),
                 }),
             });
+        }
+        if let Some(cap) = opts.max_runtime_cap {
+            for t in &mut tasks {
+                t.max_runtime = t.max_runtime.min(cap);
+            }
         }
         Runner {
             shared,
@@ -483,6 +494,9 @@ impl Runner {
         done_rx: &Receiver<usize>,
         running: &mut [Option<Instant>],
     ) {
+        if let Some(f) = &self.opts.on_stopping {
+            f();
+        }
         log::info!(
             "shutting down: no new runs; waiting up to {:?} for running tasks",
             self.opts.shutdown_grace

@@ -2,5 +2,7 @@
 #![allow(dead_code)]
 
 pub mod agent;
+pub mod apply;
+pub mod cloud;
 pub mod pgcluster;
 pub mod platform;

@@ -174,7 +174,7 @@ impl PgCluster {
         }
     }
 
-    pub fn pg_ctl_start(&mut self) {
+    fn start_with_wait(&mut self, wait_secs: &str) -> Output {
         let out = self.run_tool(
             "pg_ctl",
             &[
@@ -184,36 +184,27 @@ impl PgCluster {
                 self.log.to_str().unwrap(),
                 "-w",
                 "-t",
-                "60",
+                wait_secs,
                 "start",
             ],
         );
+        self.stopped = !out.status.success();
+        out
+    }
+
+    pub fn pg_ctl_start(&mut self) {
+        let out = self.start_with_wait("60");
         assert!(
             out.status.success(),
             "pg_ctl start failed: {}\n{}",
             String::from_utf8_lossy(&out.stderr),
             std::fs::read_to_string(&self.log).unwrap_or_default()
         );
-        self.stopped = false;
     }
 
     /// Tries to start; returns false (with the log) when the server refuses to come up.
     pub fn try_start(&mut self) -> bool {
-        let out = self.run_tool(
-            "pg_ctl",
-            &[
-                "-D",
-                self.data.to_str().unwrap(),
-                "-l",
-                self.log.to_str().unwrap(),
-                "-w",
-                "-t",
-                "30",
-                "start",
-            ],
-        );
-        self.stopped = !out.status.success();
-        out.status.success()
+        self.start_with_wait("30").status.success()
     }
 
     pub fn stop(&mut self) {

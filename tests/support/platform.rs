@@ -52,6 +52,8 @@ struct State {
     requests: Vec<Recorded>,
     mode: Mode,
     recommendation: String,
+    /// The next N requests answer (status, Retry-After) before normal service resumes.
+    fail_next: Option<(u32, u16, Option<u32>)>,
 }
 
 pub struct PlatformStandIn {
@@ -143,7 +145,12 @@ fn handle(stream: TcpStream, state: Arc<Mutex<State>>) {
         let (mode, recommendation) = {
             let mut s = state.lock().unwrap();
             s.requests.push(rec);
-            (s.mode.clone(), s.recommendation.clone())
+            let mut mode = s.mode.clone();
+            if let Some((n, code, ra)) = s.fail_next {
+                mode = Mode::Status(code, ra);
+                s.fail_next = if n > 1 { Some((n - 1, code, ra)) } else { None };
+            }
+            (mode, s.recommendation.clone())
         };
         match mode {
             Mode::Status(code, ra) => {
@@ -186,6 +193,7 @@ impl PlatformStandIn {
             requests: Vec::new(),
             mode: Mode::Normal,
             recommendation: "[]".into(),
+            fail_next: None,
         }));
         let stop = Arc::new(AtomicBool::new(false));
         let (st, sp) = (state.clone(), stop.clone());
@@ -206,6 +214,11 @@ impl PlatformStandIn {
 
     pub fn set_mode(&self, m: Mode) {
         self.state.lock().unwrap().mode = m;
+    }
+
+    /// The next `n` requests fail with `status` (and `Retry-After: secs`), then service resumes.
+    pub fn fail_next(&self, n: u32, status: u16, retry_after: Option<u32>) {
+        self.state.lock().unwrap().fail_next = Some((n, status, retry_after));
     }
 
     pub fn set_recommendation(&self, json: &str) {
