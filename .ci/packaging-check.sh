@@ -188,6 +188,7 @@ check "rpm -e" rpm --root "$R" -e --nodeps dbtune-agent
 check "binary removed" test ! -e "$R/usr/bin/dbtune-agent"
 check "unit disabled on erase" test ! -e "$R/etc/systemd/system/multi-user.target.wants/dbtune-agent.service"
 check "edited config saved as .rpmsave" test -f "$R/etc/dbtune/dbtune.yaml.rpmsave"
+check "no leftover /usr/share/dbtune-agent" test ! -e "$R/usr/share/dbtune-agent"
 check "user dbtune left in place" chroot "$R" getent passwd dbtune
 
 section "the .deb under a real systemd (systemd-nspawn)"
