@@ -4,7 +4,7 @@
 //! Per-relation catalog reads skip relations under an AccessExclusiveLock (held or awaited).
 
 use super::generic::Spec;
-use super::rowmap::not_exclusively_locked;
+use super::rowmap::{not_exclusively_locked, table_of};
 use super::ServerInfo;
 
 const SYSTEM_SCHEMAS: &str = "('pg_catalog', 'information_schema', 'pg_toast')";
@@ -135,8 +135,9 @@ pub static PG_ATTRIBUTE: Spec = Spec {
              FROM pg_catalog.pg_attribute a JOIN pg_catalog.pg_class c ON c.oid = a.attrelid \
              JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace \
              WHERE n.nspname NOT IN {SYSTEM_SCHEMAS} AND c.relkind IN ('r', 'i') AND a.attnum > 0 \
-             AND NOT a.attisdropped AND {} ORDER BY a.attrelid, a.attnum",
-            not_exclusively_locked("c.oid")
+             AND NOT a.attisdropped AND {} AND {} ORDER BY a.attrelid, a.attnum",
+            not_exclusively_locked("c.oid"),
+            not_exclusively_locked(&table_of("c.oid"))
         )
     },
     fields: &[

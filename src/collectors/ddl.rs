@@ -7,7 +7,7 @@
 //! keep their CYCLE flag; every statement carries the `/*dbtune*/` prefix. Relations under an
 //! AccessExclusiveLock are left out of that run rather than waited on.
 
-use super::rowmap::not_exclusively_locked;
+use super::rowmap::{not_exclusively_locked, table_of};
 use super::skip::SkipUnchanged;
 use super::{CatalogCollector, CollectCtx};
 use crate::error::{Context, Result};
@@ -261,7 +261,8 @@ pub fn dump(ctx: &CollectCtx<'_>) -> Result<String> {
              JOIN pg_catalog.pg_class c ON c.relnamespace = n.oid AND c.relname = x.indexname \
              WHERE x.schemaname = ANY($1) AND x.indexname NOT IN (SELECT ic.relname FROM pg_catalog.pg_constraint con \
                JOIN pg_catalog.pg_class ic ON ic.oid = con.conindid JOIN pg_catalog.pg_namespace inn ON inn.oid = ic.relnamespace \
-               WHERE inn.nspname = ANY($1)) AND {lock_ok} ORDER BY x.schemaname, x.indexname"
+               WHERE inn.nspname = ANY($1)) AND {lock_ok} AND {} ORDER BY x.schemaname, x.indexname",
+            not_exclusively_locked(&table_of("c.oid"))
         ),
         &p,
     )?;

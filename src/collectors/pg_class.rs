@@ -3,7 +3,7 @@
 //! 30th tick. Relations under an AccessExclusiveLock are skipped.
 
 use super::catalog::has_column;
-use super::rowmap::{map_rows, not_exclusively_locked};
+use super::rowmap::{map_rows, not_exclusively_locked, table_of};
 use super::{envelope, CatalogCollector, CollectCtx, CollectorSettings};
 use crate::error::{Context, Result};
 use serde_json::Value;
@@ -70,8 +70,9 @@ impl CatalogCollector for PgClass {
         let collected_at = SystemTime::now();
         let base = select(has_column(ctx.server, "pg_class.relallfrozen", 18));
         let all_where = format!(
-            "WHERE c.relkind IN ('r', 'i', 'm') AND n.nspname NOT IN ('pg_catalog', 'information_schema', 'pg_toast') AND {}",
-            not_exclusively_locked("c.oid")
+            "WHERE c.relkind IN ('r', 'i', 'm') AND n.nspname NOT IN ('pg_catalog', 'information_schema', 'pg_toast') AND {} AND {}",
+            not_exclusively_locked("c.oid"),
+            not_exclusively_locked(&table_of("c.oid"))
         );
         let rows = if !self.backfill_done {
             let sql =

@@ -125,6 +125,8 @@ impl Num {
 }
 
 type Key = (i64, u32, u32); // (queryid, userid, dbid)
+/// Previous tick's aggregated counters per key: (calls, total_exec_time).
+type Snapshot = HashMap<Key, (Option<i64>, Option<f64>)>;
 
 /// The extension's (major, minor) from `extversion` (`1.10`, `1.11dev` …).
 pub fn parse_ext_version(s: &str) -> Option<(u32, u32)> {
@@ -365,7 +367,7 @@ pub fn aggregate(rows: Vec<StatRow>) -> Vec<StatRow> {
         let mean = |total: Num, n: Num| match (total.f(), n.f()) {
             (None, _) => Num::Null,
             (Some(_), None) => Num::F(0.0),
-            (Some(_), Some(c)) if c == 0.0 => Num::F(0.0),
+            (Some(_), Some(0.0)) => Num::F(0.0),
             (Some(t), Some(c)) => Num::F(t / c),
         };
         let v = &mut m.row.vals;
@@ -468,7 +470,7 @@ pub struct PgStatStatements {
     max_len: i64,
     ext: Option<((u32, u32), String)>,
     /// Previous tick's aggregated counters: key → (calls, total_exec_time).
-    snapshot: Option<HashMap<Key, (Option<i64>, Option<f64>)>>,
+    snapshot: Option<Snapshot>,
     texts: TextCache,
     tick: u64,
 }

@@ -136,3 +136,102 @@ pub static REGISTRY: &[CollectorDef] = &[
 pub fn find(name: &str) -> Option<&'static CollectorDef> {
     REGISTRY.iter().find(|d| d.name == name)
 }
+
+/// The declarative specs of the generic collectors (field lists and gates), for checks and docs.
+pub static GENERIC_SPECS: &[&Spec] = &[
+    &live::AUTOVACUUM_COUNT,
+    &live::DATABASE_CONNECTIONS,
+    &live::SYSTEM_DB_SIZE,
+    &live::WAIT_EVENTS,
+    &catalog::PG_ATTRIBUTE,
+    &catalog::PG_CONSTRAINT,
+    &catalog::PG_DATABASE,
+    &catalog::PG_INDEX,
+    &catalog::PG_INDEX_INVENTORY,
+    &catalog::PG_LOCKS,
+    &catalog::PG_PREPARED_XACTS,
+    &catalog::PG_TYPE,
+    &catalog::PG_STAT_ACTIVITY,
+    &catalog::PG_STAT_USER_TABLES,
+    &catalog::PG_STAT_USER_INDEXES,
+    &stats_views::PG_REPLICATION_SLOTS,
+    &stats_views::PG_STAT_ARCHIVER,
+    &stats_views::PG_STAT_BGWRITER,
+    &stats_views::PG_STAT_CHECKPOINTER,
+    &stats_views::PG_STAT_DATABASE,
+    &stats_views::PG_STAT_DATABASE_CONFLICTS,
+    &stats_views::PG_STAT_IO,
+    &stats_views::PG_STAT_PROGRESS_ANALYZE,
+    &stats_views::PG_STAT_PROGRESS_CREATE_INDEX,
+    &stats_views::PG_STAT_PROGRESS_VACUUM,
+    &stats_views::PG_STAT_RECOVERY_PREFETCH,
+    &stats_views::PG_STAT_REPLICATION,
+    &stats_views::PG_STAT_REPLICATION_SLOTS,
+    &stats_views::PG_STAT_SLRU,
+    &stats_views::PG_STAT_SUBSCRIPTION,
+    &stats_views::PG_STAT_SUBSCRIPTION_STATS,
+    &stats_views::PG_STAT_USER_FUNCTIONS,
+    &stats_views::PG_STAT_WAL,
+    &stats_views::PG_STAT_WAL_RECEIVER,
+    &stats_views::PG_STATIO_USER_TABLES,
+];
+
+pub fn generic_spec(name: &str) -> Option<&'static Spec> {
+    GENERIC_SPECS.iter().copied().find(|s| s.name == name)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn forty_two_collectors_in_spec_order() {
+        assert_eq!(REGISTRY.len(), 42);
+        let names: Vec<&str> = REGISTRY.iter().map(|d| d.name).collect();
+        assert_eq!(
+            &names[..5],
+            [
+                "autovacuum_count",
+                "database_connections",
+                "ddl",
+                "system_db_size",
+                "pg_attribute"
+            ]
+        );
+        assert_eq!(names[36], "pg_stat_statements");
+        assert_eq!(names[41], "pg_statio_user_indexes");
+        let boot: Vec<&str> = REGISTRY
+            .iter()
+            .filter(|d| d.bootstrap)
+            .map(|d| d.name)
+            .collect();
+        assert_eq!(
+            boot,
+            [
+                "pg_attribute",
+                "pg_index_inventory",
+                "pg_class",
+                "pg_stats",
+                "pg_stat_user_tables",
+                "pg_stat_user_indexes",
+                "pg_statio_user_indexes"
+            ]
+        );
+        let fixed: Vec<&str> = REGISTRY
+            .iter()
+            .filter(|d| !d.configurable)
+            .map(|d| d.name)
+            .collect();
+        assert_eq!(fixed, ["ddl", "pg_index_inventory"]);
+        for d in REGISTRY {
+            if d.configurable {
+                assert!(
+                    crate::config::collectors::ACCEPTED.contains(&d.name),
+                    "{}",
+                    d.name
+                );
+            }
+        }
+        assert_eq!(GENERIC_SPECS.len() + 7, REGISTRY.len());
+    }
+}

@@ -250,6 +250,11 @@ pub fn not_exclusively_locked(rel_oid_expr: &str) -> String {
     )
 }
 
+/// The table an index belongs to (the relation itself when it is not an index), for the lock test.
+pub fn table_of(rel_oid_expr: &str) -> String {
+    format!("COALESCE((SELECT x.indrelid FROM pg_catalog.pg_index x WHERE x.indexrelid = {rel_oid_expr}), {rel_oid_expr})")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

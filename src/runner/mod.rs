@@ -16,7 +16,7 @@ pub mod tasks;
 
 use crate::adapter::Adapter;
 use crate::collectors::{self, ServerInfo};
-use crate::error::{Error, Result};
+use crate::error::Error;
 use crate::model::ErrorReport;
 use crate::platform::Platform;
 use crossbeam_channel::{bounded, select, Receiver, Sender};
@@ -555,13 +555,3 @@ pub fn new_agent_id() -> String {
         &h[20..32]
     )
 }
-
-/// Used by `--check` and tests: collapses an error's context chain to one line.
-pub fn one_line(e: &Error) -> String {
-    e.message().replace('\n', " ")
-}
-
-pub type CommandSender = Sender<Command>;
-
-/// The result type tasks return (re-exported for adapters and tests).
-pub type TaskResult = Result<()>;

@@ -5,4 +5,5 @@ pub mod agent;
 pub mod apply;
 pub mod cloud;
 pub mod pgcluster;
+pub mod pgversions;
 pub mod platform;

@@ -64,7 +64,11 @@ impl PgCluster {
 
     /// Starts a cluster; `extra` lines are appended to postgresql.conf.
     pub fn start_with(extra: &[&str]) -> PgCluster {
-        let bin = PgBin::from_env();
+        PgCluster::start_bin(PgBin::from_env(), extra)
+    }
+
+    /// Starts a cluster from the given binaries (the version matrix uses this).
+    pub fn start_bin(bin: PgBin, extra: &[&str]) -> PgCluster {
         let dir = std::env::temp_dir().join(format!(
             "dbtune-pg-{}-{}",
             std::process::id(),
@@ -99,7 +103,6 @@ impl PgCluster {
                 "-E",
                 "UTF8",
                 "--no-sync",
-                "--no-instructions",
             ],
         );
         assert!(
