@@ -27,6 +27,7 @@ command -v rpm >/dev/null || need+=(rpm)
 command -v debootstrap >/dev/null || need+=(debootstrap)
 command -v systemd-analyze >/dev/null || need+=(systemd)
 command -v umoci >/dev/null || need+=(umoci)
+command -v systemd-nspawn >/dev/null || need+=(systemd-container)
 command -v readelf >/dev/null || need+=(binutils)
 command -v node >/dev/null || need+=(nodejs)
 if ((${#need[@]})); then
@@ -75,9 +76,10 @@ if [[ ${need_pip:-0} == 1 ]]; then
 fi
 
 # The throwaway root: Debian 12 minbase plus systemd (systemctl/deb-systemd-helper work on
-# files in a chroot), passwd (useradd) and procps (/bin/kill for ExecReload). Uses the same
-# mirror as the host's apt configuration.
-if [[ ! -x "$CHROOT/usr/bin/systemctl" || ! -x "$CHROOT/bin/kill" ]]; then
+# files in a chroot; booted as PID 1 by systemd-nspawn for the end-to-end run), passwd
+# (useradd), procps (/bin/kill for ExecReload), dbus and polkitd (the restart permission).
+# Uses the same mirror as the host's apt configuration.
+if [[ ! -x "$CHROOT/usr/bin/systemctl" || ! -x "$CHROOT/bin/kill" || ! -x "$CHROOT/usr/lib/polkit-1/polkitd" ]]; then
     mirror=$(sed -n 's/^URIs:[[:space:]]*\([^[:space:]]*\).*/\1/p' /etc/apt/sources.list.d/*.sources 2>/dev/null | grep -v security | head -1 || true)
     if [[ -z "$mirror" ]]; then
         mirror=$(awk '$1 == "deb" && $3 !~ /security/ {print $2; exit}' /etc/apt/sources.list 2>/dev/null || true)
@@ -87,6 +89,9 @@ if [[ ! -x "$CHROOT/usr/bin/systemctl" || ! -x "$CHROOT/bin/kill" ]]; then
     rm -rf "$CHROOT.tmp"
     mkdir -p "$(dirname "$CHROOT")"
     debootstrap --variant=minbase --include=systemd,passwd,procps bookworm "$CHROOT.tmp" "$mirror" >/dev/null
+    # apt (not debootstrap) resolves polkitd's dependencies (logind).
+    chroot "$CHROOT.tmp" apt-get install -y -qq --no-install-recommends dbus polkitd >/dev/null 2>&1
+    chroot "$CHROOT.tmp" apt-get clean
     rm -rf "$CHROOT"
     mv "$CHROOT.tmp" "$CHROOT"
 fi

@@ -32,7 +32,7 @@ def layer_tar(binary, ca_bundle, mtime):
 
     for p in ["etc", "etc/dbtune", "etc/ssl", "etc/ssl/certs", "usr", "usr/bin",
               "var", "var/lib"]:
-        d(p, 0o750 if p == "etc/dbtune" else 0o755)
+        d(p)
     d("var/lib/dbtune-agent", 0o750, UID, GID)
     f("etc/passwd", b"dbtune:x:10001:10001:DBtune agent:/var/lib/dbtune-agent:/sbin/nologin\n")
     f("etc/group", b"dbtune:x:10001:\n")

@@ -6,7 +6,7 @@ use crate::error::Error;
 use crate::pg::{queries, Pg};
 use crate::platform::payload::HeartbeatInfo;
 use crate::platform::Platform;
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Instant, SystemTime};
 
 #[derive(Debug, Clone)]
 pub struct Check {
@@ -55,7 +55,7 @@ pub fn run(cfg: &Config, pg: &Pg, platform: Option<&Platform>, agent_id: &str) -
     }];
     let started = Instant::now();
     let conn = pg.conn();
-    let reachable = match conn {
+    match conn {
         Ok(mut c) => {
             let v = queries::server_version(&mut c);
             out.push(check(
@@ -88,7 +88,6 @@ pub fn run(cfg: &Config, pg: &Pg, platform: Option<&Platform>, agent_id: &str) -
                 queries::pg_stat_statements_readable(&mut c)
                     .map(|n| format!("public.pg_stat_statements readable ({n} entries)")),
             ));
-            true
         }
         Err(e) => {
             out.push(Check {
@@ -99,10 +98,8 @@ pub fn run(cfg: &Config, pg: &Pg, platform: Option<&Platform>, agent_id: &str) -
                     pg.display_url
                 ),
             });
-            false
         }
-    };
-    let _ = reachable;
+    }
     match platform {
         None => out.push(Check {
             name: "platform",
@@ -130,6 +127,5 @@ pub fn run(cfg: &Config, pg: &Pg, platform: Option<&Platform>, agent_id: &str) -
             ));
         }
     }
-    let _ = Duration::ZERO;
     out
 }

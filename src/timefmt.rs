@@ -80,6 +80,8 @@ pub fn local_seconds(t: SystemTime) -> String {
 
 /// The process's UTC offset at `secs`, from the C library (reads `TZ` and /etc/localtime).
 pub fn local_offset_seconds(secs: i64) -> i64 {
+    // time_t is 64-bit on every target we build (musl marks the alias deprecated for 32-bit).
+    #[allow(deprecated)]
     let t: libc::time_t = secs as libc::time_t;
     let mut tm: libc::tm = unsafe { std::mem::zeroed() };
     // SAFETY: localtime_r writes only into `tm`, which we own.

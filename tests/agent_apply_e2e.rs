@@ -126,8 +126,7 @@ fn a_restart_recommendation_goes_through_the_restart_script() {
         .get(0);
     drop(c);
     platform.set_recommendation(&rec("shared_buffers", 4096, "8kB", "postmaster", "restart"));
-    let extra = format!("disable_checks: true\npostgresql_extra: 1\n");
-    let yaml = agent::config_yaml(&pg.url(), &platform.url, &extra).replace(
+    let yaml = agent::config_yaml(&pg.url(), &platform.url, "disable_checks: true\n").replace(
         "postgresql:\n",
         &format!(
             "postgresql:\n  allow_restart: true\n  restart_script_path: \"{}\"\n",

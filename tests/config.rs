@@ -53,10 +53,8 @@ fn keys_are_case_insensitive_and_env_alone_is_enough() {
 
 #[test]
 fn every_problem_is_named_once_with_the_expected_form() {
-    let yaml = format!(
-        "postgresql:\n  connection_url: postgres://u:pw@h/db?sslmode=sometimes\ndbtune:\n  server_url: app.dbtune.com\n  api_key: 1B4E28BA-2FA1-11D2-883F-0016D3CCA427\n  database_id: nope\nguardrail_settings:\n  memory_threshold: 0\n"
-    );
-    let e = load(&yaml, &[]).unwrap_err();
+    let yaml = "postgresql:\n  connection_url: postgres://u:pw@h/db?sslmode=sometimes\ndbtune:\n  server_url: app.dbtune.com\n  api_key: 1B4E28BA-2FA1-11D2-883F-0016D3CCA427\n  database_id: nope\nguardrail_settings:\n  memory_threshold: 0\n";
+    let e = load(yaml, &[]).unwrap_err();
     for needle in [
         "postgresql.connection_url",
         "sslmode \"sometimes\" is not one of disable",

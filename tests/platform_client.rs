@@ -135,3 +135,32 @@ fn recommendation_bodies_are_decoded_or_rejected_whole() {
         .to_string()
         .contains("invalid knob_application"));
 }
+
+#[test]
+fn during_an_outage_each_call_makes_one_attempt_until_the_platform_answers() {
+    let p = PlatformStandIn::start();
+    let mut c = client(&p, Duration::from_secs(1));
+    c.budgets.metrics = Duration::from_secs(2);
+    p.set_mode(Mode::Status(503, None));
+    for _ in 0..dbtune_agent::platform::http::OUTAGE_AFTER {
+        assert!(c.metrics(&[]).is_err());
+    }
+    let before = p.by_segment("metrics").len();
+    assert!(
+        before >= 2 * dbtune_agent::platform::http::OUTAGE_AFTER as usize,
+        "retries before the outage is declared"
+    );
+    let t = Instant::now();
+    assert!(c.metrics(&[]).is_err());
+    assert_eq!(
+        p.by_segment("metrics").len(),
+        before + 1,
+        "one attempt per call in an outage"
+    );
+    assert!(t.elapsed() < Duration::from_millis(500));
+    // The platform answers: retries resume.
+    p.set_mode(Mode::Normal);
+    c.metrics(&[]).unwrap();
+    p.fail_next(1, 503, None);
+    c.metrics(&[]).expect("a single failure is retried again");
+}

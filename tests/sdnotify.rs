@@ -177,7 +177,6 @@ fn recv_until(
 }
 
 #[test]
-
 fn the_agent_notifies_ready_after_its_checks_then_watchdog_reload_and_stopping() {
     let pg = PgCluster::start();
     let platform = PlatformStandIn::start();
@@ -250,7 +249,6 @@ fn the_agent_notifies_ready_after_its_checks_then_watchdog_reload_and_stopping()
 }
 
 #[test]
-
 fn the_agent_never_notifies_ready_when_its_startup_checks_fail() {
     let platform = PlatformStandIn::start();
     let l = Listener::new("agent-fail");

@@ -124,8 +124,8 @@ impl PgPrem {
 
     /// Our backend's parent is the postmaster; only trusted when it is a local postgres process.
     fn resolve_postmaster(&self) -> Option<u32> {
-        let row = self.pg.query_one("SELECT pg_backend_pid()", &[]).ok()?;
-        let backend: i32 = row.get(0);
+        let mut conn = self.pg.conn().ok()?;
+        let backend = crate::pg::queries::backend_pid(&mut conn).ok()?;
         let stat =
             std::fs::read_to_string(crate::host::proc_path(&format!("{backend}/stat"))).ok()?;
         let after = stat.rsplit_once(')')?.1;

@@ -182,11 +182,6 @@ impl Pg {
             .map(|_| ())
             .map_err(Error::from)
     }
-
-    /// Closes idle sessions (e.g. before a restart) so the pool reconnects afterwards.
-    pub fn idle_connections(&self) -> u32 {
-        self.pool.state().idle_connections
-    }
 }
 
 pub fn query(
@@ -229,11 +224,6 @@ pub fn quote_literal(s: &str) -> String {
 /// Quotes an identifier (`"name"`), doubling embedded quotes.
 pub fn quote_ident(s: &str) -> String {
     format!("\"{}\"", s.replace('"', "\"\""))
-}
-
-/// Marks an error as a timeout when PostgreSQL cancelled it for us.
-pub fn is_timeout(e: &Error) -> bool {
-    e.kind == Kind::Timeout
 }
 
 #[cfg(test)]

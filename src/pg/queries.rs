@@ -1,7 +1,7 @@
 //! The core's own statements: version, pg_settings, system-info facts, startup checks.
 //! Catalog collectors keep their queries in their own files under `src/collectors/`.
 
-use super::{execute, query, query_one, ServerVersion};
+use super::{query, query_one, ServerVersion};
 use crate::error::{Context, Error, Result};
 use postgres::Client;
 
@@ -129,7 +129,7 @@ pub fn role_privileges(c: &mut Client) -> Result<(String, bool, bool)> {
     ))
 }
 
-/// Kept for callers that need a plain statement count (tests).
-pub fn exec(c: &mut Client, sql: &str) -> Result<u64> {
-    execute(c, sql, &[])
+/// The PID of this session's backend (its parent is the postmaster).
+pub fn backend_pid(c: &mut Client) -> Result<i32> {
+    Ok(query_one(c, "SELECT pg_backend_pid()", &[])?.get(0))
 }

@@ -6,7 +6,7 @@
 use crate::error::{Error, Kind, Result};
 use crate::secret::Secret;
 use std::io::Read;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -58,7 +58,14 @@ pub struct HttpCore {
     pub timing: Timing,
     /// Set at shutdown: retries stop at once so the agent exits within its deadline.
     pub stop: Arc<AtomicBool>,
+    /// Calls in a row that failed after their retries. From `OUTAGE_AFTER` on, calls make one
+    /// attempt each until the platform answers again, so an outage does not keep worker
+    /// threads busy retrying payloads that are superseded seconds later.
+    failures_in_a_row: AtomicU32,
 }
+
+/// Failed calls in a row after which retries are suspended.
+pub const OUTAGE_AFTER: u32 = 3;
 
 /// Largest response body we read (recommendations are small; error pages are cut).
 const MAX_BODY: u64 = 8 << 20;
@@ -131,6 +138,7 @@ impl HttpCore {
             api_key,
             timing,
             stop: Arc::new(AtomicBool::new(false)),
+            failures_in_a_row: AtomicU32::new(0),
         }
     }
 
@@ -203,7 +211,32 @@ impl HttpCore {
         self.send_with(method, url, body, gzip, budget, true)
     }
 
+    /// Like [`HttpCore::send`]; `retry` false makes a single attempt. While the platform is
+    /// in an outage (`OUTAGE_AFTER` failed calls in a row) every call makes a single attempt.
     pub fn send_with(
+        &self,
+        method: Method,
+        url: &str,
+        body: Option<&[u8]>,
+        gzip: bool,
+        budget: Duration,
+        retry: bool,
+    ) -> Result<Response> {
+        let in_outage = self.failures_in_a_row.load(Ordering::SeqCst) >= OUTAGE_AFTER;
+        let r = self.attempts(method, url, body, gzip, budget, retry && !in_outage);
+        if r.is_ok() {
+            if self.failures_in_a_row.swap(0, Ordering::SeqCst) >= OUTAGE_AFTER {
+                log::info!("the platform answers again; retries resumed");
+            }
+        } else if self.failures_in_a_row.fetch_add(1, Ordering::SeqCst) + 1 == OUTAGE_AFTER {
+            log::warn!(
+                "the platform is unreachable ({OUTAGE_AFTER} calls in a row failed): one attempt per call until it answers"
+            );
+        }
+        r
+    }
+
+    fn attempts(
         &self,
         method: Method,
         url: &str,

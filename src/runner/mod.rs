@@ -16,7 +16,7 @@ pub mod tasks;
 
 use crate::adapter::Adapter;
 use crate::collectors::{self, ServerInfo};
-use crate::error::{Error, Result};
+use crate::error::Error;
 use crate::model::ErrorReport;
 use crate::platform::Platform;
 use crossbeam_channel::{bounded, select, Receiver, Sender};
@@ -64,10 +64,17 @@ pub fn report(platform: &Platform, error_type: &str, message: &str) {
     }
 }
 
+/// Which worker lane a task runs on. Lanes isolate workloads: a backlog of catalog sends (a
+/// platform outage, a slow catalog) never delays the core loops, and neither delays the
+/// heartbeat or the guardrail.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 enum LaneKind {
-    Control,
-    Work,
+    /// Heartbeat, guardrails, log shipping: platform only.
+    Control = 0,
+    /// Metrics, system info, config sync/apply.
+    Core = 1,
+    /// Catalog collectors.
+    Catalog = 2,
 }
 
 enum Body {
@@ -131,8 +138,9 @@ fn handle_error(sh: &Shared, t: &Task, e: Error) {
 
 /// Options of a runner.
 pub struct RunnerOptions {
-    pub work_threads: usize,
     pub control_threads: usize,
+    pub core_threads: usize,
+    pub catalog_threads: usize,
     /// Called on SIGHUP.
     pub on_reload: Option<Box<dyn Fn() + Send>>,
     /// Called by the supervision loop while every task makes progress (systemd WATCHDOG=1).
@@ -149,8 +157,9 @@ pub struct RunnerOptions {
 impl Default for RunnerOptions {
     fn default() -> Self {
         RunnerOptions {
-            work_threads: 3,
             control_threads: 2,
+            core_threads: 2,
+            catalog_threads: 2,
             on_reload: None,
             on_alive: None,
             alive_every: Duration::from_secs(10),
@@ -217,7 +226,7 @@ impl Runner {
             Task {
                 name: "metrics".into(),
                 interval: secs(5),
-                lane: LaneKind::Work,
+                lane: LaneKind::Core,
                 gated: true,
                 max_runtime: secs(40),
                 body: Body::Metrics(
@@ -235,7 +244,7 @@ impl Runner {
             Task {
                 name: "system info".into(),
                 interval: secs(60),
-                lane: LaneKind::Work,
+                lane: LaneKind::Core,
                 gated: true,
                 max_runtime: secs(60),
                 body: Body::SystemInfo,
@@ -244,7 +253,7 @@ impl Runner {
             Task {
                 name: "config".into(),
                 interval: secs(5),
-                lane: LaneKind::Work,
+                lane: LaneKind::Core,
                 gated: true,
                 max_runtime: secs(900),
                 body: Body::Config,
@@ -270,7 +279,7 @@ impl Runner {
             tasks.push(Task {
                 name: b.def.name.to_string(),
                 interval: b.interval,
-                lane: LaneKind::Work,
+                lane: LaneKind::Catalog,
                 gated: true,
                 max_runtime: b.interval.max(secs(30)) + secs(30),
                 body: Body::Catalog(CatalogSlot {
@@ -342,8 +351,11 @@ impl Runner {
     pub fn run(mut self, commands: Receiver<Command>) {
         self.probe();
         let n = self.tasks.len();
-        let mut control = Lane::new("control", self.opts.control_threads, n);
-        let mut work = Lane::new("work", self.opts.work_threads, n);
+        let mut lanes = [
+            Lane::new("control", self.opts.control_threads, n),
+            Lane::new("core", self.opts.core_threads, n),
+            Lane::new("catalog", self.opts.catalog_threads, n),
+        ];
         let (done_tx, done_rx): (Sender<usize>, Receiver<usize>) = bounded(n * 2);
         let start = Instant::now();
         let mut due: Vec<Option<Instant>> = vec![None; n];
@@ -386,11 +398,7 @@ impl Runner {
                     run_task(&sh, &t);
                     let _ = tx.send(i);
                 });
-                let lane = if self.tasks[i].lane == LaneKind::Control {
-                    &control
-                } else {
-                    &work
-                };
+                let lane = &lanes[self.tasks[i].lane as usize];
                 if !lane.submit(job) {
                     log::warn!("{}: no free worker; run skipped", self.tasks[i].name);
                 } else {
@@ -466,9 +474,10 @@ impl Runner {
             }
             let _ = bootstrap_running;
         }
-        self.shutdown(&mut control, &mut work, &done_rx, &mut running);
-        control.join();
-        work.join();
+        self.shutdown(&mut lanes, &done_rx, &mut running);
+        for lane in lanes {
+            lane.join();
+        }
     }
 
     /// Steady state: collector i starts i × 200 ms after `t0`; bootstrapped ones a full
@@ -489,8 +498,7 @@ impl Runner {
 
     fn shutdown(
         &mut self,
-        control: &mut Lane,
-        work: &mut Lane,
+        lanes: &mut [Lane],
         done_rx: &Receiver<usize>,
         running: &mut [Option<Instant>],
     ) {
@@ -508,8 +516,9 @@ impl Runner {
         if !apply_running {
             self.shared.stop.store(true, Ordering::SeqCst);
         }
-        control.close();
-        work.close();
+        for lane in lanes.iter_mut() {
+            lane.close();
+        }
         while running.iter().any(Option::is_some) {
             let left = deadline.saturating_duration_since(Instant::now());
             if left.is_zero() {
@@ -555,13 +564,3 @@ pub fn new_agent_id() -> String {
         &h[20..32]
     )
 }
-
-/// Used by `--check` and tests: collapses an error's context chain to one line.
-pub fn one_line(e: &Error) -> String {
-    e.message().replace('\n', " ")
-}
-
-pub type CommandSender = Sender<Command>;
-
-/// The result type tasks return (re-exported for adapters and tests).
-pub type TaskResult = Result<()>;
