@@ -1,7 +1,7 @@
 //! Footprint benchmark (prints figures; not a test): runs the release agent against a real
 //! PostgreSQL 15 under `pgbench -c 4` and the platform stand-in, and prints, minute by minute,
 //! side by side: agent RSS, agent CPU seconds, PostgreSQL-side time of the agent's own
-//! statements (pg_stat_statements rows starting with `/*dbtune*/`), and bytes sent.
+//! statements (pg_stat_statements rows carrying the `/*dbtune*/` marker), and bytes sent.
 //!
 //!   cargo bench --bench footprint -- [--minutes N] [--agent PATH]
 //!
@@ -43,7 +43,7 @@ fn agent_pg_ms(c: &mut postgres::Client) -> (f64, i64) {
     let r = c
         .query_one(
             "SELECT coalesce(sum(total_exec_time + total_plan_time), 0)::float8, coalesce(sum(calls), 0)::bigint \
-             FROM pg_stat_statements WHERE query LIKE '/*dbtune*/%'",
+             FROM pg_stat_statements WHERE query LIKE '%/*dbtune*/%'",
             &[],
         )
         .unwrap();

@@ -67,7 +67,7 @@ fn statement(i: u64) -> String {
 
 fn agent_pg_ms(c: &mut postgres::Client) -> f64 {
     c.query_one(
-        "SELECT COALESCE(sum(total_exec_time), 0)::float8 FROM pg_stat_statements WHERE query LIKE '/*dbtune*/%'",
+        "SELECT COALESCE(sum(total_exec_time), 0)::float8 FROM pg_stat_statements WHERE query LIKE '%/*dbtune*/%'",
         &[],
     )
     .unwrap()
@@ -261,7 +261,7 @@ fn main() {
     for r in admin
         .query(
             "SELECT total_exec_time::float8, calls, left(regexp_replace(query, '\\s+', ' ', 'g'), 110) FROM pg_stat_statements \
-             WHERE query LIKE '/*dbtune*/%' ORDER BY total_exec_time DESC LIMIT 12",
+             WHERE query LIKE '%/*dbtune*/%' ORDER BY total_exec_time DESC LIMIT 12",
             &[],
         )
         .unwrap()

@@ -131,7 +131,7 @@ fn injection_text_in_a_string_value_stays_a_literal() {
     let q: i64 = c
         .client()
         .query_one(
-            "SELECT count(*) FROM pg_stat_statements WHERE query LIKE '/*dbtune*/ ALTER SYSTEM SET log_line_prefix = ''x''''; DROP TABLE t; --''%'",
+            "SELECT count(*) FROM pg_stat_statements WHERE query LIKE '%ALTER /*dbtune*/ SYSTEM SET log_line_prefix = ''x''''; DROP TABLE t; --''%'",
             &[],
         )
         .unwrap()

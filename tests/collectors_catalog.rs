@@ -532,7 +532,7 @@ fn probe_turns_off_collectors_whose_functions_fail_without_repeated_errors() {
         assert!(agent.run(&mut wal).is_none(), "no payload and no error");
     }
     let failing: i64 = admin
-        .query_one("SELECT COALESCE(sum(calls), 0)::bigint FROM pg_stat_statements WHERE query LIKE '%pg_stat_wal%' AND query LIKE '/*dbtune*/%'", &[])
+        .query_one("SELECT COALESCE(sum(calls), 0)::bigint FROM pg_stat_statements WHERE query LIKE '%pg_stat_wal%' AND query LIKE '%/*dbtune*/%'", &[])
         .unwrap()
         .get(0);
     assert!(

@@ -521,9 +521,10 @@ impl PgStatStatements {
         };
         let sql = format!(
             "SELECT s.queryid, s.userid, s.dbid, \
-             COALESCE(starts_with(s.query, '/*dbtune*/') OR s.query ~* {}, true) AS excluded, {q} AS query, {l} AS query_len \
+             COALESCE({} OR s.query ~* {}, true) AS excluded, {q} AS query, {l} AS query_len \
              FROM {}(true) s WHERE (s.queryid, s.userid, s.dbid) IN \
              (SELECT * FROM unnest($1::bigint[], $2::oid[], $3::oid[]))",
+            crate::pg::agent_statement_sql("s.query"),
             crate::pg::quote_literal(EXCLUDE_PATTERN),
             Self::relation(schema)
         );

@@ -20,15 +20,27 @@ use tokio_postgres_rustls::MakeRustlsConnect;
 pub use version::ServerVersion;
 
 pub const QUERY_PREFIX: &str = "/*dbtune*/ ";
+pub const MARKER: &str = "/*dbtune*/";
 
-/// Trims `sql` and puts the agent's marker in front (once).
+/// Trims `sql` and marks it as the agent's: the `/*dbtune*/ ` prefix of the contract, and the
+/// same marker again after the first keyword. PostgreSQL 18 stores a statement's text without
+/// its leading comments in pg_stat_statements, so the prefix alone no longer identifies the
+/// agent's statements there; the inner marker survives (`SELECT /*dbtune*/ …`).
 pub fn prefixed(sql: &str) -> String {
     let s = sql.trim();
-    if s.starts_with("/*dbtune*/") {
-        s.to_string()
-    } else {
-        format!("{QUERY_PREFIX}{s}")
+    if s.starts_with(MARKER) {
+        return s.to_string();
     }
+    match s.find(char::is_whitespace) {
+        Some(i) => format!("{QUERY_PREFIX}{} {MARKER}{}", &s[..i], &s[i..]),
+        None => format!("{QUERY_PREFIX}{s}"),
+    }
+}
+
+/// SQL predicate: true when the text in `col` is one of the agent's statements (either form
+/// that pg_stat_statements may store). NULL when `col` is NULL.
+pub fn agent_statement_sql(col: &str) -> String {
+    format!("(starts_with({col}, '{MARKER}') OR starts_with(substring({col} from '^\\S+\\s+(.*)$'), '{MARKER}'))")
 }
 
 /// Session limits applied to every pooled connection.
@@ -232,8 +244,10 @@ mod tests {
 
     #[test]
     fn prefix_is_added_once() {
-        assert_eq!(prefixed("  SELECT 1 \n"), "/*dbtune*/ SELECT 1");
+        assert_eq!(prefixed("  SELECT 1 \n"), "/*dbtune*/ SELECT /*dbtune*/ 1");
         assert_eq!(prefixed("/*dbtune*/ SELECT 1"), "/*dbtune*/ SELECT 1");
+        assert_eq!(prefixed("SHOW\tall"), "/*dbtune*/ SHOW /*dbtune*/\tall");
+        assert_eq!(prefixed("ROLLBACK"), "/*dbtune*/ ROLLBACK");
     }
 
     #[test]

@@ -19,7 +19,9 @@ pub fn cache_dir() -> PathBuf {
 pub fn bin_for(major: u32) -> Option<PgBin> {
     // Resolved, so a cache linked outside an unreadable checkout is reached by user postgres.
     let base = cache_dir();
-    let dir = std::fs::canonicalize(&base).unwrap_or(base).join(major.to_string());
+    let dir = std::fs::canonicalize(&base)
+        .unwrap_or(base)
+        .join(major.to_string());
     if dir.join("bin/initdb").exists() {
         let lib = dir.join("lib");
         // The system's PostgreSQL (linked into the cache) needs no bundled libraries.
