@@ -34,10 +34,19 @@ fn stat_field(p: &std::path::Path, key: &str) -> Option<u64> {
 
 /// Limit and usage for `pid`'s cgroup; `None` when no limit applies (or nothing is readable).
 pub fn memory_of(pid: u32) -> Option<CgroupMemory> {
-    let text = std::fs::read_to_string(proc_path(&format!("{pid}/cgroup"))).ok()?;
+    memory_at(&proc_path(""), &sys_path(""), pid)
+}
+
+/// [`memory_of`] with explicit `/proc` and `/sys` roots.
+fn memory_at(
+    proc_root: &std::path::Path,
+    sys_root: &std::path::Path,
+    pid: u32,
+) -> Option<CgroupMemory> {
+    let text = std::fs::read_to_string(proc_root.join(format!("{pid}/cgroup"))).ok()?;
     // v2: the unified line `0::/path`.
     if let Some(path) = text.lines().find_map(|l| l.strip_prefix("0::")) {
-        let base = sys_path("fs/cgroup");
+        let base = sys_root.join("fs/cgroup");
         let mut dir = base.join(path.trim_start_matches('/'));
         // The nearest ancestor with a limit is what applies.
         loop {
@@ -68,7 +77,9 @@ pub fn memory_of(pid: u32) -> Option<CgroupMemory> {
         let (_, ctrls, path) = (it.next()?, it.next()?, it.next()?);
         ctrls.split(',').any(|c| c == "memory").then_some(path)
     })?;
-    let dir = sys_path("fs/cgroup/memory").join(path.trim_start_matches('/'));
+    let dir = sys_root
+        .join("fs/cgroup/memory")
+        .join(path.trim_start_matches('/'));
     let limit = read_u64(&dir.join("memory.limit_in_bytes"))?;
     // v1 reports "no limit" as a huge page-rounded number.
     if limit >= (1u64 << 60) {
@@ -90,4 +101,94 @@ pub fn is_postgres_process(pid: u32) -> bool {
             c == "postgres" || c == "postmaster" || c.starts_with("postgres")
         })
         .unwrap_or(false)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::fs;
+    use std::path::Path;
+
+    fn write(root: &Path, rel: &str, text: &str) {
+        let p = root.join(rel);
+        fs::create_dir_all(p.parent().unwrap()).unwrap();
+        fs::write(p, text).unwrap();
+    }
+
+    #[test]
+    fn v2_nearest_limit_and_working_set() {
+        let root = std::env::temp_dir().join(format!("dbtune-cg2-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&root);
+        let (proc_root, sys_root) = (root.join("proc"), root.join("sys"));
+        write(
+            &proc_root,
+            "42/cgroup",
+            "0::/system.slice/postgresql@16-main.service\n",
+        );
+        let unit = "fs/cgroup/system.slice/postgresql@16-main.service";
+        // The unit itself has no limit; its slice does.
+        write(&sys_root, &format!("{unit}/memory.max"), "max\n");
+        write(&sys_root, "fs/cgroup/system.slice/memory.max", "1000\n");
+        write(&sys_root, "fs/cgroup/system.slice/memory.current", "950\n");
+        write(
+            &sys_root,
+            "fs/cgroup/system.slice/memory.stat",
+            "anon 700\ninactive_file 100\nactive_file 150\n",
+        );
+        let m = memory_at(&proc_root, &sys_root, 42).unwrap();
+        assert_eq!(
+            m,
+            CgroupMemory {
+                limit: 1000,
+                used: 850
+            }
+        );
+        assert!((m.used_percent() - 85.0).abs() < 1e-9);
+        // No limit anywhere: the host's memory applies.
+        write(&sys_root, "fs/cgroup/system.slice/memory.max", "max\n");
+        assert_eq!(memory_at(&proc_root, &sys_root, 42), None);
+        let _ = fs::remove_dir_all(&root);
+    }
+
+    #[test]
+    fn v1_memory_controller() {
+        let root = std::env::temp_dir().join(format!("dbtune-cg1-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&root);
+        let (proc_root, sys_root) = (root.join("proc"), root.join("sys"));
+        write(
+            &proc_root,
+            "7/cgroup",
+            "12:cpu,cpuacct:/x\n4:memory:/docker/abc\n",
+        );
+        write(
+            &sys_root,
+            "fs/cgroup/memory/docker/abc/memory.limit_in_bytes",
+            "2048\n",
+        );
+        write(
+            &sys_root,
+            "fs/cgroup/memory/docker/abc/memory.usage_in_bytes",
+            "1024\n",
+        );
+        write(
+            &sys_root,
+            "fs/cgroup/memory/docker/abc/memory.stat",
+            "total_inactive_file 24\n",
+        );
+        assert_eq!(
+            memory_at(&proc_root, &sys_root, 7),
+            Some(CgroupMemory {
+                limit: 2048,
+                used: 1000
+            })
+        );
+        // v1 "unlimited" is a huge number.
+        write(
+            &sys_root,
+            "fs/cgroup/memory/docker/abc/memory.limit_in_bytes",
+            "9223372036854771712\n",
+        );
+        assert_eq!(memory_at(&proc_root, &sys_root, 7), None);
+        let _ = fs::remove_dir_all(&root);
+    }
 }
