@@ -12,7 +12,6 @@ pub mod recover;
 pub mod render;
 pub mod restart;
 pub mod snapshot;
-pub mod sql;
 pub mod units;
 pub mod validate;
 
@@ -22,6 +21,7 @@ pub use recover::{recover, RecoveryReport};
 use crate::config::apply::ApplyConfig;
 use crate::error::{Error, Kind, Result};
 use crate::model::{KnobApplication, Recommendation};
+use crate::pg::alter as sql;
 use crate::pg::queries::{self, Setting};
 use crate::pg::Pg;
 use journal::{AutoConfValue, Budget, Entry, Journal, KnobChange, Phase};

@@ -3,8 +3,8 @@
 //! can read it, so a rollback also works while PostgreSQL refuses to start.
 
 use super::journal::{write_atomic, AutoConfValue};
-use super::sql;
 use crate::error::{Context, Error, Result};
+use crate::pg::alter as sql;
 use postgres::Client;
 use std::fs;
 use std::os::unix::fs::{fchown, MetadataExt, PermissionsExt};

@@ -3,6 +3,7 @@
 //! `lock_timeout` and `idle_in_transaction_session_timeout` so the agent can never wait on the
 //! workload for long. No SQL lives outside `src/pg` and the collectors' query files.
 
+pub mod alter;
 pub mod conninfo;
 pub mod queries;
 pub mod tls;
@@ -91,7 +92,6 @@ pub struct Pg {
     last_error: LastConnectError,
     /// The connection string with its password hidden, for messages.
     pub display_url: String,
-    pub limits: SessionLimits,
 }
 
 #[derive(Debug)]
@@ -134,13 +134,12 @@ impl Pg {
                     .build(),
             ))
             .error_handler(Box::new(last_error.clone()))
-            .connection_customizer(Box::new(SessionSetup(limits.clone())))
+            .connection_customizer(Box::new(SessionSetup(limits)))
             .build_unchecked(manager);
         Ok(Pg {
             pool,
             last_error,
             display_url: crate::secret::redact_dsn(url),
-            limits,
         })
     }
 

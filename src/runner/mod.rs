@@ -362,7 +362,6 @@ impl Runner {
         let mut running: Vec<Option<Instant>> = vec![None; n];
         let mut warned = vec![false; n];
         let mut bootstrap_left: Vec<usize> = Vec::new();
-        let mut bootstrap_running = 0usize;
         // Bootstrap pass first (launches 200 ms apart); other catalog collectors wait for it.
         let mut k = 0u32;
         for (i, t) in self.tasks.iter().enumerate() {
@@ -404,7 +403,6 @@ impl Runner {
                 } else {
                     running[i] = Some(now);
                     if in_bootstrap && bootstrap_left.contains(&i) {
-                        bootstrap_running += 1;
                         due[i] = None;
                         continue;
                     }
@@ -454,7 +452,6 @@ impl Runner {
                         if in_bootstrap {
                             if let Some(pos) = bootstrap_left.iter().position(|x| *x == i) {
                                 bootstrap_left.remove(pos);
-                                bootstrap_running -= 1;
                                 if bootstrap_left.is_empty() {
                                     in_bootstrap = false;
                                     log::info!("catalog bootstrap done in {:?}", start.elapsed());
@@ -472,7 +469,6 @@ impl Runner {
                 },
                 default(wait) => {}
             }
-            let _ = bootstrap_running;
         }
         self.shutdown(&mut lanes, &done_rx, &mut running);
         for lane in lanes {

@@ -1,6 +1,7 @@
-//! The apply module's statements. Parameter names reach SQL only after they were found in
-//! `pg_settings`; values only ever as quoted literals (`pg::quote_literal`). ALTER SYSTEM
-//! cannot run in a transaction block, so each one is a single auto-commit simple query.
+//! Statements for applying configuration (used by `apply`). Parameter names reach SQL only
+//! after they were found in `pg_settings`; values only ever as quoted literals
+//! (`pg::quote_literal`). ALTER SYSTEM cannot run in a transaction block, so each one is a
+//! single auto-commit simple query.
 
 use crate::error::{Context, Result};
 use crate::pg::{self, quote_ident, quote_literal};
