@@ -273,7 +273,6 @@ fn sigterm_exits_zero_within_ten_seconds() {
     platform.wait_for("first metrics", Duration::from_secs(30), |r| {
         r.iter().any(|x| x.segment() == "metrics")
     });
-    // Something to flush: a warning queued for raw-logs just before the signal.
     let t = Instant::now();
     a.signal(libc::SIGTERM);
     let st = a
