@@ -12,8 +12,10 @@ fi
 # write the variables the tests need into .cache/<area>.env.
 mkdir -p .cache
 # (Packaging tools are set up by .ci/packaging-check.sh itself; tests do not need them.)
-for s in .ci/setup-pg-versions.sh .ci/setup-cloud.sh; do
+# Every .ci/setup-*.sh except packaging (dockerd, etcd/Patroni, moto, … each own one script).
+for s in .ci/setup-*.sh; do
   [ -e "$s" ] || continue
+  [ "$s" = .ci/setup-packaging.sh ] && continue
   echo "== $s" >&2
   bash "$s"
 done
