@@ -25,6 +25,16 @@ pub struct PostgresConfig {
     pub pool_size: u32,
 }
 
+impl PostgresConfig {
+    /// The self-managed adapter's construction check (protocol.md §8.1 step 3): restarts allowed
+    /// but no way to restart. Other providers restart through their control plane.
+    pub fn local_restart_problem(&self) -> Option<String> {
+        (self.allow_restart && self.service_name.is_empty() && self.restart_script_path.is_empty()).then(|| {
+            "postgresql.allow_restart is true but neither postgresql.service_name (DBT_POSTGRESQL_SERVICE_NAME) nor postgresql.restart_script_path (DBT_POSTGRESQL_RESTART_SCRIPT_PATH) is configured".to_string()
+        })
+    }
+}
+
 #[derive(Clone, Debug)]
 pub struct DbtuneConfig {
     pub server_url: String,
@@ -244,12 +254,6 @@ impl Config {
             errs.push(format!(
                 "guardrail_settings.memory_threshold (DBT_MEMORY_THRESHOLD): {memory_threshold} is out of range (expected 1 to 100)"
             ));
-        }
-        if allow_restart && service_name.is_empty() && restart_script_path.is_empty() {
-            errs.push(
-                "postgresql.allow_restart is true but neither postgresql.service_name (DBT_POSTGRESQL_SERVICE_NAME) nor postgresql.restart_script_path (DBT_POSTGRESQL_RESTART_SCRIPT_PATH) is configured"
-                    .into(),
-            );
         }
         if !restart_script_path.is_empty() {
             if let Err(e) = check_restart_script(Path::new(&restart_script_path)) {

@@ -108,13 +108,13 @@ impl Rest {
     /// `GET /cluster`: members, roles, states, `pending_restart`.
     pub fn cluster(&self) -> std::result::Result<Cluster, CloudError> {
         let r = self.req("GET", format!("{}/cluster", self.base), "GET /cluster");
-        self.http.send(&r)?.json()
+        self.http.send(&r).map_err(tidy)?.json()
     }
 
     /// `GET /config`: the dynamic configuration in the DCS.
     pub fn config(&self) -> std::result::Result<serde_json::Value, CloudError> {
         let r = self.req("GET", format!("{}/config", self.base), "GET /config");
-        self.http.send(&r)?.json()
+        self.http.send(&r).map_err(tidy)?.json()
     }
 
     /// `postgresql.parameters` of the DCS configuration, values as text (Patroni keeps what it
@@ -142,7 +142,26 @@ impl Rest {
             .req("PATCH", format!("{}/config", self.base), "PATCH /config")
             .json(&body)
             .no_retry();
-        self.http.send(&r).map(|_| ())
+        // 409: Patroni's compare-and-set of the DCS key lost against another writer (or its own
+        // stale view of the key); the merge is re-done on a fresh read, so retrying is safe.
+        let mut attempt = 1;
+        loop {
+            match self.http.send(&r) {
+                Ok(_) => return Ok(()),
+                Err(e) if e.status == Some(409) && attempt < 5 => {
+                    log::debug!("PATCH /config conflicted (attempt {attempt}); retrying");
+                    attempt += 1;
+                    crate::apply::wait::sleep(
+                        Duration::from_millis(500 * attempt),
+                        "PATCH /config",
+                    )
+                    .map_err(|i| {
+                        CloudError::new(ErrorKind::Timeout, "PATCH /config", i.to_string())
+                    })?;
+                }
+                Err(e) => return Err(tidy(e)),
+            }
+        }
     }
 
     /// `POST /restart` on `member`, through its own `api_url` (the Go agent builds it from
@@ -158,7 +177,7 @@ impl Rest {
             .req("POST", url, &format!("POST /restart on {}", member.name))
             .timeout(timeout)
             .no_retry();
-        match self.http.send(&r) {
+        match self.http.send(&r).map_err(tidy) {
             Ok(resp) => Ok(resp.text().trim().to_string()),
             Err(e)
                 if e.kind == ErrorKind::Service
@@ -170,6 +189,15 @@ impl Rest {
             Err(e) => Err(e),
         }
     }
+}
+
+/// Python's BaseHTTP answers errors with an HTML page; keep only its `Message:` line.
+fn tidy(mut e: CloudError) -> CloudError {
+    if let Some(i) = e.message.find("Message: ") {
+        let rest = &e.message[i + 9..];
+        e.message = rest.split('<').next().unwrap_or(rest).trim().to_string();
+    }
+    e
 }
 
 /// The REST base of `member`: its `api_url` without the `/patroni` path; else its host with this
@@ -208,6 +236,19 @@ mod tests {
         assert_eq!(c.member(" N2 ").unwrap().state, "stopped");
         assert!(!c.members[1].is_up());
         assert_eq!(c.scope.as_deref(), Some("peers-demo"));
+    }
+
+    #[test]
+    fn basehttp_error_pages_shrink_to_their_message() {
+        let e = CloudError {
+            kind: ErrorKind::Service,
+            context: "Patroni PATCH /config".into(),
+            status: Some(409),
+            code: None,
+            message: "<!DOCTYPE HTML>\n<html><body><h1>Error response</h1>\n<p>Error code: 409</p>\n<p>Message: Conflict.</p>\n</body>".into(),
+            request_id: None,
+        };
+        assert_eq!(tidy(e).message, "Conflict.");
     }
 
     #[test]

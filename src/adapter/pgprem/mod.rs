@@ -23,6 +23,9 @@ pub struct PgPrem {
 
 impl PgPrem {
     pub fn new(cfg: &Config) -> Result<PgPrem> {
+        if let Some(why) = cfg.postgresql.local_restart_problem() {
+            return Err(crate::error::Error::invalid(why));
+        }
         let pg = Pg::new(
             cfg.postgresql.connection_url.expose(),
             cfg.postgresql.pool_size,
