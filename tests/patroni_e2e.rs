@@ -237,8 +237,12 @@ fn the_leader_agent_applies_reload_and_restart_knobs_through_patroni_and_rolls_b
     assert!(st.success(), "{out}\n{logs}");
     assert!(out.contains("Patroni REST"), "{out}");
     assert!(out.contains("n1 is leader (running)"), "{out}");
+    let leader = out
+        .lines()
+        .find(|l| l.contains("Patroni leader"))
+        .unwrap_or("");
     assert!(
-        out.contains("[ ok ] Patroni leader           n1 (running)"),
+        leader.starts_with("[ ok ]") && leader.ends_with("n1 (running)"),
         "{out}"
     );
     let (_, out, _) = agent::run(
@@ -248,6 +252,20 @@ fn the_leader_agent_applies_reload_and_restart_knobs_through_patroni_and_rolls_b
         Duration::from_secs(60),
     );
     assert!(out.contains("n2 is replica (streaming)"), "{out}");
+
+    // --plan shows the managed knob refused with Patroni's reason.
+    platform.set_recommendation(&rec("max_connections", 200, "", "postmaster", "restart"));
+    let (_, out, logs) = agent::run(
+        &yaml(&c, 0, &c.rest_url(0), &platform.url),
+        &["--patroni", "--plan"],
+        &[],
+        Duration::from_secs(60),
+    );
+    let line = out
+        .lines()
+        .find(|l| l.contains("max_connections"))
+        .unwrap_or_else(|| panic!("{out}\n{logs}"));
+    assert!(line.contains("REFUSED: managed by Patroni"), "{out}");
 }
 
 #[test]
@@ -388,4 +406,66 @@ fn the_replica_agent_refuses_then_applies_once_a_switchover_made_it_leader_and_s
         "{kinds:?}"
     );
     drop(a);
+}
+
+/// Footprint figure, not a pass/fail check: the agent's RSS (VmRSS / VmHWM from
+/// /proc/<pid>/status, as benches/footprint.rs reads it) with `--patroni` on the leader of a real
+/// cluster, after `DBTUNE_RSS_MINUTES` (default 5) minutes with a reload applied at the start.
+/// `DBTUNE_AGENT_BIN` picks the binary (e.g. target/release/dbtune-agent). Run with
+/// `cargo test --test patroni_e2e -- --ignored --nocapture patroni_rss`.
+#[test]
+#[ignore]
+fn patroni_rss_after_minutes() {
+    let _g = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
+    let Some(c) = PatroniCluster::start() else {
+        return;
+    };
+    let platform = PlatformStandIn::start();
+    platform.set_recommendation(&rec("work_mem", 8192, "kB", "user", "reload"));
+    let dir = agent::temp_dir("rss");
+    let cfg = dir.join("dbtune.yaml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "{}state_dir: \"{}\"\n",
+            yaml(&c, 0, &c.rest_url(0), &platform.url),
+            dir.join("state").display()
+        ),
+    )
+    .unwrap();
+    let bin = std::env::var("DBTUNE_AGENT_BIN")
+        .unwrap_or_else(|_| env!("CARGO_BIN_EXE_dbtune-agent").to_string());
+    let mut child = std::process::Command::new(&bin)
+        .arg("--config")
+        .arg(&cfg)
+        .arg("--patroni")
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::fs::File::create(dir.join("stderr")).unwrap())
+        .spawn()
+        .unwrap();
+    let minutes: u64 = std::env::var("DBTUNE_RSS_MINUTES")
+        .ok()
+        .and_then(|m| m.parse().ok())
+        .unwrap_or(5);
+    let kb = |key: &str| -> u64 {
+        let s = std::fs::read_to_string(format!("/proc/{}/status", child.id())).unwrap();
+        s.lines()
+            .find(|l| l.starts_with(key))
+            .and_then(|l| l.split_whitespace().nth(1))
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0)
+    };
+    for m in 1..=minutes {
+        std::thread::sleep(Duration::from_secs(60));
+        println!(
+            "PATRONI_RSS minute={m} rss={:.1}MiB peak={:.1}MiB",
+            kb("VmRSS:") as f64 / 1024.0,
+            kb("VmHWM:") as f64 / 1024.0
+        );
+    }
+    assert!(configurations_with(&platform.requests(), "work_mem", 8192).is_some());
+    let _ = child.kill();
+    let _ = child.wait();
+    let _ = std::fs::remove_dir_all(&dir);
 }
