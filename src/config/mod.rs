@@ -25,16 +25,6 @@ pub struct PostgresConfig {
     pub pool_size: u32,
 }
 
-impl PostgresConfig {
-    /// The self-managed adapter's construction check (protocol.md §8.1 step 3): restarts allowed
-    /// but no way to restart. Other providers restart through their control plane.
-    pub fn local_restart_problem(&self) -> Option<String> {
-        (self.allow_restart && self.service_name.is_empty() && self.restart_script_path.is_empty()).then(|| {
-            "postgresql.allow_restart is true but neither postgresql.service_name (DBT_POSTGRESQL_SERVICE_NAME) nor postgresql.restart_script_path (DBT_POSTGRESQL_RESTART_SCRIPT_PATH) is configured".to_string()
-        })
-    }
-}
-
 #[derive(Clone, Debug)]
 pub struct DbtuneConfig {
     pub server_url: String,
