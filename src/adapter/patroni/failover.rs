@@ -242,6 +242,21 @@ impl Failover {
         }
     }
 
+    /// One check with a fresh `/cluster` answer (and a ping when the recovery branch needs it).
+    pub fn check(
+        &self,
+        rest: &super::rest::Rest,
+        pg: &crate::pg::Pg,
+    ) -> std::result::Result<(), FailoverDetected> {
+        let cluster = rest.cluster();
+        let ping = self.needs_ping(Instant::now()).then(|| pg.ping());
+        self.check_at(
+            Instant::now(),
+            cluster.as_ref().map_err(|e| e.to_string()),
+            ping,
+        )
+    }
+
     /// §6.5 `handlePossibleFailoverError`: a PostgreSQL error that means the server is going
     /// away or is now read-only starts the tracking (once) and becomes a FailoverDetected.
     pub fn pg_error(&self, e: &Error) -> Option<FailoverDetected> {

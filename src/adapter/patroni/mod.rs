@@ -87,17 +87,8 @@ impl Patroni {
     /// §6.5 `CheckForFailover` in front of reads: a failover seen or settling is an error the
     /// runner suppresses (its text says "failover detected").
     fn check_failover(&self) -> Result<()> {
-        let cluster = self.rest.cluster();
-        let ping = self
-            .failover
-            .needs_ping(Instant::now())
-            .then(|| self.pg.ping());
         self.failover
-            .check_at(
-                Instant::now(),
-                cluster.as_ref().map_err(|e| e.to_string()),
-                ping,
-            )
+            .check(&self.rest, &self.pg)
             .map_err(Error::from)
     }
 

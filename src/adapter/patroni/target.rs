@@ -237,16 +237,7 @@ impl Target for PatroniTarget {
     }
 
     fn preflight(&self) -> std::result::Result<(), ApplyError> {
-        let cluster = self.rest.cluster();
-        let ping = self
-            .failover
-            .needs_ping(Instant::now())
-            .then(|| self.pg.ping());
-        let r = self.failover.check_at(
-            Instant::now(),
-            cluster.as_ref().map_err(|e| e.to_string()),
-            ping,
-        );
+        let r = self.failover.check(&self.rest, &self.pg);
         if let Err(d) = r {
             return Err(ApplyError::config(format!(
                 "{d}; configuration is applied only on a stable cluster, nothing was changed"
