@@ -269,9 +269,9 @@ fn the_leader_agent_applies_reload_and_restart_knobs_through_patroni_and_rolls_b
 }
 
 #[test]
-fn patroni_rest_down_gives_clear_errors_and_the_agent_keeps_running() {
+fn patroni_rest_down_gives_clear_errors_and_https_with_a_private_ca_works() {
     let _g = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
-    let Some(c) = PatroniCluster::start() else {
+    let Some(c) = PatroniCluster::start_tls() else {
         return;
     };
     let platform = PlatformStandIn::start();
@@ -320,6 +320,45 @@ fn patroni_rest_down_gives_clear_errors_and_the_agent_keeps_running() {
     });
     assert!(a.child.try_wait().unwrap().is_none(), "{}", a.logs());
     assert!(!a.logs().contains(REST_PASSWORD));
+    drop(a);
+
+    // The same REST API over HTTPS: refused without the CA, applied with `ca_file`.
+    let https = format!(
+        "{}disable_checks: true\n",
+        yaml(&c, 0, &c.rest_url(0), &platform.url)
+    );
+    let (_, out, _) = agent::run(
+        &yaml(&c, 0, &c.rest_url(0), &platform.url),
+        &["--patroni", "--check"],
+        &[],
+        Duration::from_secs(60),
+    );
+    let line = out
+        .lines()
+        .find(|l| l.contains("Patroni REST"))
+        .unwrap_or("");
+    assert!(
+        line.starts_with("[FAIL]"),
+        "an unknown CA is not trusted: {out}"
+    );
+    platform.clear();
+    let with_ca = https.replace(
+        "patroni:\n",
+        &format!("patroni:\n  ca_file: \"{}\"\n", c.ca_file().display()),
+    );
+    let a = Agent::spawn(&with_ca, &["--patroni"], &[]);
+    platform.wait_for(
+        "work_mem 10240 applied over HTTPS",
+        Duration::from_secs(60),
+        |r| configurations_with(r, "work_mem", 10240).is_some(),
+    );
+    assert_eq!(dcs_param(&c, "work_mem"), "10240");
+    assert!(
+        log_entries(&platform).is_empty(),
+        "{:?}\n{}",
+        log_entries(&platform),
+        a.logs()
+    );
 }
 
 #[test]

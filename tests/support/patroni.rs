@@ -24,6 +24,8 @@ pub struct Node {
 
 pub struct PatroniCluster {
     pub dir: PathBuf,
+    /// `https` with a test CA (`ca.pem` in `dir`) when started with [`PatroniCluster::start_tls`].
+    pub scheme: &'static str,
     pub nodes: Vec<Node>,
     pub etcd_port: u16,
     etcd: Option<Child>,
@@ -66,6 +68,19 @@ impl PatroniCluster {
     /// etcd + n1 (leader) + n2 (streaming replica), REST unsafe endpoints behind basic auth.
     /// None (skipped) only outside CI when the peers are not installed.
     pub fn start() -> Option<PatroniCluster> {
+        Self::start_with(false)
+    }
+
+    /// The same with the REST API on HTTPS, its certificate from a throwaway CA.
+    pub fn start_tls() -> Option<PatroniCluster> {
+        Self::start_with(true)
+    }
+
+    pub fn ca_file(&self) -> PathBuf {
+        self.dir.join("ca.pem")
+    }
+
+    fn start_with(tls: bool) -> Option<PatroniCluster> {
         let (patroni, etcd_bin) = binaries()?;
         let dir = std::env::temp_dir().join(format!(
             "dbtune-patroni-{}-{}",
@@ -92,13 +107,27 @@ impl PatroniCluster {
             .stderr(log_file(&dir.join("etcd.log")))
             .spawn()
             .expect("starting etcd");
+        let mut tls_config = ureq::tls::TlsConfig::builder();
+        if tls {
+            make_certificates(&dir);
+            let pem = std::fs::read(dir.join("ca.pem")).unwrap();
+            let roots: Vec<_> = ureq::tls::parse_pem(&pem)
+                .filter_map(|i| match i {
+                    Ok(ureq::tls::PemItem::Certificate(c)) => Some(c),
+                    _ => None,
+                })
+                .collect();
+            tls_config = tls_config.root_certs(ureq::tls::RootCerts::new_with_certs(&roots));
+        }
         let http = ureq::Agent::config_builder()
+            .tls_config(tls_config.build())
             .http_status_as_error(false)
             .timeout_global(Some(Duration::from_secs(10)))
             .build()
             .new_agent();
         let mut c = PatroniCluster {
             dir: dir.clone(),
+            scheme: if tls { "https" } else { "http" },
             nodes: Vec::new(),
             etcd_port,
             etcd: Some(etcd),
@@ -129,6 +158,14 @@ impl PatroniCluster {
         let base = &self.dir;
         let name = format!("n{n}");
         std::fs::create_dir_all(base.join(&name)).unwrap();
+        let tls = if self.scheme == "https" {
+            format!(
+                "  certfile: {d}/server.pem\n  keyfile: {d}/server.key\nctl:\n  cacert: {d}/ca.pem\n",
+                d = base.display()
+            )
+        } else {
+            String::new()
+        };
         // loop_wait 2 s (default 10) keeps the tests short; ttl ≥ loop_wait + 2 × retry_timeout.
         let yml = format!(
             r#"scope: {SCOPE}
@@ -138,7 +175,7 @@ restapi:
   listen: 127.0.0.1:{rest_port}
   connect_address: 127.0.0.1:{rest_port}
   authentication: {{username: {REST_USER}, password: {REST_PASSWORD}}}
-etcd3:
+{tls}etcd3:
   hosts: 127.0.0.1:{etcd}
 bootstrap:
   dcs:
@@ -221,7 +258,7 @@ postgresql:
     }
 
     pub fn rest_url(&self, i: usize) -> String {
-        format!("http://127.0.0.1:{}", self.nodes[i].rest_port)
+        format!("{}://127.0.0.1:{}", self.scheme, self.nodes[i].rest_port)
     }
 
     pub fn pg_url(&self, i: usize) -> String {
@@ -350,6 +387,71 @@ postgresql:
         }
         s
     }
+}
+
+/// A throwaway CA and a server certificate for 127.0.0.1, with the openssl command line.
+fn make_certificates(dir: &std::path::Path) {
+    let run = |args: &[&str]| {
+        let out = Command::new("openssl")
+            .args(args)
+            .current_dir(dir)
+            .output()
+            .expect("running openssl");
+        assert!(
+            out.status.success(),
+            "openssl {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    run(&[
+        "req",
+        "-x509",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-keyout",
+        "ca.key",
+        "-out",
+        "ca.pem",
+        "-days",
+        "2",
+        "-subj",
+        "/CN=dbtune test CA",
+    ]);
+    run(&[
+        "req",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-keyout",
+        "server.key",
+        "-out",
+        "server.csr",
+        "-subj",
+        "/CN=127.0.0.1",
+    ]);
+    std::fs::write(
+        dir.join("ext.cnf"),
+        "subjectAltName=IP:127.0.0.1\nbasicConstraints=CA:FALSE\nkeyUsage=digitalSignature,keyEncipherment\nextendedKeyUsage=serverAuth\n",
+    )
+    .unwrap();
+    run(&[
+        "x509",
+        "-req",
+        "-in",
+        "server.csr",
+        "-CA",
+        "ca.pem",
+        "-CAkey",
+        "ca.key",
+        "-CAcreateserial",
+        "-out",
+        "server.pem",
+        "-days",
+        "2",
+        "-extfile",
+        "ext.cnf",
+    ]);
 }
 
 impl Drop for PatroniCluster {

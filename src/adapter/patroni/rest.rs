@@ -239,6 +239,48 @@ mod tests {
     }
 
     #[test]
+    fn a_ca_file_without_certificates_is_refused_by_name() {
+        let f = std::env::temp_dir().join(format!("dbtune-patroni-ca-{}.pem", std::process::id()));
+        std::fs::write(&f, "not a certificate\n").unwrap();
+        let cfg = PatroniConfig {
+            node_name: "n1".into(),
+            api_url: "https://10.0.0.1:8008".into(),
+            cluster_name: String::new(),
+            ca_file: Some(f.display().to_string()),
+            username: Some("u".into()),
+            password: Some(Secret::new("pw")),
+            request_timeout: Duration::from_secs(1),
+        };
+        let e = Rest::new(&cfg).err().unwrap().to_string();
+        assert!(
+            e.contains("patroni.ca_file") && e.contains("no PEM certificate"),
+            "{e}"
+        );
+        let _ = std::fs::remove_file(&f);
+    }
+
+    #[test]
+    fn basic_auth_is_sent_and_masked() {
+        let cfg = PatroniConfig {
+            node_name: "n1".into(),
+            api_url: "http://127.0.0.1:1".into(),
+            cluster_name: String::new(),
+            ca_file: None,
+            username: Some("dbtune".into()),
+            password: Some(Secret::new("pw-123")),
+            request_timeout: Duration::from_secs(1),
+        };
+        let r = Rest::new(&cfg).unwrap();
+        let req = r.req("PATCH", "http://127.0.0.1:1/config".into(), "PATCH /config");
+        // base64("dbtune:pw-123")
+        assert_eq!(
+            req.header_value("Authorization"),
+            Some("Basic ZGJ0dW5lOnB3LTEyMw==")
+        );
+        assert!(!format!("{req:?}").contains("ZGJ0dW5l"));
+    }
+
+    #[test]
     fn basehttp_error_pages_shrink_to_their_message() {
         let e = CloudError {
             kind: ErrorKind::Service,
