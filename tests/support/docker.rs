@@ -85,8 +85,10 @@ fn start_engine() -> Engine {
                     Ok(())
                 });
             }
-            let child = cmd.spawn().expect("starting dockerd");
+            let mut child = cmd.spawn().expect("starting dockerd");
             tx.send(child.id()).unwrap();
+            // Lives as long as the process; reaps dockerd if it ever exits on its own.
+            let _ = child.wait();
             loop {
                 std::thread::park();
             }
@@ -95,7 +97,11 @@ fn start_engine() -> Engine {
     let _pid = rx.recv().unwrap();
     let e = Engine { socket, root };
     let end = Instant::now() + Duration::from_secs(30);
-    while !e.docker(&["version", "--format", "{{.Server.APIVersion}}"]).status.success() {
+    while !e
+        .docker(&["version", "--format", "{{.Server.APIVersion}}"])
+        .status
+        .success()
+    {
         assert!(
             Instant::now() < end,
             "dockerd did not answer within 30 s; log:\n{}",
@@ -134,7 +140,11 @@ impl Engine {
     }
 
     fn ensure_pg_image(&self) {
-        if self.docker(&["image", "inspect", PG_IMAGE]).status.success() {
+        if self
+            .docker(&["image", "inspect", PG_IMAGE])
+            .status
+            .success()
+        {
             return;
         }
         let busybox = env_or("DBTUNE_TEST_BUSYBOX", "/bin/busybox");
@@ -160,7 +170,10 @@ impl Engine {
         std::os::unix::fs::symlink("usr/lib", rootfs.join("lib")).unwrap();
         std::os::unix::fs::symlink("usr/lib64", rootfs.join("lib64")).unwrap();
         let id = |flag: &str| {
-            let o = Command::new("id").args([flag, "postgres"]).output().unwrap();
+            let o = Command::new("id")
+                .args([flag, "postgres"])
+                .output()
+                .unwrap();
             String::from_utf8_lossy(&o.stdout).trim().to_string()
         };
         let (uid, gid) = (id("-u"), id("-g"));
@@ -187,7 +200,7 @@ impl Engine {
             ])
             .status()
             .unwrap();
-        let tar = Command::new("tar")
+        let mut tar = Command::new("tar")
             .args(["-C", rootfs.to_str().unwrap(), "-c", "."])
             .stdout(Stdio::piped())
             .spawn()
@@ -203,10 +216,14 @@ impl Engine {
                 "-",
                 PG_IMAGE,
             ])
-            .stdin(tar.stdout.unwrap())
+            .stdin(tar.stdout.take().unwrap())
             .stdout(Stdio::null())
             .status()
             .unwrap();
+        assert!(
+            tar.wait().unwrap().success(),
+            "tar of the image root failed"
+        );
         assert!(st.success(), "docker import of {PG_IMAGE} failed");
         let _ = std::fs::remove_dir_all(&rootfs);
     }
@@ -234,7 +251,14 @@ impl PgContainer {
         let data = dir.join("data");
         let out = Command::new("runuser")
             .args(["-u", "postgres", "--", "/usr/lib/postgresql/15/bin/initdb"])
-            .args(["-D", data.to_str().unwrap(), "-U", "postgres", "-A", "trust"])
+            .args([
+                "-D",
+                data.to_str().unwrap(),
+                "-U",
+                "postgres",
+                "-A",
+                "trust",
+            ])
             .args(["-E", "UTF8", "--no-sync"])
             .output()
             .unwrap();

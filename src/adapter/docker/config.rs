@@ -49,7 +49,10 @@ mod tests {
         assert_eq!(DockerConfig::from_sources(&s).unwrap().stop_timeout, 30);
         let s = Sources::from_yaml(
             "docker:\n  container_name: pg\n",
-            Env::from_pairs([("DBT_DOCKER_CONTAINER_NAME", "other"), ("DBT_DOCKER_STOP_TIMEOUT", "5")]),
+            Env::from_pairs([
+                ("DBT_DOCKER_CONTAINER_NAME", "other"),
+                ("DBT_DOCKER_STOP_TIMEOUT", "5"),
+            ]),
         )
         .unwrap();
         let c = DockerConfig::from_sources(&s).unwrap();
@@ -57,7 +60,13 @@ mod tests {
         let s = Sources::from_yaml("docker: {}\n", Env::default()).unwrap();
         let e = DockerConfig::from_sources(&s).unwrap_err();
         assert!(e.contains("DBT_DOCKER_CONTAINER_NAME) is required"), "{e}");
-        let s = Sources::from_yaml("docker:\n  container_name: pg\n  stop_timeout: 0\n", Env::default()).unwrap();
-        assert!(DockerConfig::from_sources(&s).unwrap_err().contains("out of range"));
+        let s = Sources::from_yaml(
+            "docker:\n  container_name: pg\n  stop_timeout: 0\n",
+            Env::default(),
+        )
+        .unwrap();
+        assert!(DockerConfig::from_sources(&s)
+            .unwrap_err()
+            .contains("out of range"));
     }
 }

@@ -113,7 +113,10 @@ impl Adapter for DockerAdapter {
                 .context("reading host memory")?
                 .total
         };
-        let image = inspect["Config"]["Image"].as_str().unwrap_or("").to_string();
+        let image = inspect["Config"]["Image"]
+            .as_str()
+            .unwrap_or("")
+            .to_string();
         Ok(vec![
             Metric::string("pg_version", facts.version.wire()),
             Metric::bytes("node_memory_total", memory_total as i64),
@@ -172,7 +175,10 @@ impl Adapter for DockerAdapter {
                     detail: format!(
                         "{} ({}), image {}, {status}",
                         self.container,
-                        v["Id"].as_str().map(|s| &s[..s.len().min(12)]).unwrap_or("?"),
+                        v["Id"]
+                            .as_str()
+                            .map(|s| &s[..s.len().min(12)])
+                            .unwrap_or("?"),
                         v["Config"]["Image"].as_str().unwrap_or("?")
                     ),
                 }

@@ -118,11 +118,20 @@ mod tests {
         assert_eq!(s.used_percent_of_limit(), Some(20.0));
         let mut v = stats(1, 1);
         v["memory_stats"]["stats"] = json!({"inactive_file": 30u64 << 20});
-        v["cpu_stats"].as_object_mut().unwrap().remove("online_cpus");
+        v["cpu_stats"]
+            .as_object_mut()
+            .unwrap()
+            .remove("online_cpus");
         let s = Sample::parse(&v).unwrap();
         assert_eq!((s.memory_used(), s.online_cpus), (70 << 20, 2));
         v["memory_stats"]["usage"] = json!(0);
-        assert!(Sample::parse(&v).unwrap_err().to_string().contains("zero memory"));
-        assert!(Sample::parse(&json!({})).unwrap_err().to_string().contains("memory_stats.usage"));
+        assert!(Sample::parse(&v)
+            .unwrap_err()
+            .to_string()
+            .contains("zero memory"));
+        assert!(Sample::parse(&json!({}))
+            .unwrap_err()
+            .to_string()
+            .contains("memory_stats.usage"));
     }
 }

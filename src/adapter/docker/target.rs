@@ -4,7 +4,7 @@
 //! with `PUT /containers/{id}/archive`, which works on a stopped container.
 
 use crate::apply::journal::{Entry, KnobChange};
-use crate::apply::{alter_system, Activation, Snapshot, Target, WriteError};
+use crate::apply::{alter_system, wait, Activation, Snapshot, Target, WriteError};
 use crate::cloud::docker::{tar, Docker};
 use crate::error::{Error, Result};
 use crate::pg::Pg;
@@ -22,6 +22,49 @@ pub struct DockerTarget {
 fn split(path: &str) -> Option<(&str, &str)> {
     let (dir, name) = path.rsplit_once('/')?;
     Some((if dir.is_empty() { "/" } else { dir }, name))
+}
+
+impl DockerTarget {
+    /// Restarts the container with PostgreSQL's *fast* shutdown. The Engine stops a container
+    /// with its configured stop signal; SIGTERM (the default) is PostgreSQL's smart shutdown,
+    /// which waits for every session, including the agent's own, until the daemon kills it
+    /// (crash recovery at start). API 1.41 cannot pass a signal to restart, so unless the
+    /// image sets STOPSIGNAL SIGINT (as the official image does) the agent sends SIGINT
+    /// itself, waits for the exit and starts the container.
+    fn restart(&self, deadline: Duration) -> Result<()> {
+        let e = |e: crate::cloud::CloudError| Error::other(e.to_string());
+        let inspect = self.docker.inspect(&self.container).map_err(e)?;
+        let stop_signal = inspect["Config"]["StopSignal"].as_str().unwrap_or("");
+        let running = inspect["State"]["Running"].as_bool().unwrap_or(false);
+        if !running || matches!(stop_signal, "SIGINT" | "2" | "INT") {
+            wait::tick();
+            return self
+                .docker
+                .restart_within(&self.container, self.stop_timeout, deadline)
+                .map_err(e);
+        }
+        self.docker.kill(&self.container, "SIGINT").map_err(e)?;
+        let stopped = wait::until(
+            &format!("container {} to stop after SIGINT", self.container),
+            Duration::from_secs(self.stop_timeout).min(deadline),
+            Duration::from_millis(200),
+            |last| {
+                let v = self.docker.inspect(&self.container).map_err(e)?;
+                let status = v["State"]["Status"].as_str().unwrap_or("?").to_string();
+                *last = status.clone();
+                Ok((status != "running").then_some(()))
+            },
+        );
+        match stopped {
+            Ok(()) => self.docker.start(&self.container).map_err(e),
+            Err(err) if err.kind == crate::error::Kind::Interrupted => Err(err),
+            // Still running: the Engine's own restart stops it the hard way.
+            Err(_) => self
+                .docker
+                .restart_within(&self.container, 1, deadline)
+                .map_err(e),
+        }
+    }
 }
 
 impl Target for DockerTarget {
@@ -71,12 +114,7 @@ impl Target for DockerTarget {
     ) -> Result<()> {
         match how {
             Activation::Reload => alter_system::reload(pg),
-            Activation::Restart => {
-                crate::apply::wait::tick();
-                self.docker
-                    .restart_within(&self.container, self.stop_timeout, deadline)
-                    .map_err(|e| Error::other(e.to_string()))
-            }
+            Activation::Restart => self.restart(deadline),
         }
     }
 

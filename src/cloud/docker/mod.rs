@@ -126,6 +126,25 @@ impl Docker {
         Ok(())
     }
 
+    /// `POST /containers/{name}/kill?signal=<sig>`.
+    pub fn kill(&self, name: &str, signal: &str) -> Result<()> {
+        let p = self.path(&format!(
+            "/containers/{}/kill?signal={signal}",
+            uri_encode(name, false)
+        ))?;
+        self.http
+            .request("POST", &p, None, "Docker container kill")?;
+        Ok(())
+    }
+
+    /// `POST /containers/{name}/start` (a running container answers 304: fine).
+    pub fn start(&self, name: &str) -> Result<()> {
+        let p = self.path(&format!("/containers/{}/start", uri_encode(name, false)))?;
+        self.http
+            .request("POST", &p, None, "Docker container start")?;
+        Ok(())
+    }
+
     /// `GET /containers/{name}/archive?path=<file>`: the file as a tar archive (works on a
     /// stopped container too).
     pub fn archive_get(&self, name: &str, path: &str) -> Result<Vec<u8>> {

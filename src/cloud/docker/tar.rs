@@ -26,7 +26,10 @@ pub fn single_file(name: &str, data: &[u8], mode: u32, uid: u32, gid: u32) -> Re
     octal(&mut h[108..116], uid as u64);
     octal(&mut h[116..124], gid as u64);
     octal(&mut h[124..136], data.len() as u64);
-    octal(&mut h[136..148], crate::cloud::time::now_unix().max(0) as u64);
+    octal(
+        &mut h[136..148],
+        crate::cloud::time::now_unix().max(0) as u64,
+    );
     h[156] = b'0';
     h[257..263].copy_from_slice(b"ustar\0");
     h[263..265].copy_from_slice(b"00");
@@ -105,7 +108,14 @@ mod tests {
 
     #[test]
     fn round_trips_and_is_block_aligned() {
-        let a = single_file("postgresql.auto.conf", b"work_mem = '8MB'\n", 0o600, 101, 104).unwrap();
+        let a = single_file(
+            "postgresql.auto.conf",
+            b"work_mem = '8MB'\n",
+            0o600,
+            101,
+            104,
+        )
+        .unwrap();
         assert_eq!(a.len() % BLOCK, 0);
         assert_eq!(a.len(), BLOCK * 4);
         let f = first_file(&a).unwrap();
@@ -116,7 +126,13 @@ mod tests {
         let sum: u32 = a[..BLOCK]
             .iter()
             .enumerate()
-            .map(|(i, &b)| if (148..156).contains(&i) { 32 } else { b as u32 })
+            .map(|(i, &b)| {
+                if (148..156).contains(&i) {
+                    32
+                } else {
+                    b as u32
+                }
+            })
             .sum();
         assert_eq!(parse_octal(&a[148..156]).unwrap() as u32, sum);
         assert!(single_file("a/b", b"", 0o600, 0, 0).is_err());
