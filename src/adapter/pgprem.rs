@@ -7,7 +7,7 @@ use crate::apply::restart::{ScriptRestarter, SystemctlRestarter};
 use crate::apply::{ApplyContext, ApplyError, Outcome, Restarter};
 use crate::config::Config;
 use crate::error::{Context, Result};
-use crate::host::{cgroup, cpu, distro, memory};
+use crate::host::{cgroup, cpu, distro, memory, process};
 use crate::metrics::{hardware::Hardware, MetricCollector};
 use crate::model::{
     ConfigRow, GuardrailLevel, GuardrailSignal, GuardrailType, Metric, Recommendation,
@@ -126,11 +126,9 @@ impl PgPrem {
     fn resolve_postmaster(&self) -> Option<u32> {
         let mut conn = self.pg.conn().ok()?;
         let backend = crate::pg::queries::backend_pid(&mut conn).ok()?;
-        let stat =
-            std::fs::read_to_string(crate::host::proc_path(&format!("{backend}/stat"))).ok()?;
-        let after = stat.rsplit_once(')')?.1;
-        let ppid: u32 = after.split_whitespace().nth(1)?.parse().ok()?;
-        (cgroup::is_postgres_process(backend as u32) && cgroup::is_postgres_process(ppid))
+        let backend = u32::try_from(backend).ok()?;
+        let ppid = process::parent_of(backend)?;
+        (process::is_postgres_process(backend) && process::is_postgres_process(ppid))
             .then_some(ppid)
     }
 }
