@@ -8,7 +8,7 @@ use crate::apply::{ApplyContext, ApplyError, Outcome, Restarter};
 use crate::config::Config;
 use crate::error::{Context, Result};
 use crate::host::{cgroup, cpu, distro, memory, process};
-use crate::metrics::{hardware::Hardware, MetricCollector};
+use crate::metrics::{data_disk::DataDisk, hardware::Hardware, MetricCollector};
 use crate::model::{
     ConfigRow, GuardrailLevel, GuardrailSignal, GuardrailType, Metric, Recommendation,
 };
@@ -143,7 +143,10 @@ impl Adapter for PgPrem {
     }
 
     fn metric_collectors(&self) -> Vec<Box<dyn MetricCollector>> {
-        vec![Box::new(Hardware::default())]
+        vec![
+            Box::new(Hardware::default()),
+            Box::new(DataDisk::new(self.pg.clone())),
+        ]
     }
 
     fn system_info(&self) -> Result<Vec<Metric>> {

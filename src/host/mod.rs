@@ -8,8 +8,10 @@ pub mod cgroup;
 pub mod cpu;
 pub mod disk;
 pub mod distro;
+pub mod filesystem;
 
 pub mod memory;
+pub mod network;
 
 pub mod process;
 
