@@ -203,7 +203,11 @@ mod tests {
     #[test]
     fn go_line_format_and_redaction() {
         let sink = Sink::default();
-        let l = build(false, None, env_logger::Target::Pipe(Box::new(sink.clone())));
+        let l = build(
+            false,
+            None,
+            env_logger::Target::Pipe(Box::new(sink.clone())),
+        );
         register_secret("s3cr3t-key-value");
         emit(
             &l,
@@ -231,14 +235,24 @@ mod tests {
     #[test]
     fn levels_and_rust_log_on_top() {
         let sink = Sink::default();
-        let l = build(false, None, env_logger::Target::Pipe(Box::new(sink.clone())));
+        let l = build(
+            false,
+            None,
+            env_logger::Target::Pipe(Box::new(sink.clone())),
+        );
         emit(&l, Level::Info, "dbtune_agent::a", "own info");
         emit(&l, Level::Debug, "dbtune_agent::a", "own debug");
         emit(&l, Level::Info, "rustls::client", "dep info");
         emit(&l, Level::Warn, "rustls::client", "dep warn");
         let out = sink.text();
-        assert!(out.contains("own info") && out.contains("dep warn"), "{out}");
-        assert!(!out.contains("own debug") && !out.contains("dep info"), "{out}");
+        assert!(
+            out.contains("own info") && out.contains("dep warn"),
+            "{out}"
+        );
+        assert!(
+            !out.contains("own debug") && !out.contains("dep info"),
+            "{out}"
+        );
 
         // debug: true raises our modules only.
         let sink = Sink::default();
@@ -246,7 +260,10 @@ mod tests {
         emit(&l, Level::Debug, "dbtune_agent::a", "own debug");
         emit(&l, Level::Debug, "ureq::pool", "dep debug");
         let out = sink.text();
-        assert!(out.contains("own debug") && !out.contains("dep debug"), "{out}");
+        assert!(
+            out.contains("own debug") && !out.contains("dep debug"),
+            "{out}"
+        );
 
         // RUST_LOG module directives override both ways.
         let sink = Sink::default();
@@ -255,8 +272,18 @@ mod tests {
             Some("dbtune_agent::collectors=trace,dbtune_agent::runner=warn,ureq=debug"),
             env_logger::Target::Pipe(Box::new(sink.clone())),
         );
-        emit(&l, Level::Trace, "dbtune_agent::collectors::wal", "trace kept");
-        emit(&l, Level::Info, "dbtune_agent::runner", "runner info dropped");
+        emit(
+            &l,
+            Level::Trace,
+            "dbtune_agent::collectors::wal",
+            "trace kept",
+        );
+        emit(
+            &l,
+            Level::Info,
+            "dbtune_agent::runner",
+            "runner info dropped",
+        );
         emit(&l, Level::Debug, "dbtune_agent::apply", "apply debug kept");
         emit(&l, Level::Debug, "ureq::pool", "ureq debug kept");
         let out = sink.text();

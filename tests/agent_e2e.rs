@@ -125,7 +125,10 @@ fn every_core_endpoint_carries_the_contract_payload() {
     assert!(m0["metrics"].get("node_net_receive_per_second").is_none());
     let m1 = metrics[1].json();
     for k in ["node_net_receive_per_second", "node_net_send_per_second"] {
-        assert!(m1["metrics"][k].as_f64().is_some_and(|v| v >= 0.0), "{k}: {m1}");
+        assert!(
+            m1["metrics"][k].as_f64().is_some_and(|v| v >= 0.0),
+            "{k}: {m1}"
+        );
     }
 
     // System info: every key, and the hash is SHA-256 of the exact bytes of the map.

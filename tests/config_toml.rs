@@ -73,10 +73,7 @@ fn errors_name_file_line_and_key() {
     // A range error on a dotted key inside a table header.
     let p = write(
         "dbtune.toml",
-        &GOOD.replace(
-            "[dbtune]",
-            "pool_size = 50\n[dbtune]",
-        ),
+        &GOOD.replace("[dbtune]", "pool_size = 50\n[dbtune]"),
     );
     let e = load(&p, &[]).unwrap_err();
     assert!(
@@ -114,7 +111,10 @@ fn toml_values_have_their_toml_types() {
     let c = load(&p, &[]).unwrap();
     assert_eq!(c.memory_threshold, 85.5);
     let apply = format!("{:?}", c.apply);
-    assert!(apply.contains("shared_buffers") && apply.contains("work_mem"), "{apply}");
+    assert!(
+        apply.contains("shared_buffers") && apply.contains("work_mem"),
+        "{apply}"
+    );
     assert!(apply.contains("max_restarts_per_day: 3"), "{apply}");
 }
 
@@ -156,7 +156,9 @@ fn agent_runs_from_dbtune_toml_with_rust_log_filters() {
     };
     let (st, err) = run("");
     assert!(st.success(), "{err}");
-    assert!(std::fs::read_to_string(&out).unwrap().contains("system_info"));
+    assert!(std::fs::read_to_string(&out)
+        .unwrap()
+        .contains("system_info"));
     assert!(!err.contains("level=debug"), "{err}");
     assert!(err.contains("level=info msg=\"dbtune-agent "), "{err}");
 

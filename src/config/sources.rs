@@ -97,7 +97,6 @@ fn key_lines(
     }
 }
 
-
 /// Go's strconv.ParseBool.
 pub fn parse_go_bool(s: &str) -> Option<bool> {
     match s {
@@ -134,7 +133,8 @@ impl Sources {
                 origin: None,
             });
         };
-        let bad = |e: String| Error::invalid(format!("Error reading config file {}: {e}", p.display()));
+        let bad =
+            |e: String| Error::invalid(format!("Error reading config file {}: {e}", p.display()));
         let text = std::fs::read_to_string(p).map_err(|e| bad(e.to_string()))?;
         let (root, lines) = if is_toml(p) {
             Sources::parse_toml(&text).map_err(bad)?
@@ -170,10 +170,7 @@ impl Sources {
         let mut lines = BTreeMap::new();
         key_lines(text, spanned.get_ref(), "", &mut lines);
         let table: toml::Table = toml::from_str(text).map_err(at)?;
-        Ok((
-            lowercase_keys(from_toml(toml::Value::Table(table))),
-            lines,
-        ))
+        Ok((lowercase_keys(from_toml(toml::Value::Table(table))), lines))
     }
 
     pub fn parse_yaml(text: &str) -> std::result::Result<Value, String> {
@@ -215,11 +212,10 @@ impl Sources {
     /// `key`, `key (ENV)`, and where the file gives a line, `key (ENV, /etc/dbtune.toml:7)`.
     pub fn label(&self, path: &[&str], env: Option<&str>) -> String {
         let key = Self::dotted(path);
-        let at = self.origin.as_ref().and_then(|(file, lines)| {
-            lines
-                .get(&key)
-                .map(|l| format!("{}:{l}", file.display()))
-        });
+        let at = self
+            .origin
+            .as_ref()
+            .and_then(|(file, lines)| lines.get(&key).map(|l| format!("{}:{l}", file.display())));
         match (env, at) {
             (Some(e), Some(a)) => format!("{key} ({e}, {a})"),
             (Some(e), None) => format!("{key} ({e})"),

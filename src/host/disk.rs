@@ -62,8 +62,8 @@ mod tests {
 
     #[test]
     fn whole_disks_only() {
-        let path =
-            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/host/proc/diskstats");
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("tests/fixtures/host/proc/diskstats");
         let stats = DiskStats::from_file(path).unwrap();
         let ops = sum_whole_disks(&stats.0, &|n| !looks_like_partition(n));
         assert_eq!(

@@ -165,10 +165,7 @@ mod tests {
             ("ubuntu".into(), "22.04".into())
         );
         // RHEL: redhat-release wins over os-release's ID "rhel".
-        assert_eq!(
-            detect_at(&etc("rhel9")),
-            ("redhat".into(), "9.2".into())
-        );
+        assert_eq!(detect_at(&etc("rhel9")), ("redhat".into(), "9.2".into()));
         assert_eq!(
             detect_at(&etc("alpine319")),
             ("alpine".into(), "3.19.1".into())

@@ -114,7 +114,10 @@ mod tests {
         assert_eq!(got.total, s.f_blocks as u64 * s.f_frsize as u64);
         // Free space moves while other tests write: within 1 GiB.
         let avail = s.f_bavail as u64 * s.f_frsize as u64;
-        assert!(got.available.abs_diff(avail) < 1 << 30, "{got:?} vs {avail}");
+        assert!(
+            got.available.abs_diff(avail) < 1 << 30,
+            "{got:?} vs {avail}"
+        );
         assert!(Filesystems::default()
             .containing(Path::new("/no/such/dir"))
             .is_none());

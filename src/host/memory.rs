@@ -29,9 +29,7 @@ fn memory_at(path: &Path) -> Result<Memory> {
     let m = Meminfo::from_file(path).map_err(|e| proc_error(path, e))?;
     Ok(Memory {
         total: m.mem_total,
-        available: m
-            .mem_available
-            .unwrap_or(m.mem_free + m.buffers + m.cached),
+        available: m.mem_available.unwrap_or(m.mem_free + m.buffers + m.cached),
     })
 }
 

@@ -74,6 +74,9 @@ mod tests {
         // Counters move between the two reads: allow 1 MiB of traffic in between.
         assert!(got.received >= sum.received, "{got:?} {sum:?} {names:?}");
         assert!(got.received - sum.received < 1 << 20, "{got:?} {sum:?}");
-        assert!(got.sent >= sum.sent && got.sent - sum.sent < 1 << 20, "{got:?} {sum:?}");
+        assert!(
+            got.sent >= sum.sent && got.sent - sum.sent < 1 << 20,
+            "{got:?} {sum:?}"
+        );
     }
 }
