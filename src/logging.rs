@@ -186,6 +186,17 @@ mod tests {
         }
     }
 
+    /// env_logger built as in production, writing into a sink the test reads.
+    fn piped(debug: bool, rust_log: Option<&str>) -> (env_logger::Logger, Sink) {
+        let sink = Sink::default();
+        let l = build(
+            debug,
+            rust_log,
+            env_logger::Target::Pipe(Box::new(sink.clone())),
+        );
+        (l, sink)
+    }
+
     fn emit(l: &env_logger::Logger, level: Level, target: &str, msg: &str) {
         let args = format_args!("{msg}");
         let r = Record::builder()
@@ -202,12 +213,7 @@ mod tests {
 
     #[test]
     fn go_line_format_and_redaction() {
-        let sink = Sink::default();
-        let l = build(
-            false,
-            None,
-            env_logger::Target::Pipe(Box::new(sink.clone())),
-        );
+        let (l, sink) = piped(false, None);
         register_secret("s3cr3t-key-value");
         emit(
             &l,
@@ -234,12 +240,7 @@ mod tests {
 
     #[test]
     fn levels_and_rust_log_on_top() {
-        let sink = Sink::default();
-        let l = build(
-            false,
-            None,
-            env_logger::Target::Pipe(Box::new(sink.clone())),
-        );
+        let (l, sink) = piped(false, None);
         emit(&l, Level::Info, "dbtune_agent::a", "own info");
         emit(&l, Level::Debug, "dbtune_agent::a", "own debug");
         emit(&l, Level::Info, "rustls::client", "dep info");
@@ -255,8 +256,7 @@ mod tests {
         );
 
         // debug: true raises our modules only.
-        let sink = Sink::default();
-        let l = build(true, None, env_logger::Target::Pipe(Box::new(sink.clone())));
+        let (l, sink) = piped(true, None);
         emit(&l, Level::Debug, "dbtune_agent::a", "own debug");
         emit(&l, Level::Debug, "ureq::pool", "dep debug");
         let out = sink.text();
@@ -266,11 +266,9 @@ mod tests {
         );
 
         // RUST_LOG module directives override both ways.
-        let sink = Sink::default();
-        let l = build(
+        let (l, sink) = piped(
             true,
             Some("dbtune_agent::collectors=trace,dbtune_agent::runner=warn,ureq=debug"),
-            env_logger::Target::Pipe(Box::new(sink.clone())),
         );
         emit(
             &l,
@@ -296,13 +294,9 @@ mod tests {
 
     #[test]
     fn shipping_queues_what_env_logger_writes_at_warn_and_above() {
-        let sink = Sink::default();
+        let (l, sink) = piped(false, Some("noisy=off"));
         let s = Shipping {
-            inner: RwLock::new(build(
-                false,
-                Some("noisy=off"),
-                env_logger::Target::Pipe(Box::new(sink.clone())),
-            )),
+            inner: RwLock::new(l),
         };
         let log = |level, target: &str, msg: &str| {
             s.log(

@@ -13,11 +13,7 @@ pub struct CgroupMemory {
 
 impl CgroupMemory {
     pub fn used_percent(&self) -> f64 {
-        if self.limit == 0 {
-            0.0
-        } else {
-            self.used as f64 / self.limit as f64 * 100.0
-        }
+        super::percent_of(self.used, self.limit)
     }
 }
 

@@ -17,11 +17,7 @@ pub struct FsUsage {
 
 impl FsUsage {
     pub fn used_percent(&self) -> f64 {
-        if self.total == 0 {
-            0.0
-        } else {
-            self.total.saturating_sub(self.available) as f64 / self.total as f64 * 100.0
-        }
+        super::percent_of(self.total.saturating_sub(self.available), self.total)
     }
 }
 

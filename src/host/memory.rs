@@ -16,11 +16,7 @@ impl Memory {
         self.total.saturating_sub(self.available)
     }
     pub fn used_percent(&self) -> f64 {
-        if self.total == 0 {
-            0.0
-        } else {
-            self.used() as f64 / self.total as f64 * 100.0
-        }
+        super::percent_of(self.used(), self.total)
     }
 }
 

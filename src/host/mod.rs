@@ -36,6 +36,15 @@ pub fn etc_path(rel: &str) -> PathBuf {
     root("HOST_ETC", "/etc").join(rel)
 }
 
+/// `part` as a percentage of `whole` (0 when `whole` is 0): memory, cgroup and disk fill.
+pub(crate) fn percent_of(part: u64, whole: u64) -> f64 {
+    if whole == 0 {
+        0.0
+    } else {
+        part as f64 / whole as f64 * 100.0
+    }
+}
+
 /// A procfs parse/read failure as our error, naming the file.
 pub(crate) fn proc_error(path: &Path, e: procfs::ProcError) -> crate::error::Error {
     crate::error::Error::other(format!("reading {}: {e}", path.display()))
