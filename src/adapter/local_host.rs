@@ -3,7 +3,7 @@
 //! when it has one, else against host memory.
 
 use crate::error::{Context, Result};
-use crate::host::{cgroup, cpu, distro, memory};
+use crate::host::{cgroup, cpu, distro, memory, process};
 use crate::model::{GuardrailLevel, GuardrailSignal, GuardrailType, Metric};
 use crate::pg::Pg;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -75,9 +75,7 @@ impl MemoryGuardrail {
 fn resolve_postmaster(pg: &Pg) -> Option<u32> {
     let mut conn = pg.conn().ok()?;
     let backend = crate::pg::queries::backend_pid(&mut conn).ok()?;
-    let stat = std::fs::read_to_string(crate::host::proc_path(&format!("{backend}/stat"))).ok()?;
-    let after = stat.rsplit_once(')')?.1;
-    let ppid: u32 = after.split_whitespace().nth(1)?.parse().ok()?;
-    (cgroup::is_postgres_process(backend as u32) && cgroup::is_postgres_process(ppid))
-        .then_some(ppid)
+    let backend = u32::try_from(backend).ok()?;
+    let ppid = process::parent_of(backend)?;
+    (process::is_postgres_process(backend) && process::is_postgres_process(ppid)).then_some(ppid)
 }

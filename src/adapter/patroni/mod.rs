@@ -14,7 +14,7 @@ use crate::apply::Applier;
 use crate::checks::Check;
 use crate::config::Config;
 use crate::error::{Context, Error, Result};
-use crate::metrics::{hardware::Hardware, MetricCollector};
+use crate::metrics::{data_disk::DataDisk, hardware::Hardware, MetricCollector};
 use crate::model::{ConfigRow, ErrorReport, GuardrailSignal, Metric};
 use crate::pg::{Pg, SessionLimits};
 use config::PatroniConfig;
@@ -111,7 +111,10 @@ impl Adapter for Patroni {
     }
 
     fn metric_collectors(&self) -> Vec<Box<dyn MetricCollector>> {
-        vec![Box::new(Hardware::default())]
+        vec![
+            Box::new(Hardware::default()),
+            Box::new(DataDisk::new(self.pg.clone())),
+        ]
     }
 
     fn system_info(&self) -> Result<Vec<Metric>> {

@@ -9,7 +9,7 @@ use super::Adapter;
 use crate::apply::Applier;
 use crate::config::Config;
 use crate::error::{Context, Result};
-use crate::metrics::{hardware::Hardware, MetricCollector};
+use crate::metrics::{data_disk::DataDisk, hardware::Hardware, MetricCollector};
 use crate::model::{ConfigRow, GuardrailSignal, Metric};
 use crate::pg::{Pg, SessionLimits};
 use restart::{Restarter, ScriptRestarter, SystemctlRestarter};
@@ -73,7 +73,10 @@ impl Adapter for PgPrem {
     }
 
     fn metric_collectors(&self) -> Vec<Box<dyn MetricCollector>> {
-        vec![Box::new(Hardware::default())]
+        vec![
+            Box::new(Hardware::default()),
+            Box::new(DataDisk::new(self.pg.clone())),
+        ]
     }
 
     fn system_info(&self) -> Result<Vec<Metric>> {
