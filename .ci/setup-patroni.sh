@@ -5,6 +5,8 @@
 # Exports (in .cache/patroni.env, sourced by tests/run.sh before `cargo test`):
 #   DBTUNE_TEST_PATRONI=<repo>/.cache/venv-patroni/bin/patroni
 #   DBTUNE_TEST_ETCD=/usr/bin/etcd
+# Time on a 2-core machine: apt etcd-server about 5 s, venv + pip about 10 s (up to a minute
+# when PyPI is slow).
 set -euo pipefail
 
 repo="$(cd "$(dirname "$0")/.." && pwd)"
@@ -18,6 +20,9 @@ patroni_version="4.1.5"
 mkdir -p "$repo/.cache"
 need=()
 command -v etcd >/dev/null || need+=(etcd-server)
+# openssl: the HTTPS test makes a throwaway CA; setpriv (util-linux) runs Patroni as postgres.
+command -v openssl >/dev/null || need+=(openssl)
+command -v setpriv >/dev/null || need+=(util-linux)
 [ -x /usr/lib/postgresql/15/bin/postgres ] || need+=(postgresql-15)
 "$python" -c 'import venv, ensurepip' 2>/dev/null || need+=(python3-venv)
 if ((${#need[@]})); then
