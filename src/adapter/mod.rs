@@ -2,6 +2,7 @@
 //! applied, guardrails). The runner talks only to this trait.
 
 pub mod pgprem;
+pub mod rds;
 pub mod select;
 
 use crate::apply::{Applier, ApplyError, Outcome, RecoveryReport, Runtime};
@@ -21,6 +22,9 @@ pub fn build(provider: Provider, cfg: &Config) -> std::result::Result<Arc<dyn Ad
         Provider::Local => pgprem::PgPrem::new(cfg)
             .map(|a| Arc::new(a) as Arc<dyn Adapter>)
             .map_err(|e| format!("Failed to create local PostgreSQL adapter: {e}")),
+        Provider::Rds | Provider::Aurora => rds::Rds::new(cfg, provider == Provider::Aurora)
+            .map(|a| Arc::new(a) as Arc<dyn Adapter>)
+            .map_err(|e| format!("Failed to create {} adapter: {e}", provider.label())),
         p => Err(format!(
             "the {} adapter ({}) is not available in this build yet; use --local for self-managed PostgreSQL",
             p.label(),

@@ -133,3 +133,9 @@ pub fn role_privileges(c: &mut Client) -> Result<(String, bool, bool)> {
 pub fn backend_pid(c: &mut Client) -> Result<i32> {
     Ok(query_one(c, "SELECT pg_backend_pid()", &[])?.get(0))
 }
+
+/// When the postmaster started (text): tells a restart done by a control plane (an RDS reboot)
+/// from a stale "available".
+pub fn postmaster_start_time(c: &mut Client) -> Result<String> {
+    Ok(query_one(c, "SELECT pg_catalog.pg_postmaster_start_time()::text", &[])?.get(0))
+}
