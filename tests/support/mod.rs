@@ -7,3 +7,4 @@ pub mod cloud;
 pub mod pgcluster;
 pub mod pgversions;
 pub mod platform;
+pub mod rds_mirror;
