@@ -269,12 +269,15 @@ fn rec(knobs: &[(&str, serde_json::Value, &str)], application: &str) -> String {
     serde_json::json!([{"config": config, "knobs_overrides": names, "knob_application": application}]).to_string()
 }
 
-fn wait_config(w: &World, what: &str, secs: u64, pred: impl Fn(&Recorded) -> bool) -> Duration {
+fn wait_config(w: &World, a: &Agent, what: &str, secs: u64, pred: impl Fn(&Recorded) -> bool) -> Duration {
     let t0 = Instant::now();
-    w.platform.wait_for(what, Duration::from_secs(secs), |r| {
-        r.iter().any(|x| x.segment() == "configurations" && x.method == "POST" && pred(x))
-    });
-    t0.elapsed()
+    while t0.elapsed() < Duration::from_secs(secs) {
+        if w.platform.requests().iter().any(|x| x.segment() == "configurations" && x.method == "POST" && pred(x)) {
+            return t0.elapsed();
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    panic!("timed out waiting for {what}; AWS calls {:?}\nagent log:\n{}", w.mirror.actions(), a.logs());
 }
 
 #[test]
@@ -287,7 +290,7 @@ fn rds_reload_lands_in_the_group_and_cloudwatch_and_pi_feed_metrics_and_system_i
     w.put_metric("WriteIOPS", 5.0, 90);
     w.platform.set_recommendation(&rec(&[("work_mem", serde_json::json!(8192), "integer")], "reload"));
     let a = w.spawn("--rds", &[]);
-    let took = wait_config(&w, "configurations with work_mem = 8192", 90, |x| setting_in(x, "work_mem") == 8192);
+    let took = wait_config(&w, &a, "configurations with work_mem = 8192", 90, |x| setting_in(x, "work_mem") == 8192);
     eprintln!("MEASURE rds reload apply (agent start to verified config posted): {took:?}");
     assert_eq!(w.setting("work_mem"), "8192");
     // Exactly one Modify with exactly that parameter, immediate; nothing else changed.
@@ -354,8 +357,8 @@ fn rds_restart_recommendation_with_allow_restart_reboots_the_instance() {
     let before = w.setting("shared_buffers");
     let target = if before == "16384" { 20480 } else { 16384 };
     w.platform.set_recommendation(&rec(&[("shared_buffers", serde_json::json!(target), "integer")], "restart"));
-    let _a = w.spawn("--rds", &[("DBT_POSTGRESQL_ALLOW_RESTART", "true")]);
-    let took = wait_config(&w, "configurations with the new shared_buffers", 150, |x| setting_in(x, "shared_buffers") == target);
+    let a = w.spawn("--rds", &[("DBT_POSTGRESQL_ALLOW_RESTART", "true")]);
+    let took = wait_config(&w, &a, "configurations with the new shared_buffers", 150, |x| setting_in(x, "shared_buffers") == target);
     eprintln!("MEASURE rds restart apply (agent start to verified config posted): {took:?}");
     assert_eq!(w.setting("shared_buffers"), target.to_string());
     let mods = w.mirror.calls_of("ModifyDBParameterGroup");
@@ -426,7 +429,7 @@ fn aurora_cluster_level_parameters_go_to_the_cluster_group_and_the_writer_is_fou
         "reload",
     ));
     let a = w.spawn("--aurora", &[]);
-    let took = wait_config(&w, "configurations with both knobs", 90, |x| {
+    let took = wait_config(&w, &a, "configurations with both knobs", 90, |x| {
         setting_in(x, "work_mem") == 12288 && setting_in(x, "autovacuum_naptime") == 45
     });
     eprintln!("MEASURE aurora reload apply (agent start to verified config posted): {took:?}");

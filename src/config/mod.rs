@@ -245,12 +245,8 @@ impl Config {
                 "guardrail_settings.memory_threshold (DBT_MEMORY_THRESHOLD): {memory_threshold} is out of range (expected 1 to 100)"
             ));
         }
-        if allow_restart && service_name.is_empty() && restart_script_path.is_empty() {
-            errs.push(
-                "postgresql.allow_restart is true but neither postgresql.service_name (DBT_POSTGRESQL_SERVICE_NAME) nor postgresql.restart_script_path (DBT_POSTGRESQL_RESTART_SCRIPT_PATH) is configured"
-                    .into(),
-            );
-        }
+        // Whether allow_restart has a restart mechanism is the local adapter's check
+        // (`PgPrem::new`): managed providers restart through their control plane.
         if !restart_script_path.is_empty() {
             if let Err(e) = check_restart_script(Path::new(&restart_script_path)) {
                 errs.push(e);

@@ -244,7 +244,7 @@ fn handle(cfg: &MirrorConfig, st: &Arc<Mutex<MirrorState>>, defs: &[(String, Str
                 return resp;
             }
             let group = form.get("DBParameterGroupName").or_else(|| form.get("DBClusterParameterGroupName")).cloned().unwrap_or_default();
-            let mut now = Vec::new();
+            let mut now: Vec<String> = Vec::new();
             let mut s = st.lock().unwrap();
             for (name, value, method) in form_params(&form) {
                 s.reset.remove(&(group.clone(), name.clone()));
@@ -255,12 +255,13 @@ fn handle(cfg: &MirrorConfig, st: &Arc<Mutex<MirrorState>>, defs: &[(String, Str
                 }
             }
             if !now.is_empty() {
+                // Written now, in request order; in effect a moment later (the reload).
+                sql(&cfg.pg_url, &now);
                 s.applying_until = Some(Instant::now() + Duration::from_millis(1500));
                 let url = cfg.pg_url.clone();
                 std::thread::spawn(move || {
                     std::thread::sleep(Duration::from_millis(1200));
-                    now.push("SELECT pg_reload_conf()".into());
-                    sql(&url, &now);
+                    sql(&url, &["SELECT pg_reload_conf()".to_string()]);
                 });
             }
             resp
@@ -277,7 +278,7 @@ fn handle(cfg: &MirrorConfig, st: &Arc<Mutex<MirrorState>>, defs: &[(String, Str
             if params.is_empty() || params.len() > 20 {
                 return rds_error(400, "InvalidParameterCombination", "between 1 and 20 parameters are required unless ResetAllParameters is true");
             }
-            let mut now = Vec::new();
+            let mut now: Vec<String> = Vec::new();
             let mut s = st.lock().unwrap();
             for (name, _, method) in params {
                 s.reset.insert((group.clone(), name.clone()));
@@ -288,12 +289,13 @@ fn handle(cfg: &MirrorConfig, st: &Arc<Mutex<MirrorState>>, defs: &[(String, Str
                 }
             }
             if !now.is_empty() {
+                // Written now, in request order; in effect a moment later (the reload).
+                sql(&cfg.pg_url, &now);
                 s.applying_until = Some(Instant::now() + Duration::from_millis(1500));
                 let url = cfg.pg_url.clone();
                 std::thread::spawn(move || {
                     std::thread::sleep(Duration::from_millis(1200));
-                    now.push("SELECT pg_reload_conf()".into());
-                    sql(&url, &now);
+                    sql(&url, &["SELECT pg_reload_conf()".to_string()]);
                 });
             }
             rds_xml(&action, &format!("<{inner}>{}</{inner}>", esc(&group)))
