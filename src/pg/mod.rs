@@ -18,8 +18,8 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 pub use manager::PasswordSource;
-pub use version::ServerVersion;
 use manager::{ConnectError, Manager};
+pub use version::ServerVersion;
 
 pub const QUERY_PREFIX: &str = "/*dbtune*/ ";
 pub const MARKER: &str = "/*dbtune*/";

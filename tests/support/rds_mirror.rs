@@ -63,8 +63,12 @@ pub struct RdsMirror {
 
 /// Verifies a SigV4 header signature by signing the same request again with the known secret.
 pub fn signature_ok(req: &Req, key_id: &str, secret: &str, region: &str, service: &str) -> bool {
-    let Some(auth) = req.header("authorization") else { return false };
-    let Some(date) = req.header("x-amz-date") else { return false };
+    let Some(auth) = req.header("authorization") else {
+        return false;
+    };
+    let Some(date) = req.header("x-amz-date") else {
+        return false;
+    };
     if !auth.contains(&format!("Credential={key_id}/")) {
         return false;
     }
@@ -77,7 +81,9 @@ pub fn signature_ok(req: &Req, key_id: &str, secret: &str, region: &str, service
         &date[11..13],
         &date[13..15]
     );
-    let Some(t) = dbtune_agent::cloud::time::parse_rfc3339(&iso) else { return false };
+    let Some(t) = dbtune_agent::cloud::time::parse_rfc3339(&iso) else {
+        return false;
+    };
     let host = req.header("host").unwrap_or("");
     let creds = Credentials::new(key_id, secret, req.header("x-amz-security-token"));
     let mut r = Request::post(format!("http://{host}{}", req.target)).body(req.body.clone());
@@ -109,7 +115,9 @@ fn rds_error(status: u16, code: &str, msg: &str) -> Resp {
 }
 
 fn esc(s: &str) -> String {
-    s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;")
+    s.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
 }
 
 /// Sends `req` to moto byte for byte (Host and signature unchanged) and returns its answer.
@@ -122,12 +130,18 @@ fn forward(port: u16, req: &Req) -> Resp {
         }
         head.push_str(&format!("{n}: {v}\r\n"));
     }
-    head.push_str(&format!("Content-Length: {}\r\nConnection: close\r\n\r\n", req.body.len()));
+    head.push_str(&format!(
+        "Content-Length: {}\r\nConnection: close\r\n\r\n",
+        req.body.len()
+    ));
     s.write_all(head.as_bytes()).unwrap();
     s.write_all(&req.body).unwrap();
     let mut raw = Vec::new();
     s.read_to_end(&mut raw).unwrap();
-    let split = raw.windows(4).position(|w| w == b"\r\n\r\n").expect("moto answered HTTP");
+    let split = raw
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .expect("moto answered HTTP");
     let head = String::from_utf8_lossy(&raw[..split]).to_string();
     let mut body = raw[split + 4..].to_vec();
     let status: u16 = head.split_whitespace().nth(1).unwrap().parse().unwrap();
@@ -162,9 +176,11 @@ fn forward(port: u16, req: &Req) -> Resp {
 
 /// Runs SQL on the local server (the mirror is the "AWS side": it may).
 fn sql(url: &str, stmts: &[String]) {
-    let mut c = postgres::Client::connect(url, postgres::NoTls).expect("mirror connecting to PostgreSQL");
+    let mut c =
+        postgres::Client::connect(url, postgres::NoTls).expect("mirror connecting to PostgreSQL");
     for s in stmts {
-        c.batch_execute(s).unwrap_or_else(|e| panic!("mirror: {s}: {e}"));
+        c.batch_execute(s)
+            .unwrap_or_else(|e| panic!("mirror: {s}: {e}"));
     }
 }
 
@@ -180,8 +196,14 @@ fn form_params(form: &BTreeMap<String, String>) -> Vec<(String, Option<String>, 
     let mut out = Vec::new();
     for n in 1.. {
         let k = |f: &str| form.get(&format!("Parameters.Parameter.{n}.{f}")).cloned();
-        let Some(name) = k("ParameterName") else { break };
-        out.push((name, k("ParameterValue"), k("ApplyMethod").unwrap_or_default()));
+        let Some(name) = k("ParameterName") else {
+            break;
+        };
+        out.push((
+            name,
+            k("ParameterValue"),
+            k("ApplyMethod").unwrap_or_default(),
+        ));
     }
     out
 }
@@ -207,7 +229,13 @@ impl RdsMirror {
     }
 
     pub fn actions(&self) -> Vec<String> {
-        self.state.lock().unwrap().calls.iter().map(|(a, _)| a.clone()).collect()
+        self.state
+            .lock()
+            .unwrap()
+            .calls
+            .iter()
+            .map(|(a, _)| a.clone())
+            .collect()
     }
 
     pub fn calls_of(&self, action: &str) -> Vec<BTreeMap<String, String>> {
@@ -226,24 +254,40 @@ impl RdsMirror {
     }
 }
 
-fn handle(cfg: &MirrorConfig, st: &Arc<Mutex<MirrorState>>, defs: &[(String, String, String)], req: &Req) -> Resp {
+fn handle(
+    cfg: &MirrorConfig,
+    st: &Arc<Mutex<MirrorState>>,
+    defs: &[(String, String, String)],
+    req: &Req,
+) -> Resp {
     let form = req.form();
     let action = form.get("Action").cloned().unwrap_or_default();
-    st.lock().unwrap().calls.push((action.clone(), form.clone()));
+    st.lock()
+        .unwrap()
+        .calls
+        .push((action.clone(), form.clone()));
     match action.as_str() {
         "ModifyDBParameterGroup" | "ModifyDBClusterParameterGroup" => {
             {
                 let mut s = st.lock().unwrap();
                 s.modify_count += 1;
                 if s.fail_modify == Some(s.modify_count) {
-                    return rds_error(400, "InvalidParameterValue", "mirror: this batch is refused (test fault injection)");
+                    return rds_error(
+                        400,
+                        "InvalidParameterValue",
+                        "mirror: this batch is refused (test fault injection)",
+                    );
                 }
             }
             let resp = forward(cfg.moto_port, req);
             if resp.status != 200 {
                 return resp;
             }
-            let group = form.get("DBParameterGroupName").or_else(|| form.get("DBClusterParameterGroupName")).cloned().unwrap_or_default();
+            let group = form
+                .get("DBParameterGroupName")
+                .or_else(|| form.get("DBClusterParameterGroupName"))
+                .cloned()
+                .unwrap_or_default();
             let mut now: Vec<String> = Vec::new();
             let mut s = st.lock().unwrap();
             for (name, value, method) in form_params(&form) {
@@ -270,13 +314,21 @@ fn handle(cfg: &MirrorConfig, st: &Arc<Mutex<MirrorState>>, defs: &[(String, Str
             if !signature_ok(req, &cfg.key_id, &cfg.secret, &cfg.region, "rds") {
                 return rds_error(403, "SignatureDoesNotMatch", "The request signature we calculated does not match the signature you provided.");
             }
-            let (gk, inner) = if action == "ResetDBParameterGroup" { ("DBParameterGroupName", "DBParameterGroupName") } else { ("DBClusterParameterGroupName", "DBClusterParameterGroupName") };
+            let (gk, inner) = if action == "ResetDBParameterGroup" {
+                ("DBParameterGroupName", "DBParameterGroupName")
+            } else {
+                ("DBClusterParameterGroupName", "DBClusterParameterGroupName")
+            };
             let Some(group) = form.get(gk).cloned() else {
                 return rds_error(400, "MissingParameter", &format!("{gk} is required"));
             };
             let params = form_params(&form);
             if params.is_empty() || params.len() > 20 {
-                return rds_error(400, "InvalidParameterCombination", "between 1 and 20 parameters are required unless ResetAllParameters is true");
+                return rds_error(
+                    400,
+                    "InvalidParameterCombination",
+                    "between 1 and 20 parameters are required unless ResetAllParameters is true",
+                );
             }
             let mut now: Vec<String> = Vec::new();
             let mut s = st.lock().unwrap();
@@ -307,8 +359,16 @@ fn handle(cfg: &MirrorConfig, st: &Arc<Mutex<MirrorState>>, defs: &[(String, Str
             if resp.status != 200 {
                 return resp;
             }
-            let group = form.get(if cluster { "DBClusterParameterGroupName" } else { "DBParameterGroupName" }).cloned().unwrap_or_default();
-            let root = dbtune_agent::cloud::xml::parse(&String::from_utf8_lossy(&resp.body)).unwrap();
+            let group = form
+                .get(if cluster {
+                    "DBClusterParameterGroupName"
+                } else {
+                    "DBParameterGroupName"
+                })
+                .cloned()
+                .unwrap_or_default();
+            let root =
+                dbtune_agent::cloud::xml::parse(&String::from_utf8_lossy(&resp.body)).unwrap();
             let reset = st.lock().unwrap().reset.clone();
             let mut user: BTreeMap<String, String> = BTreeMap::new();
             if let Some(list) = root.find("Parameters") {
@@ -320,7 +380,16 @@ fn handle(cfg: &MirrorConfig, st: &Arc<Mutex<MirrorState>>, defs: &[(String, Str
                 }
             }
             let apply_type = |n: &str| {
-                defs.iter().find(|d| d.0 == n).map(|d| if d.1 == "postmaster" { "static" } else { "dynamic" }).unwrap_or("dynamic")
+                defs.iter()
+                    .find(|d| d.0 == n)
+                    .map(|d| {
+                        if d.1 == "postmaster" {
+                            "static"
+                        } else {
+                            "dynamic"
+                        }
+                    })
+                    .unwrap_or("dynamic")
             };
             let in_group = |n: &str| cfg.cluster_only.iter().any(|c| c == n) == cluster;
             let source = form.get("Source").map(String::as_str);
@@ -332,9 +401,16 @@ fn handle(cfg: &MirrorConfig, st: &Arc<Mutex<MirrorState>>, defs: &[(String, Str
                 }
             }
             rows.retain(|r| source.is_none_or(|s| s == r.2));
-            let max: usize = form.get("MaxRecords").and_then(|m| m.parse().ok()).unwrap_or(100);
+            let max: usize = form
+                .get("MaxRecords")
+                .and_then(|m| m.parse().ok())
+                .unwrap_or(100);
             if !(20..=100).contains(&max) {
-                return rds_error(400, "InvalidParameterValue", "MaxRecords must be between 20 and 100");
+                return rds_error(
+                    400,
+                    "InvalidParameterValue",
+                    "MaxRecords must be between 20 and 100",
+                );
             }
             let start: usize = form.get("Marker").and_then(|m| m.parse().ok()).unwrap_or(0);
             let page: String = rows
@@ -348,7 +424,11 @@ fn handle(cfg: &MirrorConfig, st: &Arc<Mutex<MirrorState>>, defs: &[(String, Str
                     )
                 })
                 .collect();
-            let marker = if start + max < rows.len() { format!("<Marker>{}</Marker>", start + max) } else { String::new() };
+            let marker = if start + max < rows.len() {
+                format!("<Marker>{}</Marker>", start + max)
+            } else {
+                String::new()
+            };
             rds_xml(&action, &format!("<Parameters>{page}</Parameters>{marker}"))
         }
         "DescribeDBInstances" => {
@@ -366,17 +446,28 @@ fn handle(cfg: &MirrorConfig, st: &Arc<Mutex<MirrorState>>, defs: &[(String, Str
                 None
             };
             if let Some(a) = status {
-                body = body.replace("<ParameterApplyStatus>in-sync</ParameterApplyStatus>", &format!("<ParameterApplyStatus>{a}</ParameterApplyStatus>"));
+                body = body.replace(
+                    "<ParameterApplyStatus>in-sync</ParameterApplyStatus>",
+                    &format!("<ParameterApplyStatus>{a}</ParameterApplyStatus>"),
+                );
             }
             if cfg.pi_enabled {
-                body = if body.contains("<PerformanceInsightsEnabled>false</PerformanceInsightsEnabled>") {
-                    body.replace("<PerformanceInsightsEnabled>false</PerformanceInsightsEnabled>", "<PerformanceInsightsEnabled>true</PerformanceInsightsEnabled>")
+                body = if body
+                    .contains("<PerformanceInsightsEnabled>false</PerformanceInsightsEnabled>")
+                {
+                    body.replace(
+                        "<PerformanceInsightsEnabled>false</PerformanceInsightsEnabled>",
+                        "<PerformanceInsightsEnabled>true</PerformanceInsightsEnabled>",
+                    )
                 } else {
                     body.replace("</DBInstance>", "<PerformanceInsightsEnabled>true</PerformanceInsightsEnabled></DBInstance>")
                 };
             }
             if s.rebooting {
-                body = body.replace("<DBInstanceStatus>available</DBInstanceStatus>", "<DBInstanceStatus>rebooting</DBInstanceStatus>");
+                body = body.replace(
+                    "<DBInstanceStatus>available</DBInstanceStatus>",
+                    "<DBInstanceStatus>rebooting</DBInstanceStatus>",
+                );
             }
             Resp::new(200, "text/xml", body)
         }
@@ -395,8 +486,16 @@ fn handle(cfg: &MirrorConfig, st: &Arc<Mutex<MirrorState>>, defs: &[(String, Str
                 if !pending.is_empty() {
                     sql(&url, &pending);
                 }
-                let out = std::process::Command::new("sh").arg("-c").arg(&cmd).output().unwrap();
-                assert!(out.status.success(), "mirror restart: {}", String::from_utf8_lossy(&out.stderr));
+                let out = std::process::Command::new("sh")
+                    .arg("-c")
+                    .arg(&cmd)
+                    .output()
+                    .unwrap();
+                assert!(
+                    out.status.success(),
+                    "mirror restart: {}",
+                    String::from_utf8_lossy(&out.stderr)
+                );
                 std::thread::sleep(Duration::from_millis(1000));
                 let mut s = st2.lock().unwrap();
                 s.pending.clear();
@@ -410,14 +509,30 @@ fn handle(cfg: &MirrorConfig, st: &Arc<Mutex<MirrorState>>, defs: &[(String, Str
 
 /// Performance Insights `GetResourceMetrics` stand-in: one resource, `os.memory.active.avg`
 /// datapoints (epoch seconds, KB), the newest without a value as PI often answers.
-pub fn start_pi(key_id: String, secret: String, region: String, resource_id: String, active_kb: f64) -> (StandIn, Arc<Mutex<usize>>) {
+pub fn start_pi(
+    key_id: String,
+    secret: String,
+    region: String,
+    resource_id: String,
+    active_kb: f64,
+) -> (StandIn, Arc<Mutex<usize>>) {
     let calls = Arc::new(Mutex::new(0usize));
     let c2 = calls.clone();
     let s = StandIn::start(move |req| {
         *c2.lock().unwrap() += 1;
-        let err = |status: u16, ty: &str, msg: &str| Resp::new(status, "application/x-amz-json-1.1", serde_json::json!({"__type": ty, "message": msg}).to_string());
+        let err = |status: u16, ty: &str, msg: &str| {
+            Resp::new(
+                status,
+                "application/x-amz-json-1.1",
+                serde_json::json!({"__type": ty, "message": msg}).to_string(),
+            )
+        };
         if !signature_ok(req, &key_id, &secret, &region, "pi") {
-            return err(403, "InvalidSignatureException", "The request signature we calculated does not match the signature you provided.");
+            return err(
+                403,
+                "InvalidSignatureException",
+                "The request signature we calculated does not match the signature you provided.",
+            );
         }
         if req.header("x-amz-target") != Some("PerformanceInsightsv20180227.GetResourceMetrics")
             || req.header("content-type") != Some("application/x-amz-json-1.1")
@@ -426,10 +541,18 @@ pub fn start_pi(key_id: String, secret: String, region: String, resource_id: Str
         }
         let b = req.json();
         let (Some(start), Some(end)) = (b["StartTime"].as_f64(), b["EndTime"].as_f64()) else {
-            return err(400, "InvalidArgumentException", "StartTime and EndTime (epoch seconds) are required");
+            return err(
+                400,
+                "InvalidArgumentException",
+                "StartTime and EndTime (epoch seconds) are required",
+            );
         };
         if b["ServiceType"] != "RDS" || b["Identifier"] != resource_id.as_str() {
-            return err(400, "InvalidArgumentException", "unknown ServiceType/Identifier");
+            return err(
+                400,
+                "InvalidArgumentException",
+                "unknown ServiceType/Identifier",
+            );
         }
         if b["MetricQueries"][0]["Metric"] != "os.memory.active.avg" {
             return err(400, "InvalidArgumentException", "unsupported metric");

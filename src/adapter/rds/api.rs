@@ -104,7 +104,9 @@ pub struct Api {
 }
 
 fn text(e: &Element, path: &[&str]) -> Option<String> {
-    e.text_at(path).filter(|t| !t.is_empty()).map(str::to_string)
+    e.text_at(path)
+        .filter(|t| !t.is_empty())
+        .map(str::to_string)
 }
 
 /// Throttling, 5xx and broken connections: worth another try.
@@ -256,7 +258,8 @@ impl Api {
                 )
             })?;
         let vcpu = text(item, &["vCpuInfo", "defaultVCpus"]).and_then(|v| v.parse().ok());
-        let mib: Option<u64> = text(item, &["memoryInfo", "sizeInMiB"]).and_then(|v| v.parse().ok());
+        let mib: Option<u64> =
+            text(item, &["memoryInfo", "sizeInMiB"]).and_then(|v| v.parse().ok());
         match (vcpu, mib) {
             (Some(v), Some(m)) => Ok((v, m * 1024 * 1024)),
             _ => Err(CloudError::decode(
@@ -307,7 +310,12 @@ impl Api {
     }
 
     /// `Modify{DB,DBCluster}ParameterGroup` with at most [`BATCH`] changes.
-    pub fn modify(&self, kind: GroupKind, group: &str, changes: &[Change]) -> crate::cloud::Result<()> {
+    pub fn modify(
+        &self,
+        kind: GroupKind,
+        group: &str,
+        changes: &[Change],
+    ) -> crate::cloud::Result<()> {
         debug_assert!(changes.len() <= BATCH);
         let items: Vec<Vec<(&str, String)>> = changes
             .iter()
@@ -322,7 +330,11 @@ impl Api {
         let mut params = vec![p(kind.name_param(), group)];
         params.extend(list_params("Parameters.Parameter", &items));
         self.aws
-            .query(Service::Rds, &format!("Modify{}ParameterGroup", kind.word()), &params)
+            .query(
+                Service::Rds,
+                &format!("Modify{}ParameterGroup", kind.word()),
+                &params,
+            )
             .map(|_| ())
     }
 
@@ -337,16 +349,27 @@ impl Api {
             .iter()
             .map(|(n, m)| vec![("ParameterName", n.clone()), ("ApplyMethod", m.to_string())])
             .collect();
-        let mut params = vec![p(kind.name_param(), group), p("ResetAllParameters", "false")];
+        let mut params = vec![
+            p(kind.name_param(), group),
+            p("ResetAllParameters", "false"),
+        ];
         params.extend(list_params("Parameters.Parameter", &items));
         self.aws
-            .query(Service::Rds, &format!("Reset{}ParameterGroup", kind.word()), &params)
+            .query(
+                Service::Rds,
+                &format!("Reset{}ParameterGroup", kind.word()),
+                &params,
+            )
             .map(|_| ())
     }
 
     pub fn reboot(&self, id: &str) -> crate::cloud::Result<()> {
         self.aws
-            .query(Service::Rds, "RebootDBInstance", &[p("DBInstanceIdentifier", id)])
+            .query(
+                Service::Rds,
+                "RebootDBInstance",
+                &[p("DBInstanceIdentifier", id)],
+            )
             .map(|_| ())
     }
 
@@ -381,7 +404,9 @@ impl Api {
             params.push(p(&format!("{q}.MetricStat.Stat"), "Average"));
             params.push(p(&format!("{q}.ReturnData"), "true"));
         }
-        let r = self.aws.query(Service::CloudWatch, "GetMetricData", &params)?;
+        let r = self
+            .aws
+            .query(Service::CloudWatch, "GetMetricData", &params)?;
         let mut out = vec![None; metrics.len()];
         if let Some(results) = r.result().child("MetricDataResults") {
             for m in results.children_named("member") {
@@ -393,11 +418,19 @@ impl Api {
                 };
                 let ts: Vec<Option<i64>> = m
                     .child("Timestamps")
-                    .map(|t| t.children_named("member").map(|e| parse_rfc3339(e.text.trim())).collect())
+                    .map(|t| {
+                        t.children_named("member")
+                            .map(|e| parse_rfc3339(e.text.trim()))
+                            .collect()
+                    })
                     .unwrap_or_default();
                 let vs: Vec<Option<f64>> = m
                     .child("Values")
-                    .map(|t| t.children_named("member").map(|e| e.text.trim().parse().ok()).collect())
+                    .map(|t| {
+                        t.children_named("member")
+                            .map(|e| e.text.trim().parse().ok())
+                            .collect()
+                    })
                     .unwrap_or_default();
                 // Latest by timestamp: the order of the answer is not relied on.
                 out[idx] = ts
@@ -426,7 +459,10 @@ impl Api {
             "PerformanceInsightsv20180227.GetResourceMetrics",
             &body,
         )?;
-        let points = v["MetricList"][0]["DataPoints"].as_array().cloned().unwrap_or_default();
+        let points = v["MetricList"][0]["DataPoints"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default();
         // The newest point often has no Value yet: take the newest one that has.
         Ok(points
             .iter()

@@ -68,19 +68,12 @@ impl RdsConfig {
             &["DBT_AWS_SESSION_TOKEN", "AWS_SESSION_TOKEN"],
         );
         let region = get("aws_region", &["DBT_AWS_REGION", "AWS_REGION"]);
-        let id = get(
-            "rds_database_identifier",
-            &["DBT_RDS_DATABASE_IDENTIFIER"],
-        );
+        let id = get("rds_database_identifier", &["DBT_RDS_DATABASE_IDENTIFIER"]);
         let deprecated_group = get(
             "rds_parameter_group_name",
             &["DBT_RDS_PARAMETER_GROUP_NAME"],
         );
-        let iam_auth = match src.bool(
-            &[name, "iam_auth"],
-            Some("DBT_RDS_IAM_AUTH"),
-            false,
-        ) {
+        let iam_auth = match src.bool(&[name, "iam_auth"], Some("DBT_RDS_IAM_AUTH"), false) {
             Ok(b) => b,
             Err(e) => {
                 errs.push(e);

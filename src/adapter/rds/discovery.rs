@@ -28,7 +28,9 @@ impl DbInfo {
             .filter(|g| !g.is_empty())
     }
     pub fn cluster_group(&self) -> Option<&str> {
-        self.cluster.as_ref().and_then(|c| c.parameter_group.as_deref())
+        self.cluster
+            .as_ref()
+            .and_then(|c| c.parameter_group.as_deref())
     }
 }
 
@@ -55,7 +57,12 @@ const GIB: u64 = 1024 * 1024 * 1024;
 /// `r5.2xlarge.tpc2.mem4x` → (`r5.2xlarge`, threads per core 2, memory ×4).
 pub fn optimized_cpu(class: &str) -> Option<(&str, u32, u64)> {
     let mut parts = class.rsplitn(3, '.');
-    let mem = parts.next()?.strip_prefix("mem")?.strip_suffix('x')?.parse().ok()?;
+    let mem = parts
+        .next()?
+        .strip_prefix("mem")?
+        .strip_suffix('x')?
+        .parse()
+        .ok()?;
     let tpc = parts.next()?.strip_prefix("tpc")?.parse().ok()?;
     Some((parts.next()?, tpc, mem))
 }
@@ -89,11 +96,18 @@ fn lookup(api: &Api, ty: &str) -> Option<(u32, u64)> {
 
 /// Describes the instance (for Aurora, the cluster's writer when `id` names the cluster) and its
 /// cluster. `previous` carries the size over when the class is unchanged.
-pub fn fetch(api: &Api, id: &str, aurora: bool, previous: Option<&DbInfo>) -> Result<DbInfo, CloudError> {
+pub fn fetch(
+    api: &Api,
+    id: &str,
+    aurora: bool,
+    previous: Option<&DbInfo>,
+) -> Result<DbInfo, CloudError> {
     let instance = match api.describe_instance(id) {
         Ok(i) => i,
         Err(e) if aurora && e.code() == Some("DBInstanceNotFound") => {
-            super::aurora::writer_of_cluster(api, id).map_err(|c| c.context(format!("{id} is neither an instance ({e}) nor a cluster")))?
+            super::aurora::writer_of_cluster(api, id).map_err(|c| {
+                c.context(format!("{id} is neither an instance ({e}) nor a cluster"))
+            })?
         }
         Err(e) => return Err(e),
     };
@@ -130,8 +144,14 @@ mod tests {
 
     #[test]
     fn optimized_cpu_suffixes_are_parsed() {
-        assert_eq!(optimized_cpu("r5.2xlarge.tpc2.mem4x"), Some(("r5.2xlarge", 2, 4)));
-        assert_eq!(optimized_cpu("r5b.large.tpc1.mem2x"), Some(("r5b.large", 1, 2)));
+        assert_eq!(
+            optimized_cpu("r5.2xlarge.tpc2.mem4x"),
+            Some(("r5.2xlarge", 2, 4))
+        );
+        assert_eq!(
+            optimized_cpu("r5b.large.tpc1.mem2x"),
+            Some(("r5b.large", 1, 2))
+        );
         assert_eq!(optimized_cpu("m5.large"), None);
     }
 }

@@ -27,7 +27,10 @@ pub struct TokenSource {
 impl TokenSource {
     pub fn new(aws: Aws, url: &str) -> Result<TokenSource> {
         let info = ConnInfo::parse(url)?;
-        if matches!(info.sslmode, SslMode::Disable | SslMode::Allow | SslMode::Prefer) {
+        if matches!(
+            info.sslmode,
+            SslMode::Disable | SslMode::Allow | SslMode::Prefer
+        ) {
             return Err(Error::invalid(
                 "rds.iam_auth (DBT_RDS_IAM_AUTH) needs TLS to PostgreSQL: set sslmode=require (or verify-ca / verify-full) in postgresql.connection_url",
             ));
@@ -62,15 +65,28 @@ impl TokenSource {
     /// A token valid for at least [`MARGIN`] seconds more, at unix time `now`.
     pub fn token_at(&self, now: i64) -> std::result::Result<String, String> {
         let mut c = self.cache.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some((made, t)) = c.as_ref().filter(|(made, _)| now < made + LIFETIME - MARGIN) {
+        if let Some((made, t)) = c
+            .as_ref()
+            .filter(|(made, _)| now < made + LIFETIME - MARGIN)
+        {
             let _ = made;
             return Ok(t.expose().to_string());
         }
         let t = self
             .aws
             .rds_auth_token(&self.host, self.port, &self.user)
-            .map_err(|e| format!("making an RDS IAM auth token for {}@{}:{}: {e}", self.user, self.host, self.port))?;
-        log::debug!("new RDS IAM auth token for {}@{}:{}", self.user, self.host, self.port);
+            .map_err(|e| {
+                format!(
+                    "making an RDS IAM auth token for {}@{}:{}: {e}",
+                    self.user, self.host, self.port
+                )
+            })?;
+        log::debug!(
+            "new RDS IAM auth token for {}@{}:{}",
+            self.user,
+            self.host,
+            self.port
+        );
         *c = Some((now, Secret::new(&t)));
         Ok(t)
     }
@@ -103,13 +119,23 @@ mod tests {
 
     #[test]
     fn tls_is_required_and_tokens_are_cached_until_near_expiry() {
-        let e = TokenSource::new(aws(), "postgres://u@db.x.rds.amazonaws.com/postgres?sslmode=disable")
-            .err()
-            .unwrap();
+        let e = TokenSource::new(
+            aws(),
+            "postgres://u@db.x.rds.amazonaws.com/postgres?sslmode=disable",
+        )
+        .err()
+        .unwrap();
         assert!(e.to_string().contains("sslmode=require"), "{e}");
-        let s = TokenSource::new(aws(), "postgres://dbtune@db.x.rds.amazonaws.com:5432/postgres?sslmode=require").unwrap();
+        let s = TokenSource::new(
+            aws(),
+            "postgres://dbtune@db.x.rds.amazonaws.com:5432/postgres?sslmode=require",
+        )
+        .unwrap();
         let t1 = s.token_at(1_000_000).unwrap();
-        assert!(t1.starts_with("db.x.rds.amazonaws.com:5432/?Action=connect&DBUser=dbtune"), "{t1}");
+        assert!(
+            t1.starts_with("db.x.rds.amazonaws.com:5432/?Action=connect&DBUser=dbtune"),
+            "{t1}"
+        );
         assert_eq!(s.token_at(1_000_000 + 600).unwrap(), t1);
         // Within two minutes of the 15-minute expiry: a new token.
         *s.cache.lock().unwrap() = Some((1_000_000 - 800, Secret::new("old")));

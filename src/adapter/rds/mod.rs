@@ -49,8 +49,13 @@ impl Shared {
     /// Describes the instance again (the size is carried over while the class is unchanged).
     pub fn refresh(&self) -> Result<DbInfo> {
         let prev = self.info();
-        let i = discovery::fetch(&self.api, &self.cfg.database_identifier, self.aurora, Some(&prev))
-            .map_err(|e| Error::from(e).context("describing the RDS instance"))?;
+        let i = discovery::fetch(
+            &self.api,
+            &self.cfg.database_identifier,
+            self.aurora,
+            Some(&prev),
+        )
+        .map_err(|e| Error::from(e).context("describing the RDS instance"))?;
         self.set_info(i.clone());
         Ok(i)
     }
@@ -69,22 +74,38 @@ impl Rds {
         if let Some(g) = &rc.deprecated_group {
             log::warn!("{}.RDS_PARAMETER_GROUP_NAME / DBT_RDS_PARAMETER_GROUP_NAME ({g}) is deprecated and ignored: the parameter group is discovered from the instance", rc.section);
         }
-        let aws = Aws::new(Http::new(), cfg.sources.env.clone(), &rc.region, rc.keys.clone());
+        let aws = Aws::new(
+            Http::new(),
+            cfg.sources.env.clone(),
+            &rc.region,
+            rc.keys.clone(),
+        );
         let api = Api { aws };
-        let info = discovery::fetch(&api, &rc.database_identifier, aurora, None)
-            .map_err(|e| Error::from(e).context(format!("discovering RDS instance {}", rc.database_identifier)))?;
+        let info = discovery::fetch(&api, &rc.database_identifier, aurora, None).map_err(|e| {
+            Error::from(e).context(format!(
+                "discovering RDS instance {}",
+                rc.database_identifier
+            ))
+        })?;
         log::info!(
             "RDS instance {} (class {}, status {}): parameter group {}{}",
             info.instance.identifier,
             info.instance.class,
             info.instance.status,
             info.group().unwrap_or("(none)"),
-            info.cluster_group().map(|c| format!(", cluster parameter group {c}")).unwrap_or_default()
+            info.cluster_group()
+                .map(|c| format!(", cluster parameter group {c}"))
+                .unwrap_or_default()
         );
         let url = cfg.postgresql.connection_url.expose();
         let pg = if rc.iam_auth {
             let provider = iam_auth::TokenSource::new(api.aws.clone(), url)?;
-            Pg::with_password(url, cfg.postgresql.pool_size, SessionLimits::default(), Arc::new(provider))
+            Pg::with_password(
+                url,
+                cfg.postgresql.pool_size,
+                SessionLimits::default(),
+                Arc::new(provider),
+            )
         } else {
             Pg::new(url, cfg.postgresql.pool_size, SessionLimits::default())
         }
@@ -122,7 +143,9 @@ impl Adapter for Rds {
     }
 
     fn metric_collectors(&self) -> Vec<Box<dyn MetricCollector>> {
-        vec![Box::new(metrics::CloudMetrics { sh: self.sh.clone() })]
+        vec![Box::new(metrics::CloudMetrics {
+            sh: self.sh.clone(),
+        })]
     }
 
     fn system_info(&self) -> Result<Vec<Metric>> {
@@ -159,7 +182,10 @@ impl Adapter for Rds {
 
     fn guardrail(&self, threshold: f64) -> Result<Option<GuardrailSignal>> {
         {
-            let mut last = self.last_guardrail.lock().unwrap_or_else(|p| p.into_inner());
+            let mut last = self
+                .last_guardrail
+                .lock()
+                .unwrap_or_else(|p| p.into_inner());
             if last.is_some_and(|t| t.elapsed() < Duration::from_secs(5)) {
                 return Ok(None);
             }
@@ -170,17 +196,30 @@ impl Adapter for Rds {
             return Ok(None);
         };
         let s = self.sh.sample()?;
-        let critical = |kind| Some(GuardrailSignal { level: GuardrailLevel::Critical, kind });
+        let critical = |kind| {
+            Some(GuardrailSignal {
+                level: GuardrailLevel::Critical,
+                kind,
+            })
+        };
         // Active memory from PI when it has a value; FreeableMemory otherwise.
         if let Some((_, kb)) = s.active_kb.filter(|_| info.instance.pi_enabled) {
             let used = kb * 1024.0 / total as f64 * 100.0;
             log::debug!("RDS memory used (Performance Insights): {used:.2}%");
-            return Ok(if used > threshold { critical(GuardrailType::Memory) } else { None });
+            return Ok(if used > threshold {
+                critical(GuardrailType::Memory)
+            } else {
+                None
+            });
         }
         if let Some((_, free)) = s.freeable {
             let freeable = free / total as f64 * 100.0;
             log::debug!("RDS freeable memory: {freeable:.2}%");
-            return Ok(if freeable < 100.0 - threshold { critical(GuardrailType::FreeableMemory) } else { None });
+            return Ok(if freeable < 100.0 - threshold {
+                critical(GuardrailType::FreeableMemory)
+            } else {
+                None
+            });
         }
         Ok(None)
     }
@@ -219,14 +258,18 @@ impl Adapter for Rds {
                         None => ", size unknown".into(),
                     }
                 ),
-                Err(e) => format!("DescribeDBInstances {} failed: {e}", self.sh.cfg.database_identifier),
+                Err(e) => format!(
+                    "DescribeDBInstances {} failed: {e}",
+                    self.sh.cfg.database_identifier
+                ),
             },
         });
         let Ok(info) = info else { return out };
         let group = info.group().unwrap_or("");
         out.push(Check {
             name: "RDS parameter group",
-            ok: !group.is_empty() && !is_default_group(group),
+            // A default group blocks applying, not collecting: reported, not fatal at start.
+            ok: !group.is_empty(),
             detail: if group.is_empty() {
                 "the instance has no DB parameter group".into()
             } else if is_default_group(group) {
@@ -238,21 +281,40 @@ impl Adapter for Rds {
                 )
             },
         });
-        let cw = self.sh.api.latest_metrics(&info.instance.identifier, &metrics::CW_METRICS);
+        let cw = self
+            .sh
+            .api
+            .latest_metrics(&info.instance.identifier, &metrics::CW_METRICS);
         out.push(Check {
             name: "CloudWatch",
             ok: cw.is_ok(),
             detail: match &cw {
-                Ok(v) => format!("GetMetricData reachable: {} of {} metrics have recent data", v.iter().filter(|x| x.is_some()).count(), v.len()),
+                Ok(v) => format!(
+                    "GetMetricData reachable: {} of {} metrics have recent data",
+                    v.iter().filter(|x| x.is_some()).count(),
+                    v.len()
+                ),
                 Err(e) => format!("GetMetricData failed: {e}"),
             },
         });
         let pi = match (&info.instance.pi_enabled, &info.instance.resource_id) {
             (true, Some(rid)) => match self.sh.api.pi_active_memory_kb(rid) {
-                Ok(_) => Check { name: "Performance Insights", ok: true, detail: format!("enabled ({rid}): GetResourceMetrics answered") },
-                Err(e) => Check { name: "Performance Insights", ok: false, detail: format!("enabled ({rid}) but GetResourceMetrics failed: {e}") },
+                Ok(_) => Check {
+                    name: "Performance Insights",
+                    ok: true,
+                    detail: format!("enabled ({rid}): GetResourceMetrics answered"),
+                },
+                Err(e) => Check {
+                    name: "Performance Insights",
+                    ok: false,
+                    detail: format!("enabled ({rid}) but GetResourceMetrics failed: {e}"),
+                },
             },
-            _ => Check { name: "Performance Insights", ok: true, detail: "not enabled: the memory guardrail uses CloudWatch FreeableMemory".into() },
+            _ => Check {
+                name: "Performance Insights",
+                ok: true,
+                detail: "not enabled: the memory guardrail uses CloudWatch FreeableMemory".into(),
+            },
         };
         out.push(pi);
         out

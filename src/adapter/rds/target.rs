@@ -10,7 +10,9 @@ use super::api::{Change, GroupKind, BATCH};
 use super::discovery::{self, is_default_group};
 use super::Shared;
 use crate::apply::journal::{Entry, KnobChange};
-use crate::apply::{validate, wait, Activation, ApplyError, Previous, Snapshot, Target, WriteError};
+use crate::apply::{
+    validate, wait, Activation, ApplyError, Previous, Snapshot, Target, WriteError,
+};
 use crate::error::{Error, Kind, Result};
 use crate::pg::queries::{self, Setting};
 use crate::pg::Pg;
@@ -99,11 +101,19 @@ impl RdsTarget {
         let info = self.sh.info();
         let group = info
             .group()
-            .ok_or_else(|| Error::other(format!("instance {} has no DB parameter group", info.instance.identifier)))?
+            .ok_or_else(|| {
+                Error::other(format!(
+                    "instance {} has no DB parameter group",
+                    info.instance.identifier
+                ))
+            })?
             .to_string();
         let cg = info.cluster_group().map(str::to_string);
         let mut defs = self.sh.defs.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(d) = defs.as_ref().filter(|d| d.group == group && d.cluster_group == cg) {
+        if let Some(d) = defs
+            .as_ref()
+            .filter(|d| d.group == group && d.cluster_group == cg)
+        {
             return Ok(d.clone());
         }
         let load = |kind: GroupKind, g: &str| -> Result<HashMap<String, String>> {
@@ -181,7 +191,11 @@ impl RdsTarget {
             let kind = pl.kinds[items[i].0];
             let reset = items[i].2.is_none();
             let mut j = i;
-            while j < items.len() && j - i < BATCH && pl.kinds[items[j].0] == kind && items[j].2.is_none() == reset {
+            while j < items.len()
+                && j - i < BATCH
+                && pl.kinds[items[j].0] == kind
+                && items[j].2.is_none() == reset
+            {
                 j += 1;
             }
             let batch = &items[i..j];
@@ -191,14 +205,27 @@ impl RdsTarget {
                 if reset { "Reset" } else { "Modify" },
                 batch.len(),
                 kind.describe(group),
-                batch.iter().map(|b| b.1.as_str()).collect::<Vec<_>>().join(", ")
+                batch
+                    .iter()
+                    .map(|b| b.1.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
             );
             let mut ambiguous = false;
             let r = self.sh.api.retrying(&what, self.deadline(), || {
                 let r = if reset {
                     let names: Vec<(String, &'static str)> = batch
                         .iter()
-                        .map(|(x, n, _)| (n.clone(), if pl.methods[*x] == "pending-reboot" { "pending-reboot" } else { "immediate" }))
+                        .map(|(x, n, _)| {
+                            (
+                                n.clone(),
+                                if pl.methods[*x] == "pending-reboot" {
+                                    "pending-reboot"
+                                } else {
+                                    "immediate"
+                                },
+                            )
+                        })
                         .collect();
                     self.sh.api.reset(kind, group, &names)
                 } else {
@@ -207,7 +234,11 @@ impl RdsTarget {
                         .map(|(x, n, v)| Change {
                             name: n.clone(),
                             value: v.clone().unwrap_or_default(),
-                            method: if pl.methods[*x] == "pending-reboot" { "pending-reboot" } else { "immediate" },
+                            method: if pl.methods[*x] == "pending-reboot" {
+                                "pending-reboot"
+                            } else {
+                                "immediate"
+                            },
                         })
                         .collect();
                     self.sh.api.modify(kind, group, &changes)
@@ -231,7 +262,14 @@ impl RdsTarget {
     /// Waits until no group we wrote to is `applying`. For a reload, the new values must also
     /// show in `pg_settings` (or `applying` must have been seen and ended): a stale `in-sync`
     /// right after the Modify call is not trusted.
-    fn wait_settled(&self, pg: &Pg, knobs: &[KnobChange], pl: &Placement, confirm: bool, deadline: Duration) -> Result<()> {
+    fn wait_settled(
+        &self,
+        pg: &Pg,
+        knobs: &[KnobChange],
+        pl: &Placement,
+        confirm: bool,
+        deadline: Duration,
+    ) -> Result<()> {
         let restoring = self.restoring.load(Ordering::SeqCst);
         let uses_cluster = pl.kinds.contains(&GroupKind::Cluster);
         let mut seen_applying = false;
@@ -257,8 +295,14 @@ impl RdsTarget {
                     .map(|g| g.apply_status.clone().unwrap_or_default())
                     .unwrap_or_else(|| "missing".into())];
                 if uses_cluster {
-                    if let Some(c) = inst.cluster.as_deref().and_then(|c| self.sh.api.describe_cluster(c).ok()) {
-                        if let Some((_, _, s)) = c.members.iter().find(|(i, _, _)| *i == pl.instance) {
+                    if let Some(c) = inst
+                        .cluster
+                        .as_deref()
+                        .and_then(|c| self.sh.api.describe_cluster(c).ok())
+                    {
+                        if let Some((_, _, s)) =
+                            c.members.iter().find(|(i, _, _)| *i == pl.instance)
+                        {
                             states.push(s.clone().unwrap_or_else(|| "in-sync".into()));
                         }
                     }
@@ -272,8 +316,18 @@ impl RdsTarget {
                         }
                         "in-sync" | "pending-reboot" => {}
                         "missing" => return Ok(None),
-                        "failed-to-apply" => return Err(Error::other(format!("parameter group {} is in an invalid state (failed-to-apply)", pl.group))),
-                        other => return Err(Error::other(format!("parameter group {} has apply status {other:?}", pl.group))),
+                        "failed-to-apply" => {
+                            return Err(Error::other(format!(
+                                "parameter group {} is in an invalid state (failed-to-apply)",
+                                pl.group
+                            )))
+                        }
+                        other => {
+                            return Err(Error::other(format!(
+                                "parameter group {} has apply status {other:?}",
+                                pl.group
+                            )))
+                        }
                     }
                 }
                 if !confirm || seen_applying {
@@ -282,7 +336,13 @@ impl RdsTarget {
                 match self.shows(pg, knobs, pl, restoring) {
                     Ok(None) => Ok(Some(())),
                     // Nothing confirmable (backend-only parameters): settle after a while.
-                    Ok(Some(_)) if polls >= 3 && start.elapsed() >= Duration::from_secs(6) && !self.confirmable(knobs, pl) => Ok(Some(())),
+                    Ok(Some(_))
+                        if polls >= 3
+                            && start.elapsed() >= Duration::from_secs(6)
+                            && !self.confirmable(knobs, pl) =>
+                    {
+                        Ok(Some(()))
+                    }
                     Ok(Some(why)) => {
                         *last = format!("{last}; {why}");
                         Ok(None)
@@ -297,23 +357,41 @@ impl RdsTarget {
     }
 
     fn confirmable(&self, knobs: &[KnobChange], pl: &Placement) -> bool {
-        knobs.iter().enumerate().any(|(i, k)| pl.methods.get(i).is_some_and(|m| m == "immediate") && !k.context.ends_with("backend"))
+        knobs.iter().enumerate().any(|(i, k)| {
+            pl.methods.get(i).is_some_and(|m| m == "immediate") && !k.context.ends_with("backend")
+        })
     }
 
     /// None when every dynamic, session-visible knob shows its expected value.
-    fn shows(&self, pg: &Pg, knobs: &[KnobChange], pl: &Placement, previous: bool) -> Result<Option<String>> {
+    fn shows(
+        &self,
+        pg: &Pg,
+        knobs: &[KnobChange],
+        pl: &Placement,
+        previous: bool,
+    ) -> Result<Option<String>> {
         let mut c = pg.conn()?;
         let settings: HashMap<String, Setting> = queries::pg_settings(&mut c)?
             .into_iter()
             .map(|s| (s.name.to_ascii_lowercase(), s))
             .collect();
         for (i, k) in knobs.iter().enumerate() {
-            if pl.methods.get(i).is_none_or(|m| m != "immediate") || k.context.ends_with("backend") {
+            if pl.methods.get(i).is_none_or(|m| m != "immediate") || k.context.ends_with("backend")
+            {
                 continue;
             }
-            let want = if previous { &k.previous_setting } else { &k.new_value };
-            let Some(s) = settings.get(&k.name.to_ascii_lowercase()) else { continue };
-            let same = match (validate::normalise(s, &s.setting), validate::normalise(s, want)) {
+            let want = if previous {
+                &k.previous_setting
+            } else {
+                &k.new_value
+            };
+            let Some(s) = settings.get(&k.name.to_ascii_lowercase()) else {
+                continue;
+            };
+            let same = match (
+                validate::normalise(s, &s.setting),
+                validate::normalise(s, want),
+            ) {
                 (Ok(a), Ok(b)) => a.same(&b),
                 _ => s.setting == *want,
             };
@@ -325,40 +403,58 @@ impl RdsTarget {
     }
 
     fn reboot_and_wait(&self, pg: &Pg, pl: &Placement, deadline: Duration) -> Result<()> {
-        let started_before = pg.conn().ok().and_then(|mut c| queries::postmaster_start_time(&mut c).ok());
+        let started_before = pg
+            .conn()
+            .ok()
+            .and_then(|mut c| queries::postmaster_start_time(&mut c).ok());
         let t0 = Instant::now();
-        self.sh.api.retrying(&format!("RebootDBInstance {}", pl.instance), deadline, || self.sh.api.reboot(&pl.instance))?;
+        self.sh.api.retrying(
+            &format!("RebootDBInstance {}", pl.instance),
+            deadline,
+            || self.sh.api.reboot(&pl.instance),
+        )?;
         log::info!("RebootDBInstance {} accepted", pl.instance);
         let mut seen_reboot = false;
         let left = deadline.saturating_sub(t0.elapsed());
-        wait::until(&format!("instance {} to reboot and be available", pl.instance), left, POLL, |last| {
-            let inst = match self.sh.api.describe_instance(&pl.instance) {
-                Ok(i) => i,
-                Err(e) => {
-                    *last = e.to_string();
+        wait::until(
+            &format!("instance {} to reboot and be available", pl.instance),
+            left,
+            POLL,
+            |last| {
+                let inst = match self.sh.api.describe_instance(&pl.instance) {
+                    Ok(i) => i,
+                    Err(e) => {
+                        *last = e.to_string();
+                        return Ok(None);
+                    }
+                };
+                *last = format!("DBInstanceStatus {}", inst.status);
+                if FAILED_STATES.contains(&inst.status.as_str()) {
+                    return Err(Error::other(format!(
+                        "instance {} is {} after the reboot",
+                        pl.instance, inst.status
+                    )));
+                }
+                if inst.status != "available" {
+                    seen_reboot = true;
                     return Ok(None);
                 }
-            };
-            *last = format!("DBInstanceStatus {}", inst.status);
-            if FAILED_STATES.contains(&inst.status.as_str()) {
-                return Err(Error::other(format!("instance {} is {} after the reboot", pl.instance, inst.status)));
-            }
-            if inst.status != "available" {
-                seen_reboot = true;
-                return Ok(None);
-            }
-            // `available` before the reboot started is stale (pitfall 7): accept it only once the
-            // reboot was seen, or PostgreSQL has a new start time.
-            if seen_reboot {
-                return Ok(Some(()));
-            }
-            let now = pg.conn().ok().and_then(|mut c| queries::postmaster_start_time(&mut c).ok());
-            match (&started_before, &now) {
-                (Some(a), Some(b)) if a != b => Ok(Some(())),
-                (None, Some(_)) => Ok(Some(())),
-                _ => Ok(None),
-            }
-        })
+                // `available` before the reboot started is stale (pitfall 7): accept it only once the
+                // reboot was seen, or PostgreSQL has a new start time.
+                if seen_reboot {
+                    return Ok(Some(()));
+                }
+                let now = pg
+                    .conn()
+                    .ok()
+                    .and_then(|mut c| queries::postmaster_start_time(&mut c).ok());
+                match (&started_before, &now) {
+                    (Some(a), Some(b)) if a != b => Ok(Some(())),
+                    (None, Some(_)) => Ok(Some(())),
+                    _ => Ok(None),
+                }
+            },
+        )
     }
 }
 
@@ -383,7 +479,12 @@ impl Target for RdsTarget {
         match info.group() {
             Some(g) if is_default_group(g) => return Err(default_group_error(g)),
             Some(_) => {}
-            None => return Err(ApplyError::config(format!("instance {} has no DB parameter group; nothing was changed", info.instance.identifier))),
+            None => {
+                return Err(ApplyError::config(format!(
+                    "instance {} has no DB parameter group; nothing was changed",
+                    info.instance.identifier
+                )))
+            }
         }
         if let Some(c) = info.cluster_group().filter(|c| is_default_group(c)) {
             log::debug!("cluster parameter group {c} is a default group: cluster-level parameters cannot be changed");
@@ -409,8 +510,13 @@ impl Target for RdsTarget {
     fn snapshot(&self, _pg: &Pg, knobs: &[KnobChange]) -> Result<Snapshot> {
         // Fresh facts before writing (§1.4 step 3): the group may have been swapped.
         let prev = self.sh.info();
-        let info = discovery::fetch(&self.sh.api, &self.sh.cfg.database_identifier, self.sh.aurora, Some(&prev))
-            .map_err(|e| Error::from(e).context("failed to refresh DB info before apply"))?;
+        let info = discovery::fetch(
+            &self.sh.api,
+            &self.sh.cfg.database_identifier,
+            self.sh.aurora,
+            Some(&prev),
+        )
+        .map_err(|e| Error::from(e).context("failed to refresh DB info before apply"))?;
         self.sh.set_info(info.clone());
         if let Some(g) = info.group().filter(|g| is_default_group(g)) {
             return Err(Error::other(default_group_error(g).message));
@@ -439,10 +545,12 @@ impl Target for RdsTarget {
         let previous = knobs
             .iter()
             .zip(&pl.kinds)
-            .map(|(k, kind)| match user.get(&(*kind, k.name.to_ascii_lowercase())) {
-                Some(v) => Previous::Value(v.clone()),
-                None => Previous::Absent,
-            })
+            .map(
+                |(k, kind)| match user.get(&(*kind, k.name.to_ascii_lowercase())) {
+                    Some(v) => Previous::Value(v.clone()),
+                    None => Previous::Absent,
+                },
+            )
             .collect();
         Ok(Snapshot {
             previous,
@@ -454,7 +562,10 @@ impl Target for RdsTarget {
 
     fn write(&self, _pg: &Pg, knobs: &[KnobChange]) -> std::result::Result<(), WriteError> {
         self.restoring.store(false, Ordering::SeqCst);
-        let pl = self.placement(knobs).map_err(|e| WriteError { written: 0, error: e })?;
+        let pl = self.placement(knobs).map_err(|e| WriteError {
+            written: 0,
+            error: e,
+        })?;
         let items: Vec<(usize, String, Option<String>)> = knobs
             .iter()
             .enumerate()
@@ -463,23 +574,43 @@ impl Target for RdsTarget {
         self.put(&pl, &items)
     }
 
-    fn activate(&self, pg: &Pg, how: Activation, knobs: &[KnobChange], deadline: Duration) -> Result<()> {
+    fn activate(
+        &self,
+        pg: &Pg,
+        how: Activation,
+        knobs: &[KnobChange],
+        deadline: Duration,
+    ) -> Result<()> {
         let pl = self.placement(knobs)?;
         let r = match how {
             Activation::Reload => self.wait_settled(pg, knobs, &pl, true, deadline),
             Activation::Restart => {
                 let t0 = Instant::now();
                 self.wait_settled(pg, knobs, &pl, false, deadline)
-                    .and_then(|_| self.reboot_and_wait(pg, &pl, deadline.saturating_sub(t0.elapsed())))
+                    .and_then(|_| {
+                        self.reboot_and_wait(pg, &pl, deadline.saturating_sub(t0.elapsed()))
+                    })
             }
         };
         if how == Activation::Restart || r.is_ok() {
             self.restoring.store(false, Ordering::SeqCst);
         }
-        r.map_err(|e| if e.kind == Kind::Interrupted { e } else { e.context(format!("on {}", self.describe())) })
+        r.map_err(|e| {
+            if e.kind == Kind::Interrupted {
+                e
+            } else {
+                e.context(format!("on {}", self.describe()))
+            }
+        })
     }
 
-    fn restore(&self, _pg: &Pg, entry: &Entry, knobs: &[KnobChange], _pg_up: bool) -> Result<String> {
+    fn restore(
+        &self,
+        _pg: &Pg,
+        entry: &Entry,
+        knobs: &[KnobChange],
+        _pg_up: bool,
+    ) -> Result<String> {
         let pl: Placement = match entry.target_state.clone().map(serde_json::from_value) {
             Some(Ok(p)) => p,
             _ => self.placement(&entry.knobs)?,
@@ -493,17 +624,28 @@ impl Target for RdsTarget {
                 Previous::Unknown => Some(k.previous_setting.clone()),
                 Previous::Absent => None,
             };
-            if v.is_some() { put_back.push(k.name.clone()) } else { reset.push(k.name.clone()) }
+            if v.is_some() {
+                put_back.push(k.name.clone())
+            } else {
+                reset.push(k.name.clone())
+            }
             items.push((i, k.name.clone(), v));
         }
-        self.put(&pl, &items).map_err(|w| w.error.context("restoring the previous parameter values"))?;
+        self.put(&pl, &items)
+            .map_err(|w| w.error.context("restoring the previous parameter values"))?;
         self.restoring.store(true, Ordering::SeqCst);
         let mut how = Vec::new();
         if !put_back.is_empty() {
-            how.push(format!("previous values of {} written back", put_back.join(", ")));
+            how.push(format!(
+                "previous values of {} written back",
+                put_back.join(", ")
+            ));
         }
         if !reset.is_empty() {
-            how.push(format!("{} reset to the engine default (ResetDBParameterGroup)", reset.join(", ")));
+            how.push(format!(
+                "{} reset to the engine default (ResetDBParameterGroup)",
+                reset.join(", ")
+            ));
         }
         Ok(format!("{} in {}", how.join("; "), pl.group))
     }
