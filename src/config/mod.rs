@@ -245,8 +245,6 @@ impl Config {
                 "guardrail_settings.memory_threshold (DBT_MEMORY_THRESHOLD): {memory_threshold} is out of range (expected 1 to 100)"
             ));
         }
-        // Whether allow_restart has a restart mechanism is the local adapter's check
-        // (`PgPrem::new`): managed providers restart through their control plane.
         if !restart_script_path.is_empty() {
             if let Err(e) = check_restart_script(Path::new(&restart_script_path)) {
                 errs.push(e);
