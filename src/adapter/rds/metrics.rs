@@ -1,7 +1,7 @@
 //! CloudWatch and Performance Insights samples (adapters.md §1.5), shared by the `hardware`
 //! collector and the memory guardrail. RDS publishes these metrics once a minute, so one
 //! `GetMetricData` call (all four metrics) and one PI call serve every 5-second round for 30 s:
-//! about 4 calls a minute instead of the Go agent's ~60.
+//! 4 calls a minute measured (with system info) instead of the Go agent's ~60.
 
 use super::api::Point;
 use super::Shared;
