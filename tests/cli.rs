@@ -51,6 +51,10 @@ fn providers_not_in_this_build_fail_with_one_clear_line() {
         err.contains("Please specify which using `--rds` or `--aurora`"),
         "{err}"
     );
+    assert!(
+        p.requests().is_empty(),
+        "nothing is sent before the adapter exists"
+    );
     // A docker: section is detected from the file.
     let (st, _, err) = agent::run(
         &format!("{yaml}docker:\n  container_name: pg\n"),
@@ -61,10 +65,6 @@ fn providers_not_in_this_build_fail_with_one_clear_line() {
     assert_eq!(st.code(), Some(1));
     // The Docker adapter was chosen: it fails on the Engine or its container, not as "not available".
     assert!(err.to_lowercase().contains("docker"), "{err}");
-    assert!(
-        p.requests().is_empty(),
-        "nothing is sent before the adapter exists"
-    );
 }
 
 #[test]
