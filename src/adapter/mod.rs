@@ -5,6 +5,7 @@ pub mod docker;
 pub mod local_host;
 pub mod patroni;
 pub mod pgprem;
+pub mod rds;
 pub mod select;
 
 use crate::apply::{Applier, ApplyError, Outcome, RecoveryReport, Runtime};
@@ -30,6 +31,9 @@ pub fn build(provider: Provider, cfg: &Config) -> std::result::Result<Arc<dyn Ad
         Provider::Patroni => patroni::Patroni::new(cfg)
             .map(|a| Arc::new(a) as Arc<dyn Adapter>)
             .map_err(|e| format!("Failed to create Patroni adapter: {e}")),
+        Provider::Rds | Provider::Aurora => rds::Rds::new(cfg, provider == Provider::Aurora)
+            .map(|a| Arc::new(a) as Arc<dyn Adapter>)
+            .map_err(|e| format!("Failed to create {} adapter: {e}", provider.label())),
         p => Err(format!(
             "the {} adapter ({}) is not available in this build yet; use --local for self-managed PostgreSQL",
             p.label(),

@@ -9,3 +9,4 @@ pub mod patroni;
 pub mod pgcluster;
 pub mod pgversions;
 pub mod platform;
+pub mod rds_mirror;
