@@ -97,7 +97,13 @@ pub fn detect(env: &Env, src: &Sources) -> Detected {
     ]) {
         return Detected::AmbiguousAws;
     }
-    if any(&["DBT_GCP_PROJECT_ID", "DBT_GCP_DATABSE_NAME"]) {
+    // The Go agent checks the misspelled DBT_GCP_DATABSE_NAME; the real name counts here (the
+    // misspelling is still accepted so existing deployments keep detecting).
+    if any(&[
+        "DBT_GCP_PROJECT_ID",
+        "DBT_GCP_DATABASE_NAME",
+        "DBT_GCP_DATABSE_NAME",
+    ]) {
         return Detected::Provider(Provider::CloudSql);
     }
     if any(&[
