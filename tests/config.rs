@@ -102,11 +102,16 @@ fn legacy_postgres_section_connects_but_does_not_grant_restarts() {
 
 #[test]
 fn restart_settings_are_validated_at_start() {
-    let e = load(
+    // Checked by the self-managed adapter (managed providers restart through their API).
+    let c = load(
         &base().replace("postgresql:\n", "postgresql:\n  allow_restart: true\n"),
         &[],
     )
-    .unwrap_err();
+    .unwrap();
+    let e = dbtune_agent::adapter::pgprem::PgPrem::new(&c)
+        .err()
+        .unwrap()
+        .to_string();
     assert!(e.contains("neither postgresql.service_name"), "{e}");
     let script = std::env::temp_dir().join(format!("dbtune-not-exec-{}.sh", std::process::id()));
     std::fs::write(&script, "#!/bin/sh\n").unwrap();

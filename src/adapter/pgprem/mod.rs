@@ -30,6 +30,14 @@ pub struct PgPrem {
 
 impl PgPrem {
     pub fn new(cfg: &Config) -> Result<PgPrem> {
+        if cfg.postgresql.allow_restart
+            && cfg.postgresql.service_name.is_empty()
+            && cfg.postgresql.restart_script_path.is_empty()
+        {
+            return Err(crate::error::Error::invalid(
+                "postgresql.allow_restart is true but neither postgresql.service_name (DBT_POSTGRESQL_SERVICE_NAME) nor postgresql.restart_script_path (DBT_POSTGRESQL_RESTART_SCRIPT_PATH) is configured",
+            ));
+        }
         let pg = Pg::new(
             cfg.postgresql.connection_url.expose(),
             cfg.postgresql.pool_size,
