@@ -164,6 +164,12 @@ mod tests {
             detect(&Env::default(), &src),
             Detected::Provider(Provider::Local)
         );
+        // The correctly spelled Cloud SQL variable detects (the Go agent's typo did not).
+        let env = Env::from_pairs([("DBT_GCP_DATABASE_NAME", "pg-main")]);
+        assert_eq!(
+            detect(&env, &Sources::default()),
+            Detected::Provider(Provider::CloudSql)
+        );
         let env = Env::from_pairs([("DBT_DOCKER_CONTAINER_NAME", "")]);
         assert_eq!(
             detect(&env, &Sources::default()),

@@ -12,8 +12,7 @@ pub mod version;
 use crate::error::{Context, Error, Kind, Result};
 use postgres::types::ToSql;
 use postgres::Row;
-use r2d2::{CustomizeConnection, Pool, PooledConnection};
-use r2d2_postgres::PostgresConnectionManager;
+use r2d2::{CustomizeConnection, ManageConnection, Pool, PooledConnection};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio_postgres_rustls::MakeRustlsConnect;
@@ -64,7 +63,69 @@ impl Default for SessionLimits {
     }
 }
 
-type Manager = PostgresConnectionManager<MakeRustlsConnect>;
+/// Supplies the password of every new connection instead of the one in the URL: for
+/// credentials that expire (Azure Entra tokens, RDS IAM authentication tokens). Called once
+/// per connection attempt; implementations cache and refresh themselves.
+pub trait PasswordSource: Send + Sync {
+    fn password(&self) -> Result<crate::secret::Secret>;
+}
+
+/// A connection attempt's failure: PostgreSQL's, or the password source's.
+#[derive(Debug)]
+pub enum ConnectError {
+    Pg(postgres::Error),
+    Password(String),
+}
+
+impl std::fmt::Display for ConnectError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ConnectError::Pg(e) => e.fmt(f),
+            ConnectError::Password(m) => write!(f, "getting the connection password: {m}"),
+        }
+    }
+}
+
+impl std::error::Error for ConnectError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            ConnectError::Pg(e) => Some(e),
+            ConnectError::Password(_) => None,
+        }
+    }
+}
+
+/// Connects with the URL's settings, the password from the source when there is one.
+pub struct Manager {
+    config: postgres::Config,
+    tls: MakeRustlsConnect,
+    password: Option<Arc<dyn PasswordSource>>,
+}
+
+impl ManageConnection for Manager {
+    type Connection = postgres::Client;
+    type Error = ConnectError;
+
+    fn connect(&self) -> std::result::Result<postgres::Client, ConnectError> {
+        let mut cfg = self.config.clone();
+        if let Some(p) = &self.password {
+            let pw = p
+                .password()
+                .map_err(|e| ConnectError::Password(e.to_string()))?;
+            cfg.password(pw.expose());
+        }
+        cfg.connect(self.tls.clone()).map_err(ConnectError::Pg)
+    }
+
+    fn is_valid(&self, c: &mut postgres::Client) -> std::result::Result<(), ConnectError> {
+        c.simple_query("").map(|_| ()).map_err(ConnectError::Pg)
+    }
+
+    fn has_broken(&self, c: &mut postgres::Client) -> bool {
+        c.is_closed()
+    }
+}
+
 pub type Conn = PooledConnection<Manager>;
 
 /// Keeps the last connection error with its whole cause chain (r2d2 keeps only the top line,
@@ -72,8 +133,17 @@ pub type Conn = PooledConnection<Manager>;
 #[derive(Debug, Default, Clone)]
 struct LastConnectError(Arc<Mutex<Option<String>>>);
 
-impl r2d2::HandleError<postgres::Error> for LastConnectError {
-    fn handle_error(&self, e: postgres::Error) {
+impl r2d2::HandleError<ConnectError> for LastConnectError {
+    fn handle_error(&self, e: ConnectError) {
+        let e = match e {
+            ConnectError::Pg(e) => e,
+            other => {
+                let m = other.to_string();
+                log::debug!("PostgreSQL connection attempt failed: {m}");
+                *self.0.lock().unwrap_or_else(|p| p.into_inner()) = Some(m);
+                return;
+            }
+        };
         let mut m = e.to_string();
         let mut src = std::error::Error::source(&e);
         while let Some(s) = src {
@@ -97,8 +167,8 @@ pub struct Pg {
 #[derive(Debug)]
 struct SessionSetup(SessionLimits);
 
-impl CustomizeConnection<postgres::Client, postgres::Error> for SessionSetup {
-    fn on_acquire(&self, c: &mut postgres::Client) -> std::result::Result<(), postgres::Error> {
+impl CustomizeConnection<postgres::Client, ConnectError> for SessionSetup {
+    fn on_acquire(&self, c: &mut postgres::Client) -> std::result::Result<(), ConnectError> {
         let ms = |d: Duration| d.as_millis().to_string();
         c.execute(
             &prefixed(
@@ -106,7 +176,7 @@ impl CustomizeConnection<postgres::Client, postgres::Error> for SessionSetup {
                  set_config('idle_in_transaction_session_timeout', $3, false)",
             ),
             &[&ms(self.0.statement_timeout), &ms(self.0.lock_timeout), &ms(self.0.idle_in_transaction_timeout)],
-        )?;
+        ).map_err(ConnectError::Pg)?;
         Ok(())
     }
 }
@@ -114,12 +184,26 @@ impl CustomizeConnection<postgres::Client, postgres::Error> for SessionSetup {
 impl Pg {
     /// Builds the pool without connecting; only a malformed connection string fails here.
     pub fn new(url: &str, pool_size: u32, limits: SessionLimits) -> Result<Pg> {
+        Pg::with_password_source(url, pool_size, limits, None)
+    }
+
+    /// As [`Pg::new`], with every new connection's password from `password`.
+    pub fn with_password_source(
+        url: &str,
+        pool_size: u32,
+        limits: SessionLimits,
+        password: Option<Arc<dyn PasswordSource>>,
+    ) -> Result<Pg> {
         let info = conninfo::ConnInfo::parse(url).context("parsing postgresql.connection_url")?;
         let mut cfg = info.config.clone();
         cfg.application_name("dbtune-agent");
         cfg.connect_timeout(limits.connect_timeout);
         let tls = tls::make_tls(&info).context("setting up TLS for PostgreSQL")?;
-        let manager = PostgresConnectionManager::new(cfg, tls);
+        let manager = Manager {
+            config: cfg,
+            tls,
+            password,
+        };
         let last_error = LastConnectError::default();
         let pool = Pool::builder()
             .max_size(pool_size.max(1))
