@@ -1,6 +1,7 @@
 //! Adapters: what differs per provider (host metrics, system info, how a configuration is
 //! applied, guardrails). The runner talks only to this trait.
 
+pub mod azure_flex;
 pub mod cloudsql;
 pub mod pgprem;
 pub mod select;
@@ -25,6 +26,9 @@ pub fn build(provider: Provider, cfg: &Config) -> std::result::Result<Arc<dyn Ad
         Provider::CloudSql => cloudsql::CloudSql::new(cfg)
             .map(|a| Arc::new(a) as Arc<dyn Adapter>)
             .map_err(|e| format!("Failed to create Cloud SQL adapter: {e}")),
+        Provider::AzureFlex => azure_flex::AzureFlex::new(cfg)
+            .map(|a| Arc::new(a) as Arc<dyn Adapter>)
+            .map_err(|e| format!("Failed to create Azure Flexible Server adapter: {e}")),
         p => Err(format!(
             "the {} adapter ({}) is not available in this build yet; use --local for self-managed PostgreSQL",
             p.label(),
