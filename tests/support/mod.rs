@@ -2,6 +2,7 @@
 #![allow(dead_code)]
 
 pub mod agent;
+pub mod azure;
 pub mod apply;
 pub mod cloud;
 pub mod cloudsql;
