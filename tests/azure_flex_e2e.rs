@@ -62,27 +62,46 @@ fn rig() -> Rig {
     .unwrap();
     let hba = pg.data_dir().join("pg_hba.conf");
     let old = std::fs::read_to_string(&hba).unwrap();
-    std::fs::write(&hba, format!("host all entra_agent 127.0.0.1/32 scram-sha-256\n{old}")).unwrap();
+    std::fs::write(
+        &hba,
+        format!("host all entra_agent 127.0.0.1/32 scram-sha-256\n{old}"),
+    )
+    .unwrap();
     c.batch_execute("SELECT pg_reload_conf()").unwrap();
     drop(c);
     let platform = PlatformStandIn::start();
     let azure = Azure::start(&pg.url(), &pg.restart_command());
-    Rig { pg, platform, azure }
+    Rig {
+        pg,
+        platform,
+        azure,
+    }
 }
 
 impl Rig {
     fn spawn(&self, pg_extra: &str) -> Agent {
         let url = self.pg.url().replace("postgres@", "entra_agent@");
-        let yaml = agent::config_yaml(&url, &self.platform.url, "disable_checks: true\nazure_flex:\n  auth_method: entra\n")
-            .replace("postgresql:\n", &format!("postgresql:\n{pg_extra}"));
+        let yaml = agent::config_yaml(
+            &url,
+            &self.platform.url,
+            "disable_checks: true\nazure_flex:\n  auth_method: entra\n",
+        )
+        .replace("postgresql:\n", &format!("postgresql:\n{pg_extra}"));
         let env = self.azure.env();
         let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
         Agent::spawn(&yaml, &["--azure-flex"], &env)
     }
 
-    fn wait(&self, a: &Agent, what: &str, secs: u64, pred: impl Fn(&[Recorded]) -> bool) -> Vec<Recorded> {
+    fn wait(
+        &self,
+        a: &Agent,
+        what: &str,
+        secs: u64,
+        pred: impl Fn(&[Recorded]) -> bool,
+    ) -> Vec<Recorded> {
         match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-            self.platform.wait_for(what, Duration::from_secs(secs), &pred)
+            self.platform
+                .wait_for(what, Duration::from_secs(secs), &pred)
         })) {
             Ok(v) => v,
             Err(e) => {
@@ -96,13 +115,26 @@ impl Rig {
         let tokens = self.azure.state.lock().unwrap().arm_tokens.clone();
         assert!(!tokens.is_empty());
         let logs = a.logs() + &a.out();
-        for s in tokens.iter().map(String::as_str).chain([PG_TOKEN, CLIENT_SECRET]) {
+        for s in tokens
+            .iter()
+            .map(String::as_str)
+            .chain([PG_TOKEN, CLIENT_SECRET])
+        {
             assert!(!logs.contains(s), "secret {s:.8}… in the logs");
             // Anything sent to the platform, named by endpoint when found.
-            if let Some(x) = self.platform.requests().iter().find(|x| String::from_utf8_lossy(&x.body).contains(s)) {
+            if let Some(x) = self
+                .platform
+                .requests()
+                .iter()
+                .find(|x| String::from_utf8_lossy(&x.body).contains(s))
+            {
                 let b = String::from_utf8_lossy(&x.body).into_owned();
                 let i = b.find(s).unwrap();
-                panic!("secret {s:.8}… sent to the platform in {}: …{}…", x.segment(), &b[i.saturating_sub(300)..i]);
+                panic!(
+                    "secret {s:.8}… sent to the platform in {}: …{}…",
+                    x.segment(),
+                    &b[i.saturating_sub(300)..i]
+                );
             }
         }
     }
@@ -112,15 +144,23 @@ impl Rig {
 fn reload_parameters_are_put_with_entra_login_metrics_and_cached_tokens() {
     let r = rig();
     r.azure.state.lock().unwrap().throttle = 1;
-    r.platform.set_recommendation(&rec(&[("work_mem", 8192, "kB", "user")], "reload"));
+    r.platform
+        .set_recommendation(&rec(&[("work_mem", 8192, "kB", "user")], "reload"));
     let a = r.spawn("");
     let q = r.wait(&a, "configurations with work_mem = 8192", 60, |q| {
-        q.iter().any(|x| x.segment() == "configurations" && x.method == "POST" && setting_in(x, "work_mem") == 8192)
+        q.iter().any(|x| {
+            x.segment() == "configurations"
+                && x.method == "POST"
+                && setting_in(x, "work_mem") == 8192
+        })
     });
     assert_eq!(pg_setting(&r.pg, "work_mem"), "8192");
     assert_eq!(r.azure.value("work_mem").as_deref(), Some("8192"));
     assert_eq!(r.azure.calls("Configurations_Put"), 1);
-    assert!(r.azure.calls("Configurations_Get") >= 1, "the snapshot reads the current value");
+    assert!(
+        r.azure.calls("Configurations_Get") >= 1,
+        "the snapshot reads the current value"
+    );
     assert_eq!(r.azure.calls("Servers_Restart"), 0);
     assert!(r.platform.by_segment("log-entries").is_empty());
     let _ = q;
@@ -131,62 +171,129 @@ fn reload_parameters_are_put_with_entra_login_metrics_and_cached_tokens() {
     let m = q.iter().find(|x| x.segment() == "metrics").unwrap().json()["metrics"].clone();
     assert_eq!(m["node_cpu_usage"], 30.0, "{m}");
     assert_eq!(m["node_memory_used_percentage"], 40.0, "{m}");
-    let si = q.iter().find(|x| x.segment() == "system-info").unwrap().json()["system_info"].clone();
+    let si = q
+        .iter()
+        .find(|x| x.segment() == "system-info")
+        .unwrap()
+        .json()["system_info"]
+        .clone();
     assert_eq!(si["node_cpu_count"]["value"], 4, "Standard_D4ds_v5: {si}");
     assert_eq!(si["node_memory_total"]["value"], 16u64 << 30, "{si}");
     // Guardrail checks run every second; tokens are cached per scope.
     std::thread::sleep(Duration::from_secs(8));
     let s = r.azure.state.lock().unwrap();
-    let arm = s.token_requests.get("https://management.core.windows.net//.default").copied().unwrap_or(0);
-    let pg = s.token_requests.get("https://ossrdbms-aad.database.windows.net/.default").copied().unwrap_or(0);
+    let arm = s
+        .token_requests
+        .get("https://management.core.windows.net//.default")
+        .copied()
+        .unwrap_or(0);
+    let pg = s
+        .token_requests
+        .get("https://ossrdbms-aad.database.windows.net/.default")
+        .copied()
+        .unwrap_or(0);
     drop(s);
     assert_eq!(arm, 1, "one ARM token for the whole run");
-    assert_eq!(pg, 1, "one Entra PostgreSQL token, reused for new connections");
-    assert!(r.azure.calls("Metrics_List") <= 3, "metrics are shared for 30 s: {}", r.azure.calls("Metrics_List"));
-    assert!(r.azure.violations().is_empty(), "{:?}", r.azure.violations());
+    assert_eq!(
+        pg, 1,
+        "one Entra PostgreSQL token, reused for new connections"
+    );
+    assert!(
+        r.azure.calls("Metrics_List") <= 3,
+        "metrics are shared for 30 s: {}",
+        r.azure.calls("Metrics_List")
+    );
+    assert!(
+        r.azure.violations().is_empty(),
+        "{:?}",
+        r.azure.violations()
+    );
     r.assert_no_secrets(&a);
 }
 
 #[test]
 fn a_restart_parameter_is_put_then_the_server_restarted() {
     let r = rig();
-    let before: std::time::SystemTime = r.pg.client().query_one("SELECT pg_postmaster_start_time()", &[]).unwrap().get(0);
-    r.platform.set_recommendation(&rec(&[("shared_buffers", 4096, "8kB", "postmaster")], "restart"));
+    let before: std::time::SystemTime =
+        r.pg.client()
+            .query_one("SELECT pg_postmaster_start_time()", &[])
+            .unwrap()
+            .get(0);
+    r.platform.set_recommendation(&rec(
+        &[("shared_buffers", 4096, "8kB", "postmaster")],
+        "restart",
+    ));
     let a = r.spawn("  allow_restart: true\n");
     r.wait(&a, "configurations with shared_buffers = 4096", 90, |q| {
-        q.iter().any(|x| x.segment() == "configurations" && x.method == "POST" && setting_in(x, "shared_buffers") == 4096)
+        q.iter().any(|x| {
+            x.segment() == "configurations"
+                && x.method == "POST"
+                && setting_in(x, "shared_buffers") == 4096
+        })
     });
-    let after: std::time::SystemTime = r.pg.client().query_one("SELECT pg_postmaster_start_time()", &[]).unwrap().get(0);
+    let after: std::time::SystemTime =
+        r.pg.client()
+            .query_one("SELECT pg_postmaster_start_time()", &[])
+            .unwrap()
+            .get(0);
     assert!(after > before);
     assert_eq!(r.azure.calls("Servers_Restart"), 1);
     assert_eq!(r.azure.state.lock().unwrap().restarts, 1);
     assert!(r.platform.by_segment("log-entries").is_empty());
-    assert!(r.azure.violations().is_empty(), "{:?}", r.azure.violations());
+    assert!(
+        r.azure.violations().is_empty(),
+        "{:?}",
+        r.azure.violations()
+    );
     r.assert_no_secrets(&a);
 }
 
 #[test]
 fn a_failed_operation_mid_apply_puts_the_earlier_knobs_back() {
     let r = rig();
-    let (wm, mwm) = (pg_setting(&r.pg, "work_mem"), pg_setting(&r.pg, "maintenance_work_mem"));
+    let (wm, mwm) = (
+        pg_setting(&r.pg, "work_mem"),
+        pg_setting(&r.pg, "maintenance_work_mem"),
+    );
     r.azure.state.lock().unwrap().fail_config = Some("maintenance_work_mem".into());
     r.platform.set_recommendation(&rec(
-        &[("work_mem", 8192, "kB", "user"), ("maintenance_work_mem", 131072, "kB", "user")],
+        &[
+            ("work_mem", 8192, "kB", "user"),
+            ("maintenance_work_mem", 131072, "kB", "user"),
+        ],
         "reload",
     ));
     let a = r.spawn("");
-    let q = r.wait(&a, "a log entry", 60, |q| q.iter().any(|x| x.segment() == "log-entries"));
-    let e = q.iter().find(|x| x.segment() == "log-entries").unwrap().json();
+    let q = r.wait(&a, "a log entry", 60, |q| {
+        q.iter().any(|x| x.segment() == "log-entries")
+    });
+    let e = q
+        .iter()
+        .find(|x| x.segment() == "log-entries")
+        .unwrap()
+        .json();
     assert_eq!(e["error_type"], "config_apply_error");
     let msg = e["error_message"].as_str().unwrap();
-    assert!(msg.contains("Configurations_Put maintenance_work_mem") && msg.contains("Failed") && msg.contains("InternalServerError"), "{msg}");
+    assert!(
+        msg.contains("Configurations_Put maintenance_work_mem")
+            && msg.contains("Failed")
+            && msg.contains("InternalServerError"),
+        "{msg}"
+    );
     assert!(msg.contains("rolled back"), "{msg}");
     // work_mem had been changed by then: it is back, on the server and in PostgreSQL.
     assert_eq!(pg_setting(&r.pg, "work_mem"), wm);
     assert_eq!(pg_setting(&r.pg, "maintenance_work_mem"), mwm);
     assert_eq!(r.azure.value("work_mem").as_deref(), Some(wm.as_str()));
-    assert!(r.azure.calls("Configurations_Put") >= 3, "two forward PUTs and the put-back");
-    assert!(r.azure.violations().is_empty(), "{:?}", r.azure.violations());
+    assert!(
+        r.azure.calls("Configurations_Put") >= 3,
+        "two forward PUTs and the put-back"
+    );
+    assert!(
+        r.azure.violations().is_empty(),
+        "{:?}",
+        r.azure.violations()
+    );
     r.assert_no_secrets(&a);
 }
 
@@ -198,18 +305,41 @@ fn high_memory_raises_the_guardrail_and_an_unknown_sku_is_not_fatal() {
         s.memory = 95.0;
         s.sku = "Standard_M128ms".into();
     }
-    r.platform.set_recommendation(&rec(&[("shared_buffers", 4096, "8kB", "postmaster")], "restart"));
+    r.platform.set_recommendation(&rec(
+        &[("shared_buffers", 4096, "8kB", "postmaster")],
+        "restart",
+    ));
     let a = r.spawn("");
     let q = r.wait(&a, "guardrail, system info and a log entry", 40, |q| {
         q.iter().any(|x| x.segment() == "guardrails")
             && q.iter().any(|x| x.segment() == "system-info")
             && q.iter().any(|x| x.segment() == "log-entries")
     });
-    let g = q.iter().find(|x| x.segment() == "guardrails").unwrap().json();
-    assert_eq!((g["level"].as_str(), g["type"].as_str()), (Some("critical"), Some("memory")), "{g}");
-    let si = q.iter().find(|x| x.segment() == "system-info").unwrap().json()["system_info"].clone();
-    assert!(si.get("node_cpu_count").is_none() && si.get("pg_version").is_some(), "{si}");
-    let e = q.iter().find(|x| x.segment() == "log-entries").unwrap().json();
+    let g = q
+        .iter()
+        .find(|x| x.segment() == "guardrails")
+        .unwrap()
+        .json();
+    assert_eq!(
+        (g["level"].as_str(), g["type"].as_str()),
+        (Some("critical"), Some("memory")),
+        "{g}"
+    );
+    let si = q
+        .iter()
+        .find(|x| x.segment() == "system-info")
+        .unwrap()
+        .json()["system_info"]
+        .clone();
+    assert!(
+        si.get("node_cpu_count").is_none() && si.get("pg_version").is_some(),
+        "{si}"
+    );
+    let e = q
+        .iter()
+        .find(|x| x.segment() == "log-entries")
+        .unwrap()
+        .json();
     assert_eq!(e["error_type"], "restart_not_allowed", "{e}");
     assert_eq!(r.azure.calls("Configurations_Put"), 0);
     r.assert_no_secrets(&a);
@@ -222,11 +352,28 @@ fn check_names_the_credential_server_and_permissions() {
     let yaml = agent::config_yaml(&url, &r.platform.url, "azure_flex:\n  auth_method: entra\n");
     let env = r.azure.env();
     let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
-    let (_, out, logs) = agent::run(&yaml, &["--azure-flex", "--check"], &env, Duration::from_secs(60));
-    let line = |n: &str| out.lines().find(|l| l.contains(n)).unwrap_or_else(|| panic!("{n}: {out}\n{logs}")).to_string();
-    assert!(line("azure credentials").contains(" ok ") && line("azure credentials").contains("client secret"), "{out}");
+    let (_, out, logs) = agent::run(
+        &yaml,
+        &["--azure-flex", "--check"],
+        &env,
+        Duration::from_secs(60),
+    );
+    let line = |n: &str| {
+        out.lines()
+            .find(|l| l.contains(n))
+            .unwrap_or_else(|| panic!("{n}: {out}\n{logs}"))
+            .to_string()
+    };
+    assert!(
+        line("azure credentials").contains(" ok ")
+            && line("azure credentials").contains("client secret"),
+        "{out}"
+    );
     assert!(line("azure server").contains("Standard_D4ds_v5"), "{out}");
-    assert!(line("azure parameters").contains("configurations/write"), "{out}");
+    assert!(
+        line("azure parameters").contains("configurations/write"),
+        "{out}"
+    );
     assert!(line("entra postgres token").contains(" ok "), "{out}");
     assert!(!out.contains(CLIENT_SECRET) && !out.contains(PG_TOKEN));
 }

@@ -142,25 +142,36 @@ fn reload_flags_are_patched_awaited_and_verified_with_metrics_and_no_secrets() {
         Duration::from_secs(60),
         |q| {
             q.iter().any(|x| {
-                x.segment() == "configurations" && x.method == "POST" && setting_in(x, "work_mem") == 8192
+                x.segment() == "configurations"
+                    && x.method == "POST"
+                    && setting_in(x, "work_mem") == 8192
             })
         },
     );
     assert_eq!(pg_setting(&r.pg, "work_mem"), "8192");
     // The whole flag list was sent: the flag the instance already had is kept.
     assert_eq!(r.google.flag("work_mem").as_deref(), Some("8192"));
-    assert_eq!(r.google.flag("cloudsql.iam_authentication").as_deref(), Some("on"));
+    assert_eq!(
+        r.google.flag("cloudsql.iam_authentication").as_deref(),
+        Some("on")
+    );
     // The patch's own operation was awaited; operations.list (whose newest item is a
     // concurrent backup here) was never used.
     assert!(r.google.calls("sql.operations.get") >= 1);
     assert_eq!(r.google.calls("sql.operations.list"), 0);
-    assert_eq!(r.google.calls("sql.instances.patch"), 3, "two 409s, then accepted");
+    assert_eq!(
+        r.google.calls("sql.instances.patch"),
+        3,
+        "two 409s, then accepted"
+    );
     assert!(r.log_entries().is_empty(), "{:?}", r.log_entries());
 
     // Metrics: keys and values as Cloud Monitoring gave them.
-    let reqs = r.platform.wait_for("two metrics payloads", Duration::from_secs(30), |q| {
-        q.iter().filter(|x| x.segment() == "metrics").count() >= 2
-    });
+    let reqs = r
+        .platform
+        .wait_for("two metrics payloads", Duration::from_secs(30), |q| {
+            q.iter().filter(|x| x.segment() == "metrics").count() >= 2
+        });
     let metrics: Vec<Value> = reqs
         .iter()
         .filter(|x| x.segment() == "metrics")
@@ -179,19 +190,31 @@ fn reload_flags_are_patched_awaited_and_verified_with_metrics_and_no_secrets() {
     assert_eq!(v("node_memory_freeable"), 4831838208.0);
     assert_eq!(v("node_net_receive_count"), 123456.0);
     assert_eq!(v("node_net_send_count"), 654321.0);
-    assert!(m.get("node_disk_size").is_none(), "a failed value is omitted: {m}");
+    assert!(
+        m.get("node_disk_size").is_none(),
+        "a failed value is omitted: {m}"
+    );
     // The running total counts each minute once, not on every 5-s collection.
     for later in &metrics[1..] {
         assert_eq!(later["node_disk_io_ops_read"], 600, "{later}");
         assert_eq!(later["node_disk_io_ops_total"], 1800, "{later}");
     }
     // System info from Cloud Monitoring.
-    let si = r.platform.wait_for("system info", Duration::from_secs(20), |q| {
-        q.iter().any(|x| x.segment() == "system-info")
-    });
-    let si = si.iter().find(|x| x.segment() == "system-info").unwrap().json();
+    let si = r
+        .platform
+        .wait_for("system info", Duration::from_secs(20), |q| {
+            q.iter().any(|x| x.segment() == "system-info")
+        });
+    let si = si
+        .iter()
+        .find(|x| x.segment() == "system-info")
+        .unwrap()
+        .json();
     assert_eq!(si["system_info"]["node_cpu_count"]["value"], 2);
-    assert_eq!(si["system_info"]["node_memory_total"]["value"], 8053063680i64);
+    assert_eq!(
+        si["system_info"]["node_memory_total"]["value"],
+        8053063680i64
+    );
     // Active config: no internal parameters.
     let cf = reqs
         .iter()
@@ -201,22 +224,30 @@ fn reload_flags_are_patched_awaited_and_verified_with_metrics_and_no_secrets() {
         .json();
     let rows = cf["config"].as_array().unwrap();
     assert!(rows.iter().any(|r| r["name"] == "work_mem"));
-    assert!(!rows.iter().any(|r| r["context"] == "internal"), "internal rows are filtered");
-    assert!(r.google.violations().is_empty(), "{:?}", r.google.violations());
+    assert!(
+        !rows.iter().any(|r| r["context"] == "internal"),
+        "internal rows are filtered"
+    );
+    assert!(
+        r.google.violations().is_empty(),
+        "{:?}",
+        r.google.violations()
+    );
     r.assert_no_secrets(&a);
 }
 
 #[test]
 fn a_restart_flag_is_applied_by_the_operation_and_verified_after_the_restart() {
     let r = rig();
-    let before: std::time::SystemTime = r
-        .pg
-        .client()
-        .query_one("SELECT pg_postmaster_start_time()", &[])
-        .unwrap()
-        .get(0);
-    r.platform
-        .set_recommendation(&rec(&[("shared_buffers", 4096, "8kB", "postmaster")], "restart"));
+    let before: std::time::SystemTime =
+        r.pg.client()
+            .query_one("SELECT pg_postmaster_start_time()", &[])
+            .unwrap()
+            .get(0);
+    r.platform.set_recommendation(&rec(
+        &[("shared_buffers", 4096, "8kB", "postmaster")],
+        "restart",
+    ));
     let a = r.spawn("  allow_restart: true\n");
     wait(
         &r,
@@ -232,63 +263,99 @@ fn a_restart_flag_is_applied_by_the_operation_and_verified_after_the_restart() {
         },
     );
     assert_eq!(pg_setting(&r.pg, "shared_buffers"), "4096");
-    let after: std::time::SystemTime = r
-        .pg
-        .client()
-        .query_one("SELECT pg_postmaster_start_time()", &[])
-        .unwrap()
-        .get(0);
+    let after: std::time::SystemTime =
+        r.pg.client()
+            .query_one("SELECT pg_postmaster_start_time()", &[])
+            .unwrap()
+            .get(0);
     assert!(after > before, "the operation restarted PostgreSQL");
     assert_eq!(r.google.state.lock().unwrap().restarts, 1);
     assert!(r.log_entries().is_empty(), "{:?}", r.log_entries());
-    assert!(r.google.violations().is_empty(), "{:?}", r.google.violations());
+    assert!(
+        r.google.violations().is_empty(),
+        "{:?}",
+        r.google.violations()
+    );
     r.assert_no_secrets(&a);
 }
 
 #[test]
 fn a_failure_mid_apply_is_rolled_back_and_a_failed_operation_is_a_failure() {
     let r = rig();
-    let (wm, mwm) = (pg_setting(&r.pg, "work_mem"), pg_setting(&r.pg, "maintenance_work_mem"));
+    let (wm, mwm) = (
+        pg_setting(&r.pg, "work_mem"),
+        pg_setting(&r.pg, "maintenance_work_mem"),
+    );
     // The operation reports success but only the first flag reached PostgreSQL.
     r.google.state.lock().unwrap().partial_once = true;
     r.platform.set_recommendation(&rec(
-        &[("work_mem", 8192, "kB", "user"), ("maintenance_work_mem", 131072, "kB", "user")],
+        &[
+            ("work_mem", 8192, "kB", "user"),
+            ("maintenance_work_mem", 131072, "kB", "user"),
+        ],
         "reload",
     ));
     let a = r.spawn("");
-    let q = r.platform.wait_for("a log entry", Duration::from_secs(60), |q| {
-        q.iter().any(|x| x.segment() == "log-entries")
-    });
-    let e = q.iter().find(|x| x.segment() == "log-entries").unwrap().json();
+    let q = r
+        .platform
+        .wait_for("a log entry", Duration::from_secs(60), |q| {
+            q.iter().any(|x| x.segment() == "log-entries")
+        });
+    let e = q
+        .iter()
+        .find(|x| x.segment() == "log-entries")
+        .unwrap()
+        .json();
     assert_eq!(e["error_type"], "config_apply_error");
     let msg = e["error_message"].as_str().unwrap();
-    assert!(msg.contains("verification failed") && msg.contains("rolled back"), "{msg}");
-    assert!(msg.contains(&format!("projects/{PROJECT}/instances/{INSTANCE}")), "{msg}");
+    assert!(
+        msg.contains("verification failed") && msg.contains("rolled back"),
+        "{msg}"
+    );
+    assert!(
+        msg.contains(&format!("projects/{PROJECT}/instances/{INSTANCE}")),
+        "{msg}"
+    );
     // Nothing left changed: PostgreSQL and the instance's flag list are as before.
     assert_eq!(pg_setting(&r.pg, "work_mem"), wm);
     assert_eq!(pg_setting(&r.pg, "maintenance_work_mem"), mwm);
     assert_eq!(r.google.flag("work_mem"), None);
     assert_eq!(r.google.flag("maintenance_work_mem"), None);
-    assert_eq!(r.google.flag("cloudsql.iam_authentication").as_deref(), Some("on"));
+    assert_eq!(
+        r.google.flag("cloudsql.iam_authentication").as_deref(),
+        Some("on")
+    );
 
     // A different recommendation whose operation ends DONE with an error.
     r.google.state.lock().unwrap().fail_flag = Some("work_mem".into());
     r.platform.clear();
     r.platform
         .set_recommendation(&rec(&[("work_mem", 16384, "kB", "user")], "reload"));
-    let q = r.platform.wait_for("a second log entry", Duration::from_secs(60), |q| {
-        q.iter().any(|x| x.segment() == "log-entries")
-    });
-    let e = q.iter().find(|x| x.segment() == "log-entries").unwrap().json();
+    let q = r
+        .platform
+        .wait_for("a second log entry", Duration::from_secs(60), |q| {
+            q.iter().any(|x| x.segment() == "log-entries")
+        });
+    let e = q
+        .iter()
+        .find(|x| x.segment() == "log-entries")
+        .unwrap()
+        .json();
     let msg = e["error_message"].as_str().unwrap();
     assert!(
-        msg.contains("finished with an error") && msg.contains("INVALID_FLAG_VALUE") && msg.contains("op-update-"),
+        msg.contains("finished with an error")
+            && msg.contains("INVALID_FLAG_VALUE")
+            && msg.contains("op-update-"),
         "{msg}"
     );
     assert!(msg.contains("rolled back"), "{msg}");
     assert_eq!(pg_setting(&r.pg, "work_mem"), wm);
     assert_eq!(r.google.flag("work_mem"), None);
-    assert!(r.google.violations().is_empty(), "{:?}", r.google.violations());
+    assert!(
+        r.google.violations().is_empty(),
+        "{:?}",
+        r.google.violations()
+    );
     r.assert_no_secrets(&a);
 }
 
@@ -296,17 +363,31 @@ fn a_failure_mid_apply_is_rolled_back_and_a_failed_operation_is_a_failure() {
 fn high_memory_raises_the_guardrail_and_a_refused_restart_is_restart_not_allowed() {
     let r = rig();
     r.google.set_metric("memory/components:Usage", 95.0);
-    r.platform
-        .set_recommendation(&rec(&[("shared_buffers", 4096, "8kB", "postmaster")], "restart"));
+    r.platform.set_recommendation(&rec(
+        &[("shared_buffers", 4096, "8kB", "postmaster")],
+        "restart",
+    ));
     let a = r.spawn("");
-    let q = r.platform.wait_for("a guardrail and a log entry", Duration::from_secs(40), |q| {
-        q.iter().any(|x| x.segment() == "guardrails")
-            && q.iter().any(|x| x.segment() == "log-entries")
-    });
-    let g = q.iter().find(|x| x.segment() == "guardrails").unwrap().json();
+    let q = r.platform.wait_for(
+        "a guardrail and a log entry",
+        Duration::from_secs(40),
+        |q| {
+            q.iter().any(|x| x.segment() == "guardrails")
+                && q.iter().any(|x| x.segment() == "log-entries")
+        },
+    );
+    let g = q
+        .iter()
+        .find(|x| x.segment() == "guardrails")
+        .unwrap()
+        .json();
     assert_eq!(g["level"], "critical", "{g}");
     assert_eq!(g["type"], "memory", "{g}");
-    let e = q.iter().find(|x| x.segment() == "log-entries").unwrap().json();
+    let e = q
+        .iter()
+        .find(|x| x.segment() == "log-entries")
+        .unwrap()
+        .json();
     assert_eq!(e["error_type"], "restart_not_allowed", "{e}");
     assert_eq!(r.google.calls("sql.instances.patch"), 0, "nothing was sent");
     r.assert_no_secrets(&a);
@@ -318,16 +399,30 @@ fn check_reports_credentials_instance_and_permissions() {
     let yaml = agent::config_yaml(&r.pg.url(), &r.platform.url, "");
     let env = r.google.env();
     let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
-    let (_, out, logs) = agent::run(&yaml, &["--cloudsql", "--check"], &env, Duration::from_secs(60));
+    let (_, out, logs) = agent::run(
+        &yaml,
+        &["--cloudsql", "--check"],
+        &env,
+        Duration::from_secs(60),
+    );
     assert!(
-        out.contains("google credentials") && out.contains("service account agent@dbtune-proj.iam.gserviceaccount.com"),
+        out.contains("google credentials")
+            && out.contains("service account agent@dbtune-proj.iam.gserviceaccount.com"),
         "{out}\n{logs}"
     );
-    let line = |name: &str| out.lines().find(|l| l.contains(name)).unwrap_or_else(|| panic!("{name}: {out}")).to_string();
+    let line = |name: &str| {
+        out.lines()
+            .find(|l| l.contains(name))
+            .unwrap_or_else(|| panic!("{name}: {out}"))
+            .to_string()
+    };
     assert!(line("cloud sql instance").contains(" ok "), "{out}");
     assert!(line("cloud sql instance").contains("POSTGRES_15"), "{out}");
     assert!(line("cloud monitoring").contains(" ok "), "{out}");
-    assert!(line("cloud sql flag changes").contains("cloudsql.instances.update"), "{out}");
+    assert!(
+        line("cloud sql flag changes").contains("cloudsql.instances.update"),
+        "{out}"
+    );
     // A wrong instance: the failing call and the resource are named.
     let mut env2 = r.google.env();
     for (k, v) in env2.iter_mut() {
@@ -336,10 +431,25 @@ fn check_reports_credentials_instance_and_permissions() {
         }
     }
     let env2: Vec<(&str, &str)> = env2.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
-    let (st, out, _) = agent::run(&yaml, &["--cloudsql", "--check"], &env2, Duration::from_secs(60));
+    let (st, out, _) = agent::run(
+        &yaml,
+        &["--cloudsql", "--check"],
+        &env2,
+        Duration::from_secs(60),
+    );
     assert!(!st.success());
-    let l = out.lines().find(|l| l.contains("cloud sql instance")).unwrap().to_string();
-    assert!(l.contains("FAIL") && l.contains("instances.get") && l.contains("no-such-instance") && l.contains("404"), "{l}");
+    let l = out
+        .lines()
+        .find(|l| l.contains("cloud sql instance"))
+        .unwrap()
+        .to_string();
+    assert!(
+        l.contains("FAIL")
+            && l.contains("instances.get")
+            && l.contains("no-such-instance")
+            && l.contains("404"),
+        "{l}"
+    );
     let tokens = r.google.state.lock().unwrap().tokens_issued.clone();
     assert!(tokens.iter().all(|t| !out.contains(t.as_str())));
 }

@@ -184,7 +184,11 @@ fn handle(
         let token = match scope.as_str() {
             "https://ossrdbms-aad.database.windows.net/.default" => PG_TOKEN.to_string(),
             "https://management.core.windows.net//.default" => {
-                let t = format!("arm-token-{}-{}", s.arm_tokens.len() + 1, std::process::id());
+                let t = format!(
+                    "arm-token-{}-{}",
+                    s.arm_tokens.len() + 1,
+                    std::process::id()
+                );
                 s.arm_tokens.push(t.clone());
                 t
             }
@@ -205,7 +209,11 @@ fn handle(
         .and_then(|h| h.strip_prefix("Bearer "))
         .is_some_and(|t| st.lock().unwrap().arm_tokens.iter().any(|x| x == t));
     if !authed {
-        return arm_error(401, "InvalidAuthenticationToken", "The access token is invalid.");
+        return arm_error(
+            401,
+            "InvalidAuthenticationToken",
+            "The access token is invalid.",
+        );
     }
     {
         let mut s = st.lock().unwrap();
@@ -226,14 +234,17 @@ fn handle(
             return arm_error(404, "ResourceNotFound", "operation not found");
         };
         if path.contains("/azureAsyncOperation/") {
-            let mut v = json!({"name": id, "status": op.status, "startTime": "2026-12-01T00:00:00Z"});
+            let mut v =
+                json!({"name": id, "status": op.status, "startTime": "2026-12-01T00:00:00Z"});
             if let Some((c, m)) = &op.error {
                 v["error"] = json!({"code": c, "message": m});
             }
             return Resp::json(200, v).header("Retry-After", "1");
         }
         if op.status == "InProgress" {
-            return Resp::empty(202).header("Location", &format!("{base}{}", r.target)).header("Retry-After", "1");
+            return Resp::empty(202)
+                .header("Location", &format!("{base}{}", r.target))
+                .header("Retry-After", "1");
         }
         if let Some((c, m)) = &op.error {
             return arm_error(500, c, m);
@@ -248,7 +259,11 @@ fn handle(
     } else {
         serde_json::from_slice::<Value>(&r.body).ok()
     };
-    let id = match sw.lock().unwrap().check(&r.method, &path, &r.query(), body.as_ref()) {
+    let id = match sw
+        .lock()
+        .unwrap()
+        .check(&r.method, &path, &r.query(), body.as_ref())
+    {
         Ok(id) => id,
         Err(e) => {
             st.lock().unwrap().violations.push(e.clone());
@@ -256,7 +271,10 @@ fn handle(
         }
     };
     *st.lock().unwrap().calls.entry(id.clone()).or_default() += 1;
-    if !path.to_ascii_lowercase().starts_with(&server_id().to_ascii_lowercase()) {
+    if !path
+        .to_ascii_lowercase()
+        .starts_with(&server_id().to_ascii_lowercase())
+    {
         return arm_error(
             404,
             "ResourceNotFound",
@@ -273,29 +291,54 @@ fn handle(
     match id.as_str() {
         "Servers_Get" => {
             let s = st.lock().unwrap();
-            Resp::json(200, json!({
-                "id": server_id(), "name": SERVER, "type": "Microsoft.DBforPostgreSQL/flexibleServers",
-                "location": "westeurope",
-                "sku": {"name": s.sku, "tier": "GeneralPurpose"},
-                "properties": {"state": "Ready", "version": "16", "fullyQualifiedDomainName": format!("{SERVER}.postgres.database.azure.com")}
-            }))
+            Resp::json(
+                200,
+                json!({
+                    "id": server_id(), "name": SERVER, "type": "Microsoft.DBforPostgreSQL/flexibleServers",
+                    "location": "westeurope",
+                    "sku": {"name": s.sku, "tier": "GeneralPurpose"},
+                    "properties": {"state": "Ready", "version": "16", "fullyQualifiedDomainName": format!("{SERVER}.postgres.database.azure.com")}
+                }),
+            )
         }
         "Configurations_Get" => {
             let s = st.lock().unwrap();
             match config_json(&s, pg_url, seg[9]) {
                 Some(v) => Resp::json(200, v),
-                None => arm_error(404, "ConfigurationNotExists", &format!("The configuration '{}' does not exist for server '{SERVER}'.", seg[9])),
+                None => arm_error(
+                    404,
+                    "ConfigurationNotExists",
+                    &format!(
+                        "The configuration '{}' does not exist for server '{SERVER}'.",
+                        seg[9]
+                    ),
+                ),
             }
         }
         "Configurations_Put" => {
             let name = seg[9].to_string();
             let Some((_, _, context, _, _)) = pg_row(pg_url, &name) else {
-                return arm_error(404, "ConfigurationNotExists", &format!("The configuration '{name}' does not exist."));
+                return arm_error(
+                    404,
+                    "ConfigurationNotExists",
+                    &format!("The configuration '{name}' does not exist."),
+                );
             };
-            let value = body.as_ref().and_then(|b| b["properties"]["value"].as_str()).unwrap_or("").to_string();
+            let value = body
+                .as_ref()
+                .and_then(|b| b["properties"]["value"].as_str())
+                .unwrap_or("")
+                .to_string();
             let mut s = st.lock().unwrap();
             let op = format!("op-{}-{}", s.ops.len() + 1, std::process::id());
-            s.ops.insert(op.clone(), Op { status: "InProgress".into(), error: None, config: Some(name.clone()) });
+            s.ops.insert(
+                op.clone(),
+                Op {
+                    status: "InProgress".into(),
+                    error: None,
+                    config: Some(name.clone()),
+                },
+            );
             // One-shot: the put-back of the same parameter succeeds.
             let fail = s.fail_config.as_deref() == Some(name.as_str());
             if fail {
@@ -307,9 +350,17 @@ fn handle(
                 std::thread::sleep(Duration::from_millis(1200));
                 let mut result: Result<(), (String, String)> = Ok(());
                 if fail {
-                    result = Err(("InternalServerError".into(), format!("An unexpected error occured while updating the configuration {name}.")));
+                    result = Err((
+                        "InternalServerError".into(),
+                        format!(
+                            "An unexpected error occured while updating the configuration {name}."
+                        ),
+                    ));
                 } else {
-                    let sql = format!("ALTER SYSTEM SET \"{name}\" = '{}'", value.replace('\'', "''"));
+                    let sql = format!(
+                        "ALTER SYSTEM SET \"{name}\" = '{}'",
+                        value.replace('\'', "''")
+                    );
                     match postgres::Client::connect(&pg_url, postgres::NoTls).and_then(|mut c| {
                         c.batch_execute(&sql)?;
                         c.batch_execute("SELECT pg_reload_conf()")
@@ -321,7 +372,12 @@ fn handle(
                                 s.pending_restart.push(name.clone());
                             }
                         }
-                        Err(e) => result = Err(("InvalidParameterValue".into(), format!("Invalid value given for parameter {name}: {e}"))),
+                        Err(e) => {
+                            result = Err((
+                                "InvalidParameterValue".into(),
+                                format!("Invalid value given for parameter {name}: {e}"),
+                            ))
+                        }
                     }
                 }
                 let mut s = st2.lock().unwrap();
@@ -335,16 +391,29 @@ fn handle(
                 }
             });
             let (a, l) = monitor(&op);
-            Resp::empty(202).header("Azure-AsyncOperation", &a).header("Location", &l).header("Retry-After", "1")
+            Resp::empty(202)
+                .header("Azure-AsyncOperation", &a)
+                .header("Location", &l)
+                .header("Retry-After", "1")
         }
         "Servers_Restart" => {
             let mut s = st.lock().unwrap();
             let op = format!("op-{}-{}", s.ops.len() + 1, std::process::id());
-            s.ops.insert(op.clone(), Op { status: "InProgress".into(), error: None, config: None });
+            s.ops.insert(
+                op.clone(),
+                Op {
+                    status: "InProgress".into(),
+                    error: None,
+                    config: None,
+                },
+            );
             drop(s);
             let (st2, restart, op2) = (st.clone(), restart.to_string(), op.clone());
             std::thread::spawn(move || {
-                let out = std::process::Command::new("sh").arg("-c").arg(&restart).output();
+                let out = std::process::Command::new("sh")
+                    .arg("-c")
+                    .arg(&restart)
+                    .output();
                 let mut s = st2.lock().unwrap();
                 let ok = out.as_ref().is_ok_and(|o| o.status.success());
                 if ok {
@@ -352,39 +421,62 @@ fn handle(
                     s.pending_restart.clear();
                 }
                 let o = s.ops.get_mut(&op2).unwrap();
-                o.status = if ok { "Succeeded".into() } else { "Failed".into() };
+                o.status = if ok {
+                    "Succeeded".into()
+                } else {
+                    "Failed".into()
+                };
                 if !ok {
                     o.error = Some(("RestartFailed".into(), format!("{out:?}")));
                 }
             });
             let (_, l) = monitor(&op);
-            Resp::empty(202).header("Location", &l).header("Retry-After", "1")
+            Resp::empty(202)
+                .header("Location", &l)
+                .header("Retry-After", "1")
         }
         "Metrics_List" => {
             let s = st.lock().unwrap();
             let q = r.query();
-            let names: Vec<String> = q.get("metricnames").map(|n| n.split(',').map(str::to_string).collect()).unwrap_or_default();
+            let names: Vec<String> = q
+                .get("metricnames")
+                .map(|n| n.split(',').map(str::to_string).collect())
+                .unwrap_or_default();
             let ts = q.get("timespan").cloned().unwrap_or_default();
-            if ts.split('/').count() != 2 || ts.split('/').any(|t| dbtune_agent::cloud::time::parse_rfc3339(t).is_none()) {
+            if ts.split('/').count() != 2
+                || ts
+                    .split('/')
+                    .any(|t| dbtune_agent::cloud::time::parse_rfc3339(t).is_none())
+            {
                 return arm_error(400, "BadRequest", &format!("Invalid timespan {ts}"));
             }
-            let value: Vec<Value> = names.iter().map(|n| {
-                let v = if n == "cpu_percent" { s.cpu } else { s.memory };
-                json!({
-                    "id": format!("{}/providers/Microsoft.Insights/metrics/{n}", server_id()),
-                    "type": "Microsoft.Insights/metrics",
-                    "name": {"value": n, "localizedValue": n},
-                    "unit": "Percent",
-                    "timeseries": [{"metadatavalues": [], "data": [
-                        {"timeStamp": "2026-12-01T00:00:00Z", "average": v / 2.0},
-                        {"timeStamp": "2026-12-01T00:01:00Z", "average": v},
-                        // The current minute: no value yet.
-                        {"timeStamp": "2026-12-01T00:02:00Z"}
-                    ]}]
+            let value: Vec<Value> = names
+                .iter()
+                .map(|n| {
+                    let v = if n == "cpu_percent" { s.cpu } else { s.memory };
+                    json!({
+                        "id": format!("{}/providers/Microsoft.Insights/metrics/{n}", server_id()),
+                        "type": "Microsoft.Insights/metrics",
+                        "name": {"value": n, "localizedValue": n},
+                        "unit": "Percent",
+                        "timeseries": [{"metadatavalues": [], "data": [
+                            {"timeStamp": "2026-12-01T00:00:00Z", "average": v / 2.0},
+                            {"timeStamp": "2026-12-01T00:01:00Z", "average": v},
+                            // The current minute: no value yet.
+                            {"timeStamp": "2026-12-01T00:02:00Z"}
+                        ]}]
+                    })
                 })
-            }).collect();
-            Resp::json(200, json!({"cost": 0, "timespan": ts, "interval": "PT1M", "namespace": "Microsoft.DBforPostgreSQL/flexibleServers", "resourceregion": "westeurope", "value": value}))
+                .collect();
+            Resp::json(
+                200,
+                json!({"cost": 0, "timespan": ts, "interval": "PT1M", "namespace": "Microsoft.DBforPostgreSQL/flexibleServers", "resourceregion": "westeurope", "value": value}),
+            )
         }
-        other => arm_error(400, "UnsupportedOperation", &format!("{other} is not served")),
+        other => arm_error(
+            400,
+            "UnsupportedOperation",
+            &format!("{other} is not served"),
+        ),
     }
 }

@@ -103,8 +103,7 @@ fn verify_assertion(form: &BTreeMap<String, String>, aud: &str) -> Result<Value,
             &b64_decode(parts[2]).ok_or("bad signature encoding")?,
         )
         .map_err(|_| "invalid_grant: Invalid JWT Signature.".to_string())?;
-    let claims: Value =
-        serde_json::from_slice(&b64_decode(parts[1]).ok_or("bad claims")?).unwrap();
+    let claims: Value = serde_json::from_slice(&b64_decode(parts[1]).ok_or("bad claims")?).unwrap();
     if claims["iss"] != CLIENT_EMAIL || claims["aud"] != aud {
         return Err(format!("invalid_grant: bad claims {claims}"));
     }
@@ -262,14 +261,21 @@ fn handle(
         return match verify_assertion(&r.form(), &format!("{base}/token")) {
             Ok(_) => {
                 let mut s = st.lock().unwrap();
-                let t = format!("ya29.standin-{}-{}", s.tokens_issued.len() + 1, std::process::id());
+                let t = format!(
+                    "ya29.standin-{}-{}",
+                    s.tokens_issued.len() + 1,
+                    std::process::id()
+                );
                 s.tokens_issued.push(t.clone());
                 Resp::json(
                     200,
                     json!({"access_token": t, "expires_in": 3599, "token_type": "Bearer"}),
                 )
             }
-            Err(e) => Resp::json(400, json!({"error": "invalid_grant", "error_description": e})),
+            Err(e) => Resp::json(
+                400,
+                json!({"error": "invalid_grant", "error_description": e}),
+            ),
         };
     }
     // Bearer token from our token endpoint, as Google requires.
@@ -317,7 +323,10 @@ fn handle(
     if resp.status == 200 {
         let v: Value = serde_json::from_slice(&resp.body).unwrap();
         if let Err(e) = api.check_response(schema, &v) {
-            st.lock().unwrap().violations.push(format!("stand-in answer: {e}"));
+            st.lock()
+                .unwrap()
+                .violations
+                .push(format!("stand-in answer: {e}"));
         }
     }
     resp
@@ -336,8 +345,13 @@ fn route(
         let mut s = st.lock().unwrap();
         if s.throttle > 0 {
             s.throttle -= 1;
-            return google_error(429, "RESOURCE_EXHAUSTED", "rateLimitExceeded", "Quota exceeded.")
-                .header("Retry-After", "1");
+            return google_error(
+                429,
+                "RESOURCE_EXHAUSTED",
+                "rateLimitExceeded",
+                "Quota exceeded.",
+            )
+            .header("Retry-After", "1");
         }
         if seg.get(2) != Some(&PROJECT) {
             return google_error(
@@ -361,7 +375,12 @@ fn route(
             let s = st.lock().unwrap();
             match s.ops.iter().find(|o| o.name == seg[4]) {
                 Some(o) => Resp::json(200, op_json(o)),
-                None => google_error(404, "NOT_FOUND", "operationDoesNotExist", "The operation does not exist."),
+                None => google_error(
+                    404,
+                    "NOT_FOUND",
+                    "operationDoesNotExist",
+                    "The operation does not exist.",
+                ),
             }
         }
         "sql.operations.list" => {
@@ -370,7 +389,12 @@ fn route(
             Resp::json(200, json!({"kind": "sql#operationsList", "items": items}))
         }
         "monitoring.projects.timeSeries.list" => time_series(r, st),
-        other => google_error(400, "INVALID_ARGUMENT", "invalid", &format!("{other} is not served")),
+        other => google_error(
+            400,
+            "INVALID_ARGUMENT",
+            "invalid",
+            &format!("{other} is not served"),
+        ),
     }
 }
 
@@ -442,7 +466,10 @@ fn patch(body: Value, st: &Arc<Mutex<State>>, pg_url: &str, restart: &str) -> Re
                 &st,
                 &op,
                 "DONE",
-                Some(("INVALID_FLAG_VALUE".into(), format!("Flag {f} could not be set on this instance."))),
+                Some((
+                    "INVALID_FLAG_VALUE".into(),
+                    format!("Flag {f} could not be set on this instance."),
+                )),
             );
             return;
         }
@@ -493,7 +520,11 @@ fn diff(before: &[(String, String)], after: &[(String, String)]) -> Vec<(String,
 
 /// ALTER SYSTEM for each changed flag (Cloud SQL-only flags are not PostgreSQL parameters),
 /// then a reload, or a restart when one of them is restart-only. Returns whether it restarted.
-fn apply_to_pg(pg_url: &str, restart: &str, changed: &[(String, Option<String>)]) -> Result<bool, String> {
+fn apply_to_pg(
+    pg_url: &str,
+    restart: &str,
+    changed: &[(String, Option<String>)],
+) -> Result<bool, String> {
     let mut c = postgres::Client::connect(pg_url, postgres::NoTls).map_err(|e| e.to_string())?;
     let mut needs_restart = false;
     for (n, v) in changed {
@@ -543,7 +574,12 @@ fn time_series(r: &Req, st: &Arc<Mutex<State>>) -> Resp {
     let q = r.query();
     let filter = q.get("filter").cloned().unwrap_or_default();
     let (Some(start), Some(end)) = (q.get("interval.startTime"), q.get("interval.endTime")) else {
-        return google_error(400, "INVALID_ARGUMENT", "invalid", "interval.endTime is required");
+        return google_error(
+            400,
+            "INVALID_ARGUMENT",
+            "invalid",
+            "interval.endTime is required",
+        );
     };
     if dbtune_agent::cloud::time::parse_rfc3339(start).is_none()
         || dbtune_agent::cloud::time::parse_rfc3339(end).is_none()
@@ -551,7 +587,12 @@ fn time_series(r: &Req, st: &Arc<Mutex<State>>) -> Resp {
         return google_error(400, "INVALID_ARGUMENT", "invalid", "bad interval");
     }
     let Some(mtype) = filter_value(&filter, "metric.type") else {
-        return google_error(400, "INVALID_ARGUMENT", "invalid", "filter must name metric.type");
+        return google_error(
+            400,
+            "INVALID_ARGUMENT",
+            "invalid",
+            "filter must name metric.type",
+        );
     };
     let metric = mtype
         .strip_prefix("cloudsql.googleapis.com/database/")
@@ -563,7 +604,12 @@ fn time_series(r: &Req, st: &Arc<Mutex<State>>) -> Resp {
     };
     let s = st.lock().unwrap();
     if s.broken_metrics.contains(&key) {
-        return google_error(500, "INTERNAL", "backendError", "Internal error encountered.");
+        return google_error(
+            500,
+            "INTERNAL",
+            "backendError",
+            "Internal error encountered.",
+        );
     }
     if filter_value(&filter, "resource.label.database_id").as_deref()
         != Some(&format!("{PROJECT}:{INSTANCE}"))

@@ -2,8 +2,8 @@
 #![allow(dead_code)]
 
 pub mod agent;
-pub mod azure;
 pub mod apply;
+pub mod azure;
 pub mod cloud;
 pub mod cloudsql;
 pub mod pgcluster;

@@ -42,7 +42,8 @@ impl AzureFlexConfig {
         let server_name = get("server_name", "DBT_AZURE_FLEX_SERVER_NAME", true);
         let auth_method = get("auth_method", "DBT_AZURE_FLEX_AUTH_METHOD", false);
         let arm_url = get("arm_url", "DBT_AZURE_FLEX_ARM_URL", false);
-        if !arm_url.is_empty() && !(arm_url.starts_with("https://") || arm_url.starts_with("http://")) {
+        let is_url = arm_url.starts_with("https://") || arm_url.starts_with("http://");
+        if !(arm_url.is_empty() || is_url) {
             errs.push(format!(
                 "azure_flex.arm_url (DBT_AZURE_FLEX_ARM_URL): expected an http(s) URL, got {arm_url:?}"
             ));
@@ -80,10 +81,17 @@ mod tests {
     #[test]
     fn required_keys_env_and_url() {
         let e = AzureFlexConfig::from_sources(&Sources::default()).unwrap_err();
-        assert!(e.contains("DBT_AZURE_FLEX_SUBSCRIPTION_ID") && e.contains("DBT_AZURE_FLEX_SERVER_NAME"), "{e}");
+        assert!(
+            e.contains("DBT_AZURE_FLEX_SUBSCRIPTION_ID")
+                && e.contains("DBT_AZURE_FLEX_SERVER_NAME"),
+            "{e}"
+        );
         let s = Sources::from_yaml(
             "azure_flex:\n  subscription_id: s\n  resource_group_name: rg\n  auth_method: Entra\n",
-            Env::from_pairs([("DBT_AZURE_FLEX_SERVER_NAME", "pg1"), ("DBT_AZURE_FLEX_ARM_URL", "http://127.0.0.1:1/")]),
+            Env::from_pairs([
+                ("DBT_AZURE_FLEX_SERVER_NAME", "pg1"),
+                ("DBT_AZURE_FLEX_ARM_URL", "http://127.0.0.1:1/"),
+            ]),
         )
         .unwrap();
         let c = AzureFlexConfig::from_sources(&s).unwrap();

@@ -61,10 +61,9 @@ impl Monitor {
             rfc3339(end - 300),
             rfc3339(end)
         );
-        let v = self
-            .arm
-            .get(&path, API_VERSION)
-            .map_err(|e| Error::from(e).context(format!("reading Azure Monitor metrics of {}", self.id)))?;
+        let v = self.arm.get(&path, API_VERSION).map_err(|e| {
+            Error::from(e).context(format!("reading Azure Monitor metrics of {}", self.id))
+        })?;
         let find = |name: &str| {
             v["value"]
                 .as_array()

@@ -164,7 +164,11 @@ impl Adapter for AzureFlex {
         });
         // Reading a parameter proves configurations/read; a change cannot be proven without
         // making one (ARM has no dry run for Configurations_Put).
-        let t = target::AzureTarget::new(self.arm.clone(), id.clone(), std::time::Duration::from_secs(30));
+        let t = target::AzureTarget::new(
+            self.arm.clone(),
+            id.clone(),
+            std::time::Duration::from_secs(30),
+        );
         out.push(match t.get("work_mem") {
             Ok(_) => Check {
                 name: "azure parameters",

@@ -58,13 +58,55 @@ mod tests {
     #[test]
     fn table_of_3_7() {
         let gib = |n: u64| n << 30;
-        assert_eq!(parse("Standard_D4ds_v5"), Some(Sku { cores: 4, memory_bytes: gib(16) }));
-        assert_eq!(parse("Standard_B1ms"), Some(Sku { cores: 1, memory_bytes: gib(2) }));
-        assert_eq!(parse("Standard_B2s"), Some(Sku { cores: 2, memory_bytes: gib(4) }));
-        assert_eq!(parse("Standard_B2ms"), Some(Sku { cores: 2, memory_bytes: gib(8) }));
-        assert_eq!(parse("Standard_E64ds_v4"), Some(Sku { cores: 64, memory_bytes: gib(432) }));
-        assert_eq!(parse("Standard_E96ads_v5"), Some(Sku { cores: 96, memory_bytes: gib(672) }));
-        assert_eq!(parse("Standard_E8ads_v5"), Some(Sku { cores: 8, memory_bytes: gib(64) }));
+        assert_eq!(
+            parse("Standard_D4ds_v5"),
+            Some(Sku {
+                cores: 4,
+                memory_bytes: gib(16)
+            })
+        );
+        assert_eq!(
+            parse("Standard_B1ms"),
+            Some(Sku {
+                cores: 1,
+                memory_bytes: gib(2)
+            })
+        );
+        assert_eq!(
+            parse("Standard_B2s"),
+            Some(Sku {
+                cores: 2,
+                memory_bytes: gib(4)
+            })
+        );
+        assert_eq!(
+            parse("Standard_B2ms"),
+            Some(Sku {
+                cores: 2,
+                memory_bytes: gib(8)
+            })
+        );
+        assert_eq!(
+            parse("Standard_E64ds_v4"),
+            Some(Sku {
+                cores: 64,
+                memory_bytes: gib(432)
+            })
+        );
+        assert_eq!(
+            parse("Standard_E96ads_v5"),
+            Some(Sku {
+                cores: 96,
+                memory_bytes: gib(672)
+            })
+        );
+        assert_eq!(
+            parse("Standard_E8ads_v5"),
+            Some(Sku {
+                cores: 8,
+                memory_bytes: gib(64)
+            })
+        );
         // Unknown families and shapes are unknown, not an error.
         assert_eq!(parse("Standard_M128ms"), None);
         assert_eq!(parse("Standard_E2bds_v5"), None);

@@ -54,7 +54,9 @@ impl AzureTarget {
     pub fn get(&self, name: &str) -> Result<Value> {
         self.arm
             .get(&self.config_path(name), API_VERSION)
-            .map_err(|e| Error::from(e).context(format!("Configurations_Get {name} on {}", self.id)))
+            .map_err(|e| {
+                Error::from(e).context(format!("Configurations_Get {name} on {}", self.id))
+            })
     }
 
     /// `Configurations_Put` of one value, awaited; notes a pending restart.
@@ -74,7 +76,10 @@ impl AzureTarget {
             .and_then(|r| r["properties"]["isConfigPendingRestart"].as_bool())
             .unwrap_or(false)
         {
-            let mut p = self.pending_restart.lock().unwrap_or_else(|p| p.into_inner());
+            let mut p = self
+                .pending_restart
+                .lock()
+                .unwrap_or_else(|p| p.into_inner());
             if !p.iter().any(|n| n == name) {
                 p.push(name.to_string());
             }
@@ -128,7 +133,10 @@ impl Target for AzureTarget {
         for (i, k) in knobs.iter().enumerate() {
             // A failed PUT may still have landed: it counts as written.
             self.put(&k.name, &k.new_value)
-                .map_err(|error| WriteError { written: i + 1, error })?;
+                .map_err(|error| WriteError {
+                    written: i + 1,
+                    error,
+                })?;
         }
         Ok(())
     }
@@ -148,7 +156,10 @@ impl Target for AzureTarget {
         match how {
             Activation::Restart => {
                 if pending.is_empty() {
-                    log::info!("{}: no parameter is pending a restart; not restarting", self.id);
+                    log::info!(
+                        "{}: no parameter is pending a restart; not restarting",
+                        self.id
+                    );
                     return Ok(());
                 }
                 self.restart(deadline)
@@ -167,7 +178,13 @@ impl Target for AzureTarget {
         }
     }
 
-    fn restore(&self, _pg: &Pg, _entry: &Entry, knobs: &[KnobChange], _pg_up: bool) -> Result<String> {
+    fn restore(
+        &self,
+        _pg: &Pg,
+        _entry: &Entry,
+        knobs: &[KnobChange],
+        _pg_up: bool,
+    ) -> Result<String> {
         *self.restoring.lock().unwrap_or_else(|p| p.into_inner()) = true;
         let mut done = Vec::new();
         for k in knobs.iter().rev() {

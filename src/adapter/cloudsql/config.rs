@@ -101,7 +101,10 @@ mod tests {
         .unwrap();
         assert_eq!(CloudSqlConfig::from_sources(&s).unwrap().instance, "env-i");
         let e = CloudSqlConfig::from_sources(&Sources::default()).unwrap_err();
-        assert!(e.contains("DBT_GCP_PROJECT_ID") && e.contains("DBT_GCP_DATABASE_NAME"), "{e}");
+        assert!(
+            e.contains("DBT_GCP_PROJECT_ID") && e.contains("DBT_GCP_DATABASE_NAME"),
+            "{e}"
+        );
         let s = Sources::from_yaml(
             "cloudsql:\n  project_id: p\n  database_name: i\n  monitoring_url: ftp://x\n",
             Env::default(),

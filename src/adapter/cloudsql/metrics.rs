@@ -95,10 +95,10 @@ impl Monitor {
             [one] => one,
             [] => {
                 return Err(Error::other(format!(
-                    "Cloud Monitoring returned no time series for {what} of {} in the last {} minutes",
-                    self.database_id,
-                    WINDOW_SECS / 60
-                )))
+                "Cloud Monitoring returned no time series for {what} of {} in the last {} minutes",
+                self.database_id,
+                WINDOW_SECS / 60
+            )))
             }
             many => {
                 return Err(Error::other(format!(
@@ -246,10 +246,7 @@ impl MetricCollector for Hardware {
                     "node_memory_used",
                     (mem.quota * mem.usage / 100.0) as i64,
                 ));
-                out.push(Metric::percentage(
-                    "node_memory_used_percentage",
-                    mem.usage,
-                ));
+                out.push(Metric::percentage("node_memory_used_percentage", mem.usage));
                 out.push(Metric::bytes(
                     "node_memory_freeable",
                     (mem.quota * (mem.free + mem.cache) / 100.0) as i64,

@@ -176,7 +176,10 @@ impl Adapter for CloudSql {
 
     fn guardrail(&self, threshold: f64) -> Result<Option<GuardrailSignal>> {
         {
-            let mut last = self.last_guardrail.lock().unwrap_or_else(|p| p.into_inner());
+            let mut last = self
+                .last_guardrail
+                .lock()
+                .unwrap_or_else(|p| p.into_inner());
             if last.elapsed() < GUARDRAIL_EVERY {
                 return Ok(None);
             }

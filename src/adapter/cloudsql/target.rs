@@ -47,7 +47,9 @@ impl CloudSqlTarget {
         let inst = self
             .google
             .sql_instance_get(&self.project, &self.instance)
-            .map_err(|e| Error::from(e).context(format!("reading the flags of {}", self.resource())))?;
+            .map_err(|e| {
+                Error::from(e).context(format!("reading the flags of {}", self.resource()))
+            })?;
         Ok(inst["settings"]["databaseFlags"]
             .as_array()
             .cloned()
@@ -79,15 +81,21 @@ impl CloudSqlTarget {
                 }
                 // Cloud SQL answers 409 (reason operationInProgress) while another operation
                 // runs on the instance.
-                Err(e) if e.status == Some(409) && start.elapsed() + backoff < self.busy_deadline => {
+                Err(e)
+                    if e.status == Some(409) && start.elapsed() + backoff < self.busy_deadline =>
+                {
                     log::info!(
                         "{} is busy with another operation; retrying the patch in {}s",
                         self.resource(),
                         backoff.as_secs()
                     );
-                    wait::sleep(backoff, "another Cloud SQL operation to finish").map_err(
-                        |i| CloudError::new(ErrorKind::Timeout, "Cloud SQL instances.patch", i.to_string()),
-                    )?;
+                    wait::sleep(backoff, "another Cloud SQL operation to finish").map_err(|i| {
+                        CloudError::new(
+                            ErrorKind::Timeout,
+                            "Cloud SQL instances.patch",
+                            i.to_string(),
+                        )
+                    })?;
                     backoff = (backoff * 2).min(Duration::from_secs(15));
                 }
                 Err(e) => return Err(e),
@@ -195,13 +203,18 @@ impl Target for CloudSqlTarget {
     }
 
     fn write(&self, _pg: &Pg, knobs: &[KnobChange]) -> std::result::Result<(), WriteError> {
-        let mut flags = self.flags().map_err(|error| WriteError { written: 0, error })?;
+        let mut flags = self
+            .flags()
+            .map_err(|error| WriteError { written: 0, error })?;
         for k in knobs {
             overlay(&mut flags, &k.name, Some(&k.new_value));
         }
         match self.patch_and_remember(flags) {
             Ok(op) => {
-                log::info!("{}: instances.patch started operation {op}", self.resource());
+                log::info!(
+                    "{}: instances.patch started operation {op}",
+                    self.resource()
+                );
                 Ok(())
             }
             Err(e) => Err(WriteError {
@@ -223,7 +236,11 @@ impl Target for CloudSqlTarget {
         _knobs: &[KnobChange],
         deadline: Duration,
     ) -> Result<()> {
-        let op = self.pending.lock().unwrap_or_else(|p| p.into_inner()).take();
+        let op = self
+            .pending
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take();
         match op {
             Some(op) => self.wait_operation(&op, deadline),
             // Nothing was patched since the last wait (a second activation of a rollback).
@@ -231,7 +248,13 @@ impl Target for CloudSqlTarget {
         }
     }
 
-    fn restore(&self, _pg: &Pg, entry: &Entry, knobs: &[KnobChange], _pg_up: bool) -> Result<String> {
+    fn restore(
+        &self,
+        _pg: &Pg,
+        entry: &Entry,
+        knobs: &[KnobChange],
+        _pg_up: bool,
+    ) -> Result<String> {
         let mut flags = match self.flags() {
             Ok(f) => f,
             Err(e) => {
@@ -279,7 +302,10 @@ mod tests {
         overlay(&mut f, "work_mem", Some("8192"));
         overlay(&mut f, "max_connections", Some("200"));
         assert_eq!(flag_value(&f, "work_mem").as_deref(), Some("8192"));
-        assert_eq!(flag_value(&f, "cloudsql.iam_authentication").as_deref(), Some("on"));
+        assert_eq!(
+            flag_value(&f, "cloudsql.iam_authentication").as_deref(),
+            Some("on")
+        );
         overlay(&mut f, "max_connections", None);
         assert_eq!(flag_value(&f, "max_connections"), None);
         assert_eq!(f.len(), 2);

@@ -65,8 +65,10 @@ impl Swagger {
 
     fn file(&mut self, p: &Path) -> &Value {
         if !self.files.contains_key(p) {
-            let text = std::fs::read_to_string(p).unwrap_or_else(|e| panic!("{}: {e}", p.display()));
-            self.files.insert(p.to_path_buf(), serde_json::from_str(&text).unwrap());
+            let text =
+                std::fs::read_to_string(p).unwrap_or_else(|e| panic!("{}: {e}", p.display()));
+            self.files
+                .insert(p.to_path_buf(), serde_json::from_str(&text).unwrap());
         }
         &self.files[p]
     }
@@ -117,12 +119,18 @@ impl Swagger {
                 }
             }
         }
-        let (spec, doc, op) = found.ok_or_else(|| format!("{method} {path}: no such operation in the Azure descriptions"))?;
+        let (spec, doc, op) = found.ok_or_else(|| {
+            format!("{method} {path}: no such operation in the Azure descriptions")
+        })?;
         let id = op["operationId"].as_str().unwrap_or("?").to_string();
         let version = doc["info"]["version"].as_str().unwrap_or("");
         match query.get("api-version") {
             Some(v) if v == version => {}
-            other => return Err(format!("{id}: api-version {other:?}, the description is {version}")),
+            other => {
+                return Err(format!(
+                    "{id}: api-version {other:?}, the description is {version}"
+                ))
+            }
         }
         let mut declared: Vec<(String, Value)> = Vec::new();
         let mut body_schema = None;
@@ -163,7 +171,11 @@ impl Swagger {
         let (f, s) = self.deref(from, s);
         let mut out: Vec<(PathBuf, String, Value)> = s["properties"]
             .as_object()
-            .map(|o| o.iter().map(|(k, v)| (f.clone(), k.clone(), v.clone())).collect())
+            .map(|o| {
+                o.iter()
+                    .map(|(k, v)| (f.clone(), k.clone(), v.clone()))
+                    .collect()
+            })
             .unwrap_or_default();
         for parent in s["allOf"].as_array().cloned().unwrap_or_default() {
             out.extend(self.properties(&f, &parent));
@@ -173,7 +185,13 @@ impl Swagger {
 
     fn fits(&mut self, from: &Path, s: &Value, v: &Value, at: &str) -> Result<(), String> {
         let (f, s) = self.deref(from, s);
-        let ty = s["type"].as_str().unwrap_or(if s.get("properties").is_some() || s.get("allOf").is_some() { "object" } else { "" });
+        let ty = s["type"].as_str().unwrap_or(
+            if s.get("properties").is_some() || s.get("allOf").is_some() {
+                "object"
+            } else {
+                ""
+            },
+        );
         let bad = || format!("{at}: expected {ty}, got {v}");
         match ty {
             "object" => {
