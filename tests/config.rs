@@ -102,13 +102,14 @@ fn legacy_postgres_section_connects_but_does_not_grant_restarts() {
 
 #[test]
 fn restart_settings_are_validated_at_start() {
-    // Checked by the self-managed adapter (managed providers restart through their API).
-    let c = load(
+    // The self-managed adapter restarts through a script or systemd: it refuses to start
+    // without one when restarts are allowed (other providers restart through their API).
+    let cfg = load(
         &base().replace("postgresql:\n", "postgresql:\n  allow_restart: true\n"),
         &[],
     )
     .unwrap();
-    let e = dbtune_agent::adapter::pgprem::PgPrem::new(&c)
+    let e = dbtune_agent::adapter::pgprem::PgPrem::new(&cfg)
         .err()
         .unwrap()
         .to_string();

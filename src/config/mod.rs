@@ -245,9 +245,6 @@ impl Config {
                 "guardrail_settings.memory_threshold (DBT_MEMORY_THRESHOLD): {memory_threshold} is out of range (expected 1 to 100)"
             ));
         }
-        // Whether a restart needs a script or service is the adapter's business: the
-        // self-managed adapter refuses to start without one (`PgPrem::new`); managed
-        // providers (Cloud SQL, Azure, Aiven, RDS…) restart through their control plane.
         if !restart_script_path.is_empty() {
             if let Err(e) = check_restart_script(Path::new(&restart_script_path)) {
                 errs.push(e);
