@@ -377,3 +377,27 @@ fn check_names_the_credential_server_and_permissions() {
     assert!(line("entra postgres token").contains(" ok "), "{out}");
     assert!(!out.contains(CLIENT_SECRET) && !out.contains(PG_TOKEN));
 }
+
+/// Measurement, not a test: `cargo test --test azure_flex_e2e -- --ignored --nocapture`.
+#[test]
+#[ignore = "measurement: prints the API calls per minute in steady state"]
+fn steady_state_api_calls_per_minute() {
+    let r = rig();
+    let a = r.spawn("");
+    std::thread::sleep(Duration::from_secs(20));
+    let before = r.azure.state.lock().unwrap().calls.clone();
+    std::thread::sleep(Duration::from_secs(60));
+    let s = r.azure.state.lock().unwrap();
+    for (k, v) in &s.calls {
+        println!(
+            "azure steady state: {k}: {} calls/min",
+            v - before.get(k).unwrap_or(&0)
+        );
+    }
+    println!(
+        "azure steady state: token requests in 80 s: {:?}",
+        s.token_requests
+    );
+    drop(s);
+    drop(a);
+}

@@ -453,3 +453,26 @@ fn check_reports_credentials_instance_and_permissions() {
     let tokens = r.google.state.lock().unwrap().tokens_issued.clone();
     assert!(tokens.iter().all(|t| !out.contains(t.as_str())));
 }
+
+/// Measurement, not a test: `cargo test --test cloudsql_e2e -- --ignored --nocapture`.
+#[test]
+#[ignore = "measurement: prints the API calls per minute in steady state"]
+fn steady_state_api_calls_per_minute() {
+    let r = rig();
+    let a = r.spawn("");
+    std::thread::sleep(Duration::from_secs(20));
+    let before = r.google.state.lock().unwrap().calls.clone();
+    std::thread::sleep(Duration::from_secs(60));
+    let after = r.google.state.lock().unwrap().calls.clone();
+    for (k, v) in &after {
+        println!(
+            "cloudsql steady state: {k}: {} calls/min",
+            v - before.get(k).unwrap_or(&0)
+        );
+    }
+    println!(
+        "cloudsql steady state: token requests in 80 s: {}",
+        r.google.state.lock().unwrap().tokens_issued.len()
+    );
+    drop(a);
+}
