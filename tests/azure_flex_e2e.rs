@@ -401,3 +401,57 @@ fn steady_state_api_calls_per_minute() {
     drop(s);
     drop(a);
 }
+
+/// The stand-in's checks bite: requests that do not fit Azure's OpenAPI files are refused
+/// with 400 and recorded.
+#[test]
+fn the_stand_in_refuses_requests_outside_the_openapi_files() {
+    use dbtune_agent::cloud::azure::{Arm, TokenProvider};
+    use dbtune_agent::cloud::http::{Http, Request};
+    let az = Azure::start("postgres://nobody@127.0.0.1:1/x", "false");
+    let env = az.env();
+    let env =
+        dbtune_agent::cloud::Env::from_pairs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())));
+    let mut arm = Arm::new(
+        Http::new(),
+        TokenProvider::from_env(Http::new(), &env).unwrap(),
+    );
+    arm.base = az.server.url();
+    let cfg = format!(
+        "{}/subscriptions/{}/resourceGroups/{}/providers/Microsoft.DBforPostgreSQL/flexibleServers/{}/configurations/work_mem",
+        az.server.url(),
+        support::azure::SUB,
+        support::azure::RG,
+        support::azure::SERVER
+    );
+    let put = |v: &str, body: serde_json::Value| {
+        arm.send(Request::new("PUT", format!("{cfg}?api-version={v}")).json(&body))
+    };
+    let e = put(
+        "2021-06-01",
+        serde_json::json!({"properties": {"value": "8192", "source": "user-override"}}),
+    )
+    .unwrap_err();
+    assert!(e.to_string().contains("api-version"), "{e}");
+    let e = put(
+        "2024-08-01",
+        serde_json::json!({"properties": {"value": "8192", "isReadOnly": false}}),
+    )
+    .unwrap_err();
+    assert!(e.to_string().contains("read-only"), "{e}");
+    let e = put(
+        "2024-08-01",
+        serde_json::json!({"properties": {"value": 8192}}),
+    )
+    .unwrap_err();
+    assert!(e.to_string().contains("expected string"), "{e}");
+    let e = arm
+        .send(Request::get(format!(
+            "{}{}/providers/Microsoft.Insights/metrics?api-version=2024-02-01&resultType=Everything",
+            az.server.url(),
+            cfg.split("/configurations").next().unwrap().trim_start_matches(&az.server.url())
+        )))
+        .unwrap_err();
+    assert!(e.to_string().contains("resultType"), "{e}");
+    assert_eq!(az.violations().len(), 4, "{:?}", az.violations());
+}

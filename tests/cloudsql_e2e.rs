@@ -476,3 +476,55 @@ fn steady_state_api_calls_per_minute() {
     );
     drop(a);
 }
+
+/// The stand-in's checks bite: requests that do not fit Google's discovery documents are
+/// refused with 400 and recorded.
+#[test]
+fn the_stand_in_refuses_requests_outside_the_discovery_documents() {
+    use dbtune_agent::cloud::gcp::Google as Client;
+    use dbtune_agent::cloud::http::{Http, Request};
+    let dir = agent::temp_dir("cloudsql-validate");
+    let g = Google::start("postgres://nobody@127.0.0.1:1/x", "false", &dir);
+    let key_file = g.key_file.display().to_string();
+    let env = dbtune_agent::cloud::Env::from_pairs([(
+        "GOOGLE_APPLICATION_CREDENTIALS",
+        key_file.as_str(),
+    )]);
+    let mut c = Client::from_env(Http::new(), &env).unwrap();
+    let base = g.server.url();
+    c.sqladmin_base = base.clone();
+    let patch = |body: serde_json::Value| {
+        c.send(
+            Request::new(
+                "PATCH",
+                format!("{base}/v1/projects/{PROJECT}/instances/{INSTANCE}"),
+            )
+            .json(&body),
+        )
+    };
+    let e = patch(serde_json::json!({"settings": {"databaseFlag": []}})).unwrap_err();
+    assert_eq!(e.status, Some(400), "{e}");
+    let e = patch(
+        serde_json::json!({"settings": {"databaseFlags": [{"name": "work_mem", "value": 8192}]}}),
+    )
+    .unwrap_err();
+    assert!(e.to_string().contains("expected string"), "{e}");
+    let e = c
+        .send(Request::get(format!(
+            "{base}/v3/projects/{PROJECT}/timeSeries?filter=x&interval.endTime=2026-01-01T00:00:00Z&view=SUMMARY"
+        )))
+        .unwrap_err();
+    assert!(e.to_string().contains("view=SUMMARY"), "{e}");
+    let e = c
+        .send(Request::post(format!(
+            "{base}/v1/projects/{PROJECT}/instances/{INSTANCE}/reboot"
+        )))
+        .unwrap_err();
+    assert!(e.to_string().contains("not a method"), "{e}");
+    let v = g.violations();
+    assert_eq!(v.len(), 4, "{v:?}");
+    assert!(v[0].contains("undeclared field databaseFlag"), "{v:?}");
+    // A valid request passes.
+    assert!(c.sql_instance_get(PROJECT, INSTANCE).is_ok());
+    let _ = std::fs::remove_dir_all(&dir);
+}
