@@ -15,7 +15,7 @@ use crate::error::{Error, Result};
 use crate::pg::Pg;
 use serde_json::{json, Value};
 use std::sync::Mutex;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// The Flexible Server REST API version used (the vendor description in the repository).
 pub const API_VERSION: &str = "2024-08-01";
@@ -59,8 +59,8 @@ impl AzureTarget {
             })
     }
 
-    /// `Configurations_Put` of one value, awaited; notes a pending restart.
-    fn put(&self, name: &str, value: &str) -> Result<()> {
+    /// `Configurations_Put` of one value, awaited until `deadline`; notes a pending restart.
+    fn put(&self, name: &str, value: &str, deadline: Duration) -> Result<()> {
         let url = self.url(&self.config_path(name));
         let what = format!("Configurations_Put {name}={value} on {}", self.id);
         let body = json!({"properties": {"value": value, "source": "user-override"}});
@@ -69,7 +69,7 @@ impl AzureTarget {
             Request::new("PUT", url.clone()).json(&body),
             Some(&url),
             &what,
-            self.deadline,
+            deadline,
         )?;
         if result
             .as_ref()
@@ -130,13 +130,19 @@ impl Target for AzureTarget {
 
     fn write(&self, _pg: &Pg, knobs: &[KnobChange]) -> std::result::Result<(), WriteError> {
         *self.restoring.lock().unwrap_or_else(|p| p.into_inner()) = false;
+        // One deadline for all the knobs, not one each.
+        let start = Instant::now();
         for (i, k) in knobs.iter().enumerate() {
             // A failed PUT may still have landed: it counts as written.
-            self.put(&k.name, &k.new_value)
-                .map_err(|error| WriteError {
-                    written: i + 1,
-                    error,
-                })?;
+            self.put(
+                &k.name,
+                &k.new_value,
+                self.deadline.saturating_sub(start.elapsed()),
+            )
+            .map_err(|error| WriteError {
+                written: i + 1,
+                error,
+            })?;
         }
         Ok(())
     }
@@ -187,12 +193,13 @@ impl Target for AzureTarget {
     ) -> Result<String> {
         *self.restoring.lock().unwrap_or_else(|p| p.into_inner()) = true;
         let mut done = Vec::new();
+        let start = Instant::now();
         for k in knobs.iter().rev() {
             let v = match &k.previous {
                 Previous::Value(v) => v.clone(),
                 Previous::Absent | Previous::Unknown => k.previous_setting.clone(),
             };
-            self.put(&k.name, &v)
+            self.put(&k.name, &v, self.deadline.saturating_sub(start.elapsed()))
                 .map_err(|e| e.context(format!("putting {} back to {v:?}", k.name)))?;
             done.push(k.name.clone());
         }
