@@ -3,6 +3,7 @@
 
 pub mod azure_flex;
 pub mod cloudsql;
+pub mod docker;
 pub mod pgprem;
 pub mod select;
 
@@ -29,6 +30,9 @@ pub fn build(provider: Provider, cfg: &Config) -> std::result::Result<Arc<dyn Ad
         Provider::AzureFlex => azure_flex::AzureFlex::new(cfg)
             .map(|a| Arc::new(a) as Arc<dyn Adapter>)
             .map_err(|e| format!("Failed to create Azure Flexible Server adapter: {e}")),
+        Provider::Docker => docker::DockerAdapter::new(cfg)
+            .map(|a| Arc::new(a) as Arc<dyn Adapter>)
+            .map_err(|e| format!("Failed to create Docker adapter: {e}")),
         p => Err(format!(
             "the {} adapter ({}) is not available in this build yet; use --local for self-managed PostgreSQL",
             p.label(),

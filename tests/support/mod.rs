@@ -6,6 +6,7 @@ pub mod apply;
 pub mod azure;
 pub mod cloud;
 pub mod cloudsql;
+pub mod docker;
 pub mod pgcluster;
 pub mod pgversions;
 pub mod platform;
