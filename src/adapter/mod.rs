@@ -1,6 +1,8 @@
 //! Adapters: what differs per provider (host metrics, system info, how a configuration is
 //! applied, guardrails). The runner talks only to this trait.
 
+pub mod azure_flex;
+pub mod cloudsql;
 pub mod docker;
 pub mod local_host;
 pub mod patroni;
@@ -25,6 +27,12 @@ pub fn build(provider: Provider, cfg: &Config) -> std::result::Result<Arc<dyn Ad
         Provider::Local => pgprem::PgPrem::new(cfg)
             .map(|a| Arc::new(a) as Arc<dyn Adapter>)
             .map_err(|e| format!("Failed to create local PostgreSQL adapter: {e}")),
+        Provider::CloudSql => cloudsql::CloudSql::new(cfg)
+            .map(|a| Arc::new(a) as Arc<dyn Adapter>)
+            .map_err(|e| format!("Failed to create Cloud SQL adapter: {e}")),
+        Provider::AzureFlex => azure_flex::AzureFlex::new(cfg)
+            .map(|a| Arc::new(a) as Arc<dyn Adapter>)
+            .map_err(|e| format!("Failed to create Azure Flexible Server adapter: {e}")),
         Provider::Docker => docker::DockerAdapter::new(cfg)
             .map(|a| Arc::new(a) as Arc<dyn Adapter>)
             .map_err(|e| format!("Failed to create Docker adapter: {e}")),

@@ -106,7 +106,7 @@ impl CustomizeConnection<postgres::Client, ConnectError> for SessionSetup {
                  set_config('idle_in_transaction_session_timeout', $3, false)",
             ),
             &[&ms(self.0.statement_timeout), &ms(self.0.lock_timeout), &ms(self.0.idle_in_transaction_timeout)],
-        )?;
+        ).map_err(ConnectError::Pg)?;
         Ok(())
     }
 }
