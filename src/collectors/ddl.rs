@@ -9,7 +9,7 @@
 
 use super::rowmap::{not_exclusively_locked, table_of};
 use super::skip::SkipUnchanged;
-use super::{CatalogCollector, CollectCtx};
+use super::{CatalogCollector, CollectCtx, PayloadSink};
 use crate::error::{Context, Result};
 use postgres::Row;
 use serde_json::{Map, Value};
@@ -733,22 +733,20 @@ pub fn dump(ctx: &CollectCtx<'_>) -> Result<String> {
 }
 
 impl CatalogCollector for Ddl {
-    fn collect(&mut self, ctx: &CollectCtx<'_>) -> Result<Option<Value>> {
+    fn collect_into(&mut self, ctx: &CollectCtx<'_>, out: &mut PayloadSink) -> Result<bool> {
         let ddl = dump(ctx)?;
         if ddl.is_empty() {
-            return Ok(None);
+            return Ok(false);
         }
         let hash = crate::gojson::sha256_hex(ddl.as_bytes());
+        // The text's SHA-256 stands for the whole payload in skip-unchanged.
+        if !self.skip.should_send(hash.as_bytes()) {
+            return Ok(false);
+        }
         let mut m = Map::new();
         m.insert("ddl".into(), Value::from(ddl));
         m.insert("ddl_hash".into(), Value::from(hash));
-        let payload = Value::Object(m);
-        if !self
-            .skip
-            .should_send(&serde_json::to_vec(&payload).unwrap_or_default())
-        {
-            return Ok(None);
-        }
-        Ok(Some(payload))
+        out.whole(&Value::Object(m))?;
+        Ok(true)
     }
 }

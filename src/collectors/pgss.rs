@@ -8,7 +8,7 @@
 //! Keys that disappear (dealloc, reset) leave the cache. The extension is never reset; resets and
 //! upgrades are inferred (negative diffs → no delta; version change → fresh baseline).
 
-use super::{envelope, CatalogCollector, CollectCtx};
+use super::{CatalogCollector, CollectCtx, PayloadSink};
 use crate::config::collectors::CollectorSettings;
 use crate::error::{Context, Error, Result};
 use serde_json::{Map, Value};
@@ -703,7 +703,7 @@ struct Delta {
 }
 
 impl CatalogCollector for PgStatStatements {
-    fn collect(&mut self, ctx: &CollectCtx<'_>) -> Result<Option<Value>> {
+    fn collect_into(&mut self, ctx: &CollectCtx<'_>, out: &mut PayloadSink) -> Result<bool> {
         self.tick += 1;
         let collected_at = SystemTime::now();
         let (v, schema) = self.extension(ctx)?;
@@ -819,19 +819,37 @@ impl CatalogCollector for PgStatStatements {
             }
         }
 
-        let mut out_rows = Vec::with_capacity(order.len());
-        let mut out_deltas = Vec::new();
+        out.begin(collected_at)?;
+        out.begin_rows()?;
         for &i in &order {
-            out_rows.push(self.row_json(&rows[i]));
-            if let (Some(d), Some(r)) = (&deltas[i], rows.get(i)) {
-                let mut m = Map::new();
-                m.insert("userid".into(), r.ids[0].json());
-                m.insert("dbid".into(), r.ids[1].json());
-                m.insert("queryid".into(), r.ids[2].json());
-                m.insert("calls".into(), Value::from(d.calls));
-                m.insert("total_exec_time".into(), Num::F(d.exec).json());
-                out_deltas.push(Value::Object(m));
-            }
+            out.value_row(&self.row_json(&rows[i]))?;
+        }
+        out.end_rows()?;
+        if order.iter().any(|&i| deltas[i].is_some()) {
+            out.member_with("deltas", |out| {
+                out.scratch().push('[');
+                let mut first = true;
+                for &i in &order {
+                    let (Some(d), r) = (&deltas[i], &rows[i]) else {
+                        continue;
+                    };
+                    let mut m = Map::new();
+                    m.insert("userid".into(), r.ids[0].json());
+                    m.insert("dbid".into(), r.ids[1].json());
+                    m.insert("queryid".into(), r.ids[2].json());
+                    m.insert("calls".into(), Value::from(d.calls));
+                    m.insert("total_exec_time".into(), Num::F(d.exec).json());
+                    if !first {
+                        out.scratch().push(',');
+                    }
+                    first = false;
+                    crate::gojson::write_value(out.scratch(), &Value::Object(m))
+                        .map_err(Error::other)?;
+                    out.flush_member()?;
+                }
+                out.scratch().push(']');
+                Ok(())
+            })?;
         }
         self.texts.enforce_budget();
         self.snapshot = Some(
@@ -839,20 +857,14 @@ impl CatalogCollector for PgStatStatements {
                 .filter_map(|r| r.key.map(|k| (k, counters(r))))
                 .collect(),
         );
-
-        let mut payload = envelope(collected_at, out_rows);
-        let m = payload.as_object_mut().expect("envelope is an object");
-        if !out_deltas.is_empty() {
-            m.insert("deltas".into(), Value::Array(out_deltas));
-        }
-        m.insert("delta_count".into(), Value::from(delta_count));
+        out.member("delta_count", &Value::from(delta_count))?;
         let avg = if sum_calls > 0 {
             sum_exec / sum_calls as f64
         } else {
             0.0
         };
-        m.insert("average_query_runtime".into(), Num::F(avg).json());
-        Ok(Some(payload))
+        out.member("average_query_runtime", &Num::F(avg).json())?;
+        Ok(true)
     }
 }
 

@@ -288,11 +288,14 @@ pub fn catalog(sh: &Shared, slot: &CatalogSlot) -> Result<()> {
         pg: sh.adapter.pg(),
         server: &server,
     };
+    // Rows are encoded into the compressed body as they arrive (platform::stream).
+    let mut sink = sh.platform.catalog_sink();
     let result = slot
         .collector
         .lock()
         .unwrap_or_else(|p| p.into_inner())
-        .collect(&ctx);
+        .collect_into(&ctx, &mut sink)
+        .and_then(|send| if send { sink.finish().map(Some) } else { Ok(None) });
     match result {
         Ok(None) => {
             slot.timing_out.store(false, Ordering::SeqCst);
