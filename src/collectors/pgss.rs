@@ -16,7 +16,7 @@ use std::collections::HashMap;
 use std::time::SystemTime;
 
 /// Bytes of query text kept in memory at most.
-pub const DEFAULT_TEXT_BUDGET: usize = 16 << 20;
+pub const DEFAULT_TEXT_BUDGET: usize = 2 << 20;
 
 /// §4.1 exclusion pattern, anchored at both ends (deliberately as narrow as the Go agent's).
 const EXCLUDE_PATTERN: &str = r"^[[:space:]]*(BEGIN|COMMIT|ROLLBACK|SET |SHOW |SELECT (pg_|\$1$|version[[:space:]]*\([[:space:]]*\)))[[:space:]]*;?[[:space:]]*$";
@@ -87,6 +87,8 @@ const FIELDS: &[(&str, Ty, Agg)] = &[
     ("jit_emission_count", Ty::I, Agg::Sum),
     ("jit_emission_time", Ty::F, Agg::Sum),
 ];
+const NF: usize = 41;
+const _: () = assert!(FIELDS.len() == NF);
 const OMITEMPTY: &[&str] = &["local_blk_read_time", "local_blk_write_time"];
 
 fn idx(name: &str) -> usize {
@@ -251,7 +253,8 @@ pub fn counter_columns(v: (u32, u32)) -> String {
 pub struct StatRow {
     key: Option<Key>,
     ids: [Num; 3], // userid, dbid, queryid as read
-    vals: Vec<Num>,
+    /// Inline (no allocation per row): the tick's rows are one contiguous buffer, freed after.
+    vals: [Num; NF],
 }
 
 #[derive(Clone, Copy, Default, Debug)]
@@ -561,80 +564,86 @@ impl PgStatStatements {
         Ok(())
     }
 
+    /// Reads the counters, streaming: each row becomes a compact [`StatRow`] as it arrives.
+    /// Also returns the extension version the server reports now (read in the same statement,
+    /// so an upgrade is noticed without a separate query each tick).
     fn read_counters(
         &self,
         ctx: &CollectCtx<'_>,
         v: (u32, u32),
         schema: &str,
-    ) -> Result<Vec<StatRow>> {
+    ) -> Result<(Vec<StatRow>, Option<String>)> {
         let sql = format!(
-            "SELECT {} FROM {}(false)",
+            "SELECT {}, (SELECT e.extversion FROM pg_catalog.pg_extension e WHERE e.extname = 'pg_stat_statements') \
+             AS dbtune_extversion FROM {}(false)",
             counter_columns(v),
             Self::relation(schema)
         );
-        let rows = ctx
-            .pg
-            .query(&sql, &[])
-            .context("failed to query pg_stat_statements")?;
-        let mut out = Vec::with_capacity(rows.len());
-        let cols: Vec<Option<usize>> = {
-            let names: Vec<&str> = rows
-                .first()
-                .map(|r| r.columns().iter().map(|c| c.name()).collect())
-                .unwrap_or_default();
-            FIELDS
-                .iter()
-                .map(|f| names.iter().position(|n| *n == f.0))
-                .collect()
-        };
-        for r in &rows {
-            let userid: Option<u32> = r
-                .try_get(0)
-                .map_err(|e| Error::other(format!("reading pg_stat_statements.userid: {e}")))?;
-            let dbid: Option<u32> = r
-                .try_get(1)
-                .map_err(|e| Error::other(format!("reading pg_stat_statements.dbid: {e}")))?;
-            let queryid: Option<i64> = r
-                .try_get(2)
-                .map_err(|e| Error::other(format!("reading pg_stat_statements.queryid: {e}")))?;
-            let mut vals = Vec::with_capacity(FIELDS.len());
-            for (fi, (name, ty, _)) in FIELDS.iter().enumerate() {
-                let v = match cols[fi] {
-                    None => Num::Null,
-                    Some(ci) => {
-                        let err = |e: postgres::Error| {
-                            Error::other(format!("reading pg_stat_statements.{name}: {e}"))
-                        };
-                        match ty {
-                            Ty::I => r
-                                .try_get::<_, Option<i64>>(ci)
-                                .map_err(err)?
-                                .map_or(Num::Null, Num::I),
-                            Ty::F => r
-                                .try_get::<_, Option<f64>>(ci)
-                                .map_err(err)?
-                                .map_or(Num::Null, Num::F),
-                            Ty::B => r
-                                .try_get::<_, Option<bool>>(ci)
-                                .map_err(err)?
-                                .map_or(Num::Null, Num::B),
+        let mut out = Vec::new();
+        let mut cols: Option<Vec<Option<usize>>> = None;
+        let mut version = None;
+        ctx.pg
+            .for_each_row(&sql, &[], |r| {
+                let cols = cols.get_or_insert_with(|| {
+                    let names: Vec<&str> = r.columns().iter().map(|c| c.name()).collect();
+                    version = names
+                        .iter()
+                        .position(|n| *n == "dbtune_extversion")
+                        .and_then(|i| r.get::<_, Option<String>>(i));
+                    FIELDS
+                        .iter()
+                        .map(|f| names.iter().position(|n| *n == f.0))
+                        .collect()
+                });
+                let userid: Option<u32> = r
+                    .try_get(0)
+                    .map_err(|e| Error::other(format!("reading pg_stat_statements.userid: {e}")))?;
+                let dbid: Option<u32> = r
+                    .try_get(1)
+                    .map_err(|e| Error::other(format!("reading pg_stat_statements.dbid: {e}")))?;
+                let queryid: Option<i64> = r
+                    .try_get(2)
+                    .map_err(|e| Error::other(format!("reading pg_stat_statements.queryid: {e}")))?;
+                let mut vals = [Num::Null; NF];
+                for (fi, (name, ty, _)) in FIELDS.iter().enumerate() {
+                    let v = match cols[fi] {
+                        None => Num::Null,
+                        Some(ci) => {
+                            let err = |e: postgres::Error| {
+                                Error::other(format!("reading pg_stat_statements.{name}: {e}"))
+                            };
+                            match ty {
+                                Ty::I => r
+                                    .try_get::<_, Option<i64>>(ci)
+                                    .map_err(err)?
+                                    .map_or(Num::Null, Num::I),
+                                Ty::F => r
+                                    .try_get::<_, Option<f64>>(ci)
+                                    .map_err(err)?
+                                    .map_or(Num::Null, Num::F),
+                                Ty::B => r
+                                    .try_get::<_, Option<bool>>(ci)
+                                    .map_err(err)?
+                                    .map_or(Num::Null, Num::B),
+                            }
                         }
-                    }
+                    };
+                    vals[fi] = v;
+                }
+                let key = match (queryid, userid, dbid) {
+                    (Some(q), Some(u), Some(d)) => Some((q, u, d)),
+                    _ => None,
                 };
-                vals.push(v);
-            }
-            let key = match (queryid, userid, dbid) {
-                (Some(q), Some(u), Some(d)) => Some((q, u, d)),
-                _ => None,
-            };
-            let ids = [
-                userid.map_or(Num::Null, |u| Num::I(u as i64)),
-                dbid.map_or(Num::Null, |d| Num::I(d as i64)),
-                queryid.map_or(Num::Null, Num::I),
-            ];
-            out.push(StatRow { key, ids, vals });
-        }
-        Ok(out)
+                let ids = [
+                    userid.map_or(Num::Null, |u| Num::I(u as i64)),
+                    dbid.map_or(Num::Null, |d| Num::I(d as i64)),
+                    queryid.map_or(Num::Null, Num::I),
+                ];
+                out.push(StatRow { key, ids, vals });
+                Ok(())
+            })
+            .context("failed to query pg_stat_statements")?;
+        Ok((out, version))
     }
 
     fn extension(&self, ctx: &CollectCtx<'_>) -> Result<((u32, u32), String)> {
@@ -706,14 +715,37 @@ impl CatalogCollector for PgStatStatements {
     fn collect_into(&mut self, ctx: &CollectCtx<'_>, out: &mut PayloadSink) -> Result<bool> {
         self.tick += 1;
         let collected_at = SystemTime::now();
-        let (v, schema) = self.extension(ctx)?;
-        if self.ext.as_ref() != Some(&(v, schema.clone())) {
-            // New extension version (or first run): new column set, fresh baseline.
-            self.snapshot = None;
-            self.texts.clear();
-            self.ext = Some((v, schema.clone()));
-        }
-        let raw = self.read_counters(ctx, v, &schema)?;
+        // The extension's version and schema are read once; the counters statement reports
+        // the current version, and a change (upgrade) or a failure makes this tick re-read them.
+        let mut attempt = 0;
+        let (raw, schema) = loop {
+            attempt += 1;
+            let (v, schema) = match self.ext.clone() {
+                Some(e) => e,
+                None => {
+                    let e = self.extension(ctx)?;
+                    // New extension version (or first run): new column set, fresh baseline.
+                    self.snapshot = None;
+                    self.texts.clear();
+                    self.ext = Some(e.clone());
+                    e
+                }
+            };
+            match self.read_counters(ctx, v, &schema) {
+                Ok((_, Some(now))) if parse_ext_version(&now) != Some(v) && attempt == 1 => {
+                    self.ext = None;
+                }
+                Ok((raw, _)) => break (raw, schema),
+                Err(e) if attempt == 1 => {
+                    log::debug!("pg_stat_statements: re-reading the extension after: {e}");
+                    self.ext = None;
+                }
+                Err(e) => {
+                    self.ext = None;
+                    return Err(e);
+                }
+            }
+        };
 
         // Verdicts and texts for statements not seen before.
         let mut live: HashMap<Key, ()> = HashMap::with_capacity(raw.len());
@@ -881,7 +913,7 @@ mod tests {
         min: f64,
         max: f64,
     ) -> StatRow {
-        let mut vals = vec![Num::Null; FIELDS.len()];
+        let mut vals = [Num::Null; NF];
         vals[idx("calls")] = Num::I(calls);
         vals[idx("total_exec_time")] = Num::F(total);
         vals[idx("mean_exec_time")] = Num::F(mean);
