@@ -127,8 +127,14 @@ pub fn write_str(out: &mut String, s: &str) {
             b'<' => Some("\\u003c"),
             b'>' => Some("\\u003e"),
             b'&' => Some("\\u0026"),
-            0xE2 if b.get(i + 1) == Some(&0x80) && matches!(b.get(i + 2), Some(0xA8) | Some(0xA9)) => {
-                Some(if b[i + 2] == 0xA8 { "\\u2028" } else { "\\u2029" })
+            0xE2 if b.get(i + 1) == Some(&0x80)
+                && matches!(b.get(i + 2), Some(0xA8) | Some(0xA9)) =>
+            {
+                Some(if b[i + 2] == 0xA8 {
+                    "\\u2028"
+                } else {
+                    "\\u2029"
+                })
             }
             c if c < 0x20 => Some(""),
             _ => None,

@@ -601,9 +601,9 @@ impl PgStatStatements {
                 let dbid: Option<u32> = r
                     .try_get(1)
                     .map_err(|e| Error::other(format!("reading pg_stat_statements.dbid: {e}")))?;
-                let queryid: Option<i64> = r
-                    .try_get(2)
-                    .map_err(|e| Error::other(format!("reading pg_stat_statements.queryid: {e}")))?;
+                let queryid: Option<i64> = r.try_get(2).map_err(|e| {
+                    Error::other(format!("reading pg_stat_statements.queryid: {e}"))
+                })?;
                 let mut vals = [Num::Null; NF];
                 for (fi, (name, ty, _)) in FIELDS.iter().enumerate() {
                     let v = match cols[fi] {

@@ -190,7 +190,9 @@ impl Pg {
         match rows.len() {
             1 => Ok(rows.remove(0)),
             0 => Err(Error::other("query returned no rows (expected one)")),
-            n => Err(Error::other(format!("query returned {n} rows (expected one)"))),
+            n => Err(Error::other(format!(
+                "query returned {n} rows (expected one)"
+            ))),
         }
     }
 

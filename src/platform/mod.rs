@@ -253,7 +253,14 @@ impl Platform {
             Transport::Http(h) => {
                 let url = self.url(name);
                 let r = h
-                    .send_with(Method::Post, &url, Some(&payload.body), payload.gzipped, budget, true)
+                    .send_with(
+                        Method::Post,
+                        &url,
+                        Some(&payload.body),
+                        payload.gzipped,
+                        budget,
+                        true,
+                    )
                     .map_err(|e| e.context(format!("sending {name}")))?;
                 if (200..300).contains(&r.status) {
                     Ok(())

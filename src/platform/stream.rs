@@ -75,7 +75,9 @@ impl<'a> FromSql<'a> for Raw<'a> {
     ) -> std::result::Result<Self, Box<dyn std::error::Error + Sync + Send>> {
         Ok(Raw(Some(raw)))
     }
-    fn from_sql_null(_: &Type) -> std::result::Result<Self, Box<dyn std::error::Error + Sync + Send>> {
+    fn from_sql_null(
+        _: &Type,
+    ) -> std::result::Result<Self, Box<dyn std::error::Error + Sync + Send>> {
         Ok(Raw(None))
     }
     fn accepts(_: &Type) -> bool {
@@ -315,8 +317,7 @@ mod tests {
         let rows = vec![serde_json::json!({"a": "x<y", "b": 1.5}), Value::Null];
         let (gz, h1) = envelope(true, &rows);
         let (plain, h2) = envelope(false, &rows);
-        let expected =
-            r#"{"collected_at":"1970-01-01T00:00:00.0000015Z","rows":[{"a":"x\u003cy","b":1.5},null],"n":2}"#;
+        let expected = r#"{"collected_at":"1970-01-01T00:00:00.0000015Z","rows":[{"a":"x\u003cy","b":1.5},null],"n":2}"#;
         assert_eq!(String::from_utf8(plain.body.clone()).unwrap(), expected);
         assert_eq!(String::from_utf8(gz.json().unwrap()).unwrap(), expected);
         assert_eq!(gz.json_len, expected.len() as u64);

@@ -295,7 +295,13 @@ pub fn catalog(sh: &Shared, slot: &CatalogSlot) -> Result<()> {
         .lock()
         .unwrap_or_else(|p| p.into_inner())
         .collect_into(&ctx, &mut sink)
-        .and_then(|send| if send { sink.finish().map(Some) } else { Ok(None) });
+        .and_then(|send| {
+            if send {
+                sink.finish().map(Some)
+            } else {
+                Ok(None)
+            }
+        });
     match result {
         Ok(None) => {
             slot.timing_out.store(false, Ordering::SeqCst);
