@@ -38,7 +38,13 @@ fn statement(i: u64) -> String {
     format!("SELECT id, {} FROM t_{i} WHERE id = $1", cols.join(", "))
 }
 
-fn run_case(bin: &str, tables: u64, statements: u64, minutes: u64) -> Vec<sbs::Figures> {
+fn run_case(
+    bin: &str,
+    tables: u64,
+    statements: u64,
+    minutes: u64,
+    with_exporter: bool,
+) -> Vec<sbs::Figures> {
     let statements = statements.min(tables);
     eprintln!("scale: {tables} tables, {statements} statements, {minutes} min");
     let mut settings = vec![
@@ -86,7 +92,9 @@ fn run_case(bin: &str, tables: u64, statements: u64, minutes: u64) -> Vec<sbs::F
         })
     };
     let mut subjects = vec![Subject::agent("agent", bin, &pg, "bench_agent")];
-    subjects.extend(Subject::exporter(&pg, "bench_exporter"));
+    if with_exporter {
+        subjects.extend(Subject::exporter(&pg, "bench_exporter"));
+    }
     let rows = sbs::measure(
         &format!("{tables} tables, {statements} stmts, {minutes} min"),
         &pg,
@@ -98,21 +106,51 @@ fn run_case(bin: &str, tables: u64, statements: u64, minutes: u64) -> Vec<sbs::F
     rows
 }
 
+/// CI budget mode (`cargo test --bench scale -- --ci --agent BIN --budget-small MIB
+/// --budget-large MIB`, run by .ci/footprint.sh): both cases at once for `--minutes` (default 2),
+/// agent only; fails with the figure and the budget when a peak RSS is over its budget.
+fn ci(bin: &str, minutes: u64) {
+    let small_budget: f64 = sbs::arg("--budget-small").and_then(|v| v.parse().ok()).expect("--budget-small MIB");
+    let large_budget: f64 = sbs::arg("--budget-large").and_then(|v| v.parse().ok()).expect("--budget-large MIB");
+    let large = {
+        let bin = bin.to_string();
+        thread::spawn(move || run_case(&bin, 10_000, 5_000, minutes, false))
+    };
+    // The small case starts once the large one's setup is under way, and runs as long.
+    let small = run_case(bin, 100, 200, minutes, false);
+    let large = large.join().expect("10,000-table case");
+    let mut rows = small;
+    rows.extend(large);
+    sbs::print_table(&rows);
+    let mut failed = Vec::new();
+    for (r, budget) in [(&rows[0], small_budget), (&rows[1], large_budget)] {
+        let verdict = if r.peak_mib <= budget { "ok" } else { "OVER BUDGET" };
+        println!("footprint [{}]: peak RSS {:.1} MiB, budget {budget:.1} MiB: {verdict}", r.case, r.peak_mib);
+        if r.peak_mib > budget {
+            failed.push(format!("[{}] peak RSS {:.1} MiB > budget {budget:.1} MiB", r.case, r.peak_mib));
+        }
+    }
+    if !failed.is_empty() {
+        eprintln!("footprint budget exceeded: {}", failed.join("; "));
+        std::process::exit(1);
+    }
+}
+
 fn main() {
-    let minutes = sbs::arg_u64("--minutes", 5);
     let bin = sbs::agent_bin("release");
     let size = std::fs::metadata(&bin).map(|m| m.len()).unwrap_or(0);
     assert!(size > 0, "{bin} not built (cargo build --release)");
+    if std::env::args().any(|a| a == "--ci") {
+        return ci(&bin, sbs::arg_u64("--minutes", 2));
+    }
+    let minutes = sbs::arg_u64("--minutes", 5);
     let cases: Vec<(u64, u64)> = match (sbs::arg("--tables"), sbs::arg("--statements")) {
         (None, None) => vec![(100, 200), (10_000, 5_000)],
-        _ => vec![(
-            sbs::arg_u64("--tables", 10_000),
-            sbs::arg_u64("--statements", 5_000),
-        )],
+        _ => vec![(sbs::arg_u64("--tables", 10_000), sbs::arg_u64("--statements", 5_000))],
     };
     let mut rows = Vec::new();
     for (t, s) in cases {
-        rows.extend(run_case(&bin, t, s, minutes));
+        rows.extend(run_case(&bin, t, s, minutes, true));
     }
     println!("\n== scale benchmark: agent {bin} ({size} bytes) vs prometheus-postgres-exporter (shared machine: figures are noisy) ==");
     sbs::print_table(&rows);
