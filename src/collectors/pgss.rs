@@ -4,7 +4,7 @@
 //! Cheaper than the Go agent (DECISIONS.md): counters are read every tick with
 //! `pg_stat_statements(false)` (no query texts); texts — and the §4.1 exclusion filter, which
 //! needs them — are fetched only for statement keys not seen before, and kept in a cache bounded
-//! by a byte budget (least recently sent texts are dropped first and re-fetched when needed).
+//! by a byte budget of compressed text (least recently sent texts are dropped first and re-fetched when needed).
 //! Keys that disappear (dealloc, reset) leave the cache. The extension is never reset; resets and
 //! upgrades are inferred (negative diffs → no delta; version change → fresh baseline).
 
@@ -388,9 +388,29 @@ pub fn aggregate(rows: Vec<StatRow>) -> Vec<StatRow> {
 #[derive(Clone, Debug)]
 struct TextEntry {
     excluded: bool,
-    query: Option<String>,
+    /// The text, deflate-compressed (statement texts shrink 4-10x): the budget counts these bytes.
+    query: Option<Box<[u8]>>,
     query_len: Option<i64>,
     last_used: u64,
+}
+
+fn pack(text: &str) -> Box<[u8]> {
+    use std::io::Write;
+    let mut e = flate2::write::DeflateEncoder::new(
+        Vec::with_capacity(text.len() / 4 + 16),
+        flate2::Compression::fast(),
+    );
+    let _ = e.write_all(text.as_bytes());
+    e.finish().unwrap_or_default().into_boxed_slice()
+}
+
+fn unpack(packed: &[u8]) -> Option<String> {
+    use std::io::Read;
+    let mut s = String::new();
+    flate2::read::DeflateDecoder::new(packed)
+        .read_to_string(&mut s)
+        .ok()?;
+    Some(s)
 }
 
 /// Bounded cache of statement texts and exclusion verdicts, keyed like the snapshot.
@@ -414,9 +434,9 @@ impl TextCache {
         self.bytes = 0;
     }
     fn insert(&mut self, k: Key, e: TextEntry) {
-        self.bytes += e.query.as_ref().map_or(0, String::len);
+        self.bytes += e.query.as_ref().map_or(0, |q| q.len());
         if let Some(old) = self.map.insert(k, e) {
-            self.bytes -= old.query.as_ref().map_or(0, String::len);
+            self.bytes -= old.query.as_ref().map_or(0, |q| q.len());
         }
     }
     /// Keeps only `live` keys (statements deallocated or reset away leave the cache).
@@ -425,7 +445,7 @@ impl TextCache {
         self.map.retain(|k, e| {
             let keep = live.contains_key(k);
             if !keep {
-                freed += e.query.as_ref().map_or(0, String::len);
+                freed += e.query.as_ref().map_or(0, |q| q.len());
             }
             keep
         });
@@ -542,6 +562,7 @@ impl PgStatStatements {
             let k: Key = (r.get(0), r.get(1), r.get(2));
             let excluded: bool = r.get(3);
             let query: Option<String> = r.get(4);
+            let query = query.as_deref().map(pack);
             let query_len: Option<i64> = r.get(5);
             // toplevel/nested rows share the key and the text: the first one wins.
             if with_text {
@@ -681,7 +702,7 @@ impl PgStatStatements {
                     .texts
                     .map
                     .get(&k)
-                    .map(|e| (e.query.clone(), e.query_len))
+                    .map(|e| (e.query.as_deref().and_then(unpack), e.query_len))
                     .unwrap_or((None, None)),
                 None => {
                     let q: String = HIDDEN_TEXT.chars().take(self.max_len as usize).collect();
@@ -839,7 +860,7 @@ impl CatalogCollector for PgStatStatements {
             if !missing.is_empty() {
                 for k in &missing {
                     if let Some(e) = self.texts.map.remove(k) {
-                        self.texts.bytes -= e.query.as_ref().map_or(0, String::len);
+                        self.texts.bytes -= e.query.as_ref().map_or(0, |q| q.len());
                     }
                 }
                 self.fetch_texts(ctx, &schema, &missing, true)?;

@@ -281,6 +281,9 @@ pub fn raw_logs(sh: &Shared) -> Result<()> {
     Ok(())
 }
 
+/// A payload above this size (uncompressed) is followed by giving freed memory back.
+const LARGE_PAYLOAD: u64 = 256 << 10;
+
 pub fn catalog(sh: &Shared, slot: &CatalogSlot) -> Result<()> {
     let name = slot.def.name;
     let server = sh.server.read().unwrap_or_else(|p| p.into_inner()).clone();
@@ -312,6 +315,10 @@ pub fn catalog(sh: &Shared, slot: &CatalogSlot) -> Result<()> {
             // The send budget never exceeds the collector's own interval.
             if let Err(e) = sh.platform.catalog(name, &payload, slot.interval) {
                 log::error!("{name} error: {e}");
+            }
+            if payload.json_len > LARGE_PAYLOAD {
+                drop(payload);
+                crate::alloc::release();
             }
             Ok(())
         }
