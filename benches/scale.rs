@@ -110,8 +110,12 @@ fn run_case(
 /// --budget-large MIB`, run by .ci/footprint.sh): both cases at once for `--minutes` (default 2),
 /// agent only; fails with the figure and the budget when a peak RSS is over its budget.
 fn ci(bin: &str, minutes: u64) {
-    let small_budget: f64 = sbs::arg("--budget-small").and_then(|v| v.parse().ok()).expect("--budget-small MIB");
-    let large_budget: f64 = sbs::arg("--budget-large").and_then(|v| v.parse().ok()).expect("--budget-large MIB");
+    let small_budget: f64 = sbs::arg("--budget-small")
+        .and_then(|v| v.parse().ok())
+        .expect("--budget-small MIB");
+    let large_budget: f64 = sbs::arg("--budget-large")
+        .and_then(|v| v.parse().ok())
+        .expect("--budget-large MIB");
     let large = {
         let bin = bin.to_string();
         thread::spawn(move || run_case(&bin, 10_000, 5_000, minutes, false))
@@ -124,10 +128,20 @@ fn ci(bin: &str, minutes: u64) {
     sbs::print_table(&rows);
     let mut failed = Vec::new();
     for (r, budget) in [(&rows[0], small_budget), (&rows[1], large_budget)] {
-        let verdict = if r.peak_mib <= budget { "ok" } else { "OVER BUDGET" };
-        println!("footprint [{}]: peak RSS {:.1} MiB, budget {budget:.1} MiB: {verdict}", r.case, r.peak_mib);
+        let verdict = if r.peak_mib <= budget {
+            "ok"
+        } else {
+            "OVER BUDGET"
+        };
+        println!(
+            "footprint [{}]: peak RSS {:.1} MiB, budget {budget:.1} MiB: {verdict}",
+            r.case, r.peak_mib
+        );
         if r.peak_mib > budget {
-            failed.push(format!("[{}] peak RSS {:.1} MiB > budget {budget:.1} MiB", r.case, r.peak_mib));
+            failed.push(format!(
+                "[{}] peak RSS {:.1} MiB > budget {budget:.1} MiB",
+                r.case, r.peak_mib
+            ));
         }
     }
     if !failed.is_empty() {
@@ -146,7 +160,10 @@ fn main() {
     let minutes = sbs::arg_u64("--minutes", 5);
     let cases: Vec<(u64, u64)> = match (sbs::arg("--tables"), sbs::arg("--statements")) {
         (None, None) => vec![(100, 200), (10_000, 5_000)],
-        _ => vec![(sbs::arg_u64("--tables", 10_000), sbs::arg_u64("--statements", 5_000))],
+        _ => vec![(
+            sbs::arg_u64("--tables", 10_000),
+            sbs::arg_u64("--statements", 5_000),
+        )],
     };
     let mut rows = Vec::new();
     for (t, s) in cases {

@@ -111,6 +111,13 @@ pub fn write_float(out: &mut String, f: f64) -> Result<(), String> {
 /// catalog payloads are mostly plain names); every escape Go makes is ASCII except U+2028/U+2029.
 pub fn write_str(out: &mut String, s: &str) {
     out.push('"');
+    write_str_body(out, s);
+    out.push('"');
+}
+
+/// [`write_str`] without the quotes, so a long text can be written in pieces (split at char
+/// boundaries).
+pub fn write_str_body(out: &mut String, s: &str) {
     let b = s.as_bytes();
     let mut run = 0;
     let mut i = 0;
@@ -153,7 +160,6 @@ pub fn write_str(out: &mut String, s: &str) {
         run = i;
     }
     out.push_str(&s[run..]);
-    out.push('"');
 }
 
 /// Rounds to three decimals, halves away from zero (Go's `math.Round(v*1000)/1000`).

@@ -91,7 +91,11 @@ fn statements_are_prepared_once_per_session_and_rows_stream() {
     let names = listed(&pool);
     let same: Vec<&String> = names.iter().filter(|s| s.contains("$1::int + 1")).collect();
     assert_eq!(same.len(), 1, "prepared once for three runs: {names:?}");
-    assert!(same[0].starts_with("/*dbtune*/ SELECT /*dbtune*/"), "{}", same[0]);
+    assert!(
+        same[0].starts_with("/*dbtune*/ SELECT /*dbtune*/"),
+        "{}",
+        same[0]
+    );
 
     // Rows arrive one at a time; an error from the consumer stops the query and the session
     // stays usable.
@@ -107,7 +111,11 @@ fn statements_are_prepared_once_per_session_and_rows_stream() {
         .unwrap_err();
     assert_eq!((seen, err.to_string().contains("enough")), (10, true));
     let n = pool
-        .for_each_row("SELECT g FROM generate_series(1, 100000) g", &[], |_| Ok(()))
+        .for_each_row(
+            "SELECT g FROM generate_series(1, 100000) g",
+            &[],
+            |_| Ok(()),
+        )
         .unwrap();
     assert_eq!(n, 100_000);
 

@@ -12,7 +12,7 @@ use super::skip::SkipUnchanged;
 use super::{CatalogCollector, CollectCtx, PayloadSink};
 use crate::error::{Context, Result};
 use postgres::Row;
-use serde_json::{Map, Value};
+use serde_json::Value;
 use std::collections::HashSet;
 use std::fmt::Write;
 
@@ -26,8 +26,11 @@ pub struct Ddl {
 
 /// A cheap fingerprint of every catalog the dump reads: row count and sum of `xmin` per catalog.
 /// Any DDL writes new catalog rows (a new `xmin`); statistics updates by VACUUM/ANALYZE are
-/// in-place and leave it alone. While it is unchanged the (costly) dump is not run; the dump
-/// still runs on every 30th unchanged collection, as skip-unchanged sends then anyway.
+/// in-place and leave it alone. The dump skips relations under an AccessExclusiveLock, so the
+/// number of such locks is part of it too. While it is unchanged the (costly) dump is not run;
+/// the dump still runs on every 30th unchanged collection, as skip-unchanged sends then anyway
+/// (which also picks up what the signature cannot see, such as a role rename: pg_authid is
+/// not readable without superuser).
 const SIGNATURE_SQL: &str = "SELECT concat_ws('/', \
      (SELECT count(*) || ':' || COALESCE(sum(xmin::text::bigint), 0) FROM pg_catalog.pg_class), \
      (SELECT count(*) || ':' || COALESCE(sum(xmin::text::bigint), 0) FROM pg_catalog.pg_attribute), \
@@ -46,7 +49,8 @@ const SIGNATURE_SQL: &str = "SELECT concat_ws('/', \
      (SELECT count(*) || ':' || COALESCE(sum(xmin::text::bigint), 0) FROM pg_catalog.pg_depend), \
      (SELECT count(*) || ':' || COALESCE(sum(xmin::text::bigint), 0) FROM pg_catalog.pg_collation), \
      (SELECT count(*) || ':' || COALESCE(sum(xmin::text::bigint), 0) FROM pg_catalog.pg_tablespace), \
-     (SELECT count(*) || ':' || COALESCE(sum(xmin::text::bigint), 0) FROM pg_catalog.pg_roles))";
+     (SELECT count(*) FROM pg_catalog.pg_locks l WHERE l.locktype = 'relation' AND l.mode = 'AccessExclusiveLock' \
+      AND l.database = (SELECT d.oid FROM pg_catalog.pg_database d WHERE d.datname = current_database())))";
 
 const COLTYPES: &str = "SELECT DISTINCT a.atttypid FROM pg_catalog.pg_attribute a \
      JOIN pg_catalog.pg_class c ON c.oid = a.attrelid JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace \
@@ -785,10 +789,8 @@ impl CatalogCollector for Ddl {
         if !self.skip.should_send(hash.as_bytes()) && !forced {
             return Ok(false);
         }
-        let mut m = Map::new();
-        m.insert("ddl".into(), Value::from(ddl));
-        m.insert("ddl_hash".into(), Value::from(hash));
-        out.whole(&Value::Object(m))?;
+        out.begin_with_text("ddl", &ddl)?;
+        out.member("ddl_hash", &Value::from(hash))?;
         Ok(true)
     }
 }

@@ -521,13 +521,16 @@ impl PgStatStatements {
         format!("{}.pg_stat_statements", crate::pg::quote_ident(schema))
     }
 
-    /// Fetches verdicts (and texts when wanted) for `keys`.
+    /// Fetches verdicts (and texts when wanted) for `keys`, streaming. Texts of `sent` keys are
+    /// always kept; the others only while the cache is under its budget (reading the text file
+    /// costs the server the same for one text as for all, so one fetch fills the cache).
     fn fetch_texts(
         &mut self,
         ctx: &CollectCtx<'_>,
         schema: &str,
         keys: &[Key],
         with_text: bool,
+        sent: &std::collections::HashSet<Key>,
     ) -> Result<()> {
         if keys.is_empty() {
             return Ok(());
@@ -554,34 +557,37 @@ impl PgStatStatements {
         let qids: Vec<i64> = keys.iter().map(|k| k.0).collect();
         let uids: Vec<u32> = keys.iter().map(|k| k.1).collect();
         let dids: Vec<u32> = keys.iter().map(|k| k.2).collect();
-        let rows = ctx
-            .pg
-            .query(&sql, &[&qids, &uids, &dids])
-            .context("failed to query pg_stat_statements texts")?;
-        for r in rows {
-            let k: Key = (r.get(0), r.get(1), r.get(2));
-            let excluded: bool = r.get(3);
-            let query: Option<String> = r.get(4);
-            let query = query.as_deref().map(pack);
-            let query_len: Option<i64> = r.get(5);
-            // toplevel/nested rows share the key and the text: the first one wins.
-            if with_text {
-                if let Some(e) = self.texts.map.get(&k) {
-                    if e.query.is_some() {
-                        continue;
+        let tick = self.tick;
+        let texts = &mut self.texts;
+        ctx.pg
+            .for_each_row(&sql, &[&qids, &uids, &dids], |r| {
+                let k: Key = (r.get(0), r.get(1), r.get(2));
+                let excluded: bool = r.get(3);
+                // toplevel/nested rows share the key and the text: the first one wins.
+                if with_text {
+                    if let Some(e) = texts.map.get(&k) {
+                        if e.query.is_some() {
+                            return Ok(());
+                        }
                     }
+                } else if texts.map.contains_key(&k) {
+                    return Ok(());
                 }
-            } else if self.texts.map.contains_key(&k) {
-                continue;
-            }
-            let e = TextEntry {
-                excluded,
-                query,
-                query_len,
-                last_used: self.tick,
-            };
-            self.texts.insert(k, e);
-        }
+                let query = if texts.bytes < texts.budget || sent.contains(&k) {
+                    r.get::<_, Option<&str>>(4).map(pack)
+                } else {
+                    None
+                };
+                let e = TextEntry {
+                    excluded,
+                    query,
+                    query_len: r.get(5),
+                    last_used: tick,
+                };
+                texts.insert(k, e);
+                Ok(())
+            })
+            .context("failed to query pg_stat_statements texts")?;
         Ok(())
     }
 
@@ -780,9 +786,9 @@ impl CatalogCollector for PgStatStatements {
         }
         // Texts come along when the new statements fit in one payload; otherwise only the
         // verdicts, and texts later for the rows actually sent (bounds memory and transfer).
-        let small =
-            self.diff_limit == 0 && unknown.len() <= 500 || unknown.len() <= self.diff_limit;
-        self.fetch_texts(ctx, &schema, &unknown, small)?;
+        // Texts come along (compressed, within the budget); rows sent without one yet get
+        // theirs below.
+        self.fetch_texts(ctx, &schema, &unknown, true, &Default::default())?;
         self.texts.retain(&live);
 
         // Excluded statements are dropped; statements whose text vanished between the two reads
@@ -858,12 +864,25 @@ impl CatalogCollector for PgStatStatements {
                 .filter(|k| self.texts.map.get(k).is_some_and(|e| e.query.is_none()))
                 .collect();
             if !missing.is_empty() {
+                let sent: std::collections::HashSet<Key> = missing.iter().copied().collect();
                 for k in &missing {
                     if let Some(e) = self.texts.map.remove(k) {
                         self.texts.bytes -= e.query.as_ref().map_or(0, |q| q.len());
                     }
                 }
-                self.fetch_texts(ctx, &schema, &missing, true)?;
+                // The same fetch fills the cache with the other texts still missing (within
+                // the budget), so the next ticks need none.
+                let mut keys = missing;
+                if self.texts.bytes < self.texts.budget {
+                    keys.extend(
+                        self.texts
+                            .map
+                            .iter()
+                            .filter(|(k, e)| e.query.is_none() && !e.excluded && !sent.contains(k))
+                            .map(|(k, _)| *k),
+                    );
+                }
+                self.fetch_texts(ctx, &schema, &keys, true, &sent)?;
             }
         }
         for &i in &order {

@@ -265,6 +265,28 @@ impl PayloadSink {
         self.flush_buf()
     }
 
+    /// Writes `{"<key>":"<text>"` with the text escaped and flushed in 64 KiB pieces, so a
+    /// long text (the DDL dump) is never copied whole; members follow with [`PayloadSink::member`].
+    pub fn begin_with_text(&mut self, key: &str, text: &str) -> Result<()> {
+        debug_assert_eq!(self.state, State::Empty);
+        self.buf.push('{');
+        gojson::write_str(&mut self.buf, key);
+        self.buf.push_str(":\"");
+        let mut rest = text;
+        while !rest.is_empty() {
+            let mut cut = rest.len().min(64 << 10);
+            while !rest.is_char_boundary(cut) {
+                cut -= 1;
+            }
+            gojson::write_str_body(&mut self.buf, &rest[..cut]);
+            self.flush_buf()?;
+            rest = &rest[cut..];
+        }
+        self.buf.push('"');
+        self.state = State::Members;
+        self.flush_buf()
+    }
+
     pub fn rows(&self) -> u64 {
         self.rows
     }
@@ -343,6 +365,17 @@ mod tests {
         c.begin_rows().unwrap();
         c.value_row(&serde_json::json!({"a": 2})).unwrap();
         assert_ne!(c.end_rows().unwrap(), ha);
+    }
+
+    #[test]
+    fn long_texts_are_written_in_pieces_with_the_same_bytes() {
+        let text = "CREATE TABLE \"é<€>\"\u{2028};\n".repeat(10_000);
+        let mut s = PayloadSink::new(true);
+        s.begin_with_text("ddl", &text).unwrap();
+        s.member("ddl_hash", &Value::from("h")).unwrap();
+        let got = s.finish().unwrap().json().unwrap();
+        let want = gojson::to_vec(&serde_json::json!({"ddl": text, "ddl_hash": "h"})).unwrap();
+        assert_eq!(got, want);
     }
 
     #[test]
