@@ -45,7 +45,7 @@ fn run_case(
     minutes: u64,
     with_exporter: bool,
 ) -> Vec<sbs::Figures> {
-    let statements = statements.min(tables);
+    let statements = statements.min(tables); // each statement reads its own table
     eprintln!("scale: {tables} tables, {statements} statements, {minutes} min");
     let mut settings = vec![
         "pg_stat_statements.max = 10000",
