@@ -348,7 +348,7 @@ mod tests {
 
     #[test]
     fn the_hash_covers_rows_not_collected_at() {
-        let rows = vec![serde_json::json!({"a": 1})];
+        let rows = [serde_json::json!({"a": 1})];
         let mut a = PayloadSink::new(false);
         a.begin(UNIX_EPOCH).unwrap();
         a.begin_rows().unwrap();
