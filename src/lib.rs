@@ -22,5 +22,6 @@ pub mod platform;
 pub mod runner;
 pub mod sdnotify;
 pub mod secret;
+pub mod status;
 pub mod timefmt;
 pub mod version;

@@ -41,6 +41,11 @@ fn real_main() -> i32 {
     if cli.health {
         return health(&cli);
     }
+    match cli.command {
+        Some(cli::Subcommand::Status) => return status_cmd(&cli),
+        Some(cli::Subcommand::History) => return history_cmd(&cli),
+        None => {}
+    }
     dbtune_agent::runner::guard::install_hook();
     log::info!("dbtune-agent {} starting", version::VERSION);
 
@@ -60,6 +65,8 @@ fn real_main() -> i32 {
             logging::register_secret(&String::from_utf8_lossy(pw));
         }
     }
+
+    dbtune_agent::apply::history::set_limit(cfg.apply.history_limit);
 
     // Adapter choice.
     let provider = match select::from_flags(&cli.providers) {
@@ -227,6 +234,8 @@ fn real_main() -> i32 {
         on_alive: Some(on_alive),
         on_stopping: Some(on_stopping),
         alive_every,
+        // A dry run or a one-shot must not overwrite a running daemon's status.
+        state_dir: (!dry_run && !cli.once).then(|| cfg.state_dir.clone()),
         ..RunnerOptions::default()
     };
     let adapter_dyn: Arc<dyn Adapter> = adapter.clone();
@@ -250,15 +259,123 @@ fn real_main() -> i32 {
     0
 }
 
+/// The state directory and apply policy for the read-only commands: from the configuration,
+/// else (an unreadable or invalid file) `DBT_STATE_DIR` or the default, with default policy.
+fn state_for_commands(
+    cli: &cli::Cli,
+) -> (
+    std::path::PathBuf,
+    dbtune_agent::config::apply::ApplyConfig,
+    Option<String>,
+) {
+    match Config::load(cli.config.as_deref(), false) {
+        Ok(c) => (c.state_dir, c.apply, None),
+        Err(e) => (
+            std::env::var_os("DBT_STATE_DIR")
+                .filter(|v| !v.is_empty())
+                .map(std::path::PathBuf::from)
+                .unwrap_or_else(|| std::path::PathBuf::from("/var/lib/dbtune-agent")),
+            Default::default(),
+            Some(e.to_string()),
+        ),
+    }
+}
+
+/// `status`: exit 0 healthy, 1 degraded, 3 not running.
+fn status_cmd(cli: &cli::Cli) -> i32 {
+    let (dir, policy, cfg_err) = state_for_commands(cli);
+    if let Some(e) = &cfg_err {
+        eprintln!(
+            "note: configuration not loaded ({}); reading {}",
+            e.lines().next().unwrap_or(""),
+            dir.display()
+        );
+    }
+    let r = dbtune_agent::status::gather(&dir, &policy);
+    if cli.json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&r).unwrap_or_else(|_| "{}".into())
+        );
+    } else {
+        print!("{}", dbtune_agent::status::render(&r));
+    }
+    r.exit_code()
+}
+
+/// `history [--limit N] [--json]`: newest first.
+fn history_cmd(cli: &cli::Cli) -> i32 {
+    use dbtune_agent::apply::history;
+    let (dir, _, cfg_err) = state_for_commands(cli);
+    if let Some(e) = &cfg_err {
+        eprintln!(
+            "note: configuration not loaded ({}); reading {}",
+            e.lines().next().unwrap_or(""),
+            dir.display()
+        );
+    }
+    let mut records = match history::read(&dir) {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!(
+                "reading the apply history in {}: {e}",
+                history::history_path(&dir).display()
+            );
+            return 1;
+        }
+    };
+    records.truncate(cli.limit.unwrap_or(20));
+    if cli.json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&records).unwrap_or_else(|_| "[]".into())
+        );
+        return 0;
+    }
+    if records.is_empty() {
+        println!(
+            "No apply attempts recorded in {}.",
+            history::history_path(&dir).display()
+        );
+        return 0;
+    }
+    for r in &records {
+        println!(
+            "{}  {:<15}  {}  ({}{})",
+            r.finished_at,
+            r.outcome.label(),
+            r.recommendation_id,
+            r.knob_application,
+            if r.restarted { ", restarted" } else { "" }
+        );
+        let w = r.knobs.iter().map(|k| k.name.len()).max().unwrap_or(0);
+        for k in &r.knobs {
+            println!(
+                "    {:<w$}  {} -> {}{}  [{}]{}",
+                k.name,
+                k.before.as_deref().unwrap_or("?"),
+                k.after,
+                k.unit
+                    .as_deref()
+                    .map(|u| format!(" ({u})"))
+                    .unwrap_or_default(),
+                k.action,
+                k.reason
+                    .as_deref()
+                    .map(|x| format!(": {x}"))
+                    .unwrap_or_default()
+            );
+        }
+        for why in &r.reasons {
+            println!("    reason: {why}");
+        }
+    }
+    0
+}
+
 /// `--health`: 0 while a running agent (same state_dir) keeps making progress.
 fn health(cli: &cli::Cli) -> i32 {
-    let state_dir = match Config::load(cli.config.as_deref(), false) {
-        Ok(c) => c.state_dir,
-        Err(_) => std::env::var_os("DBT_STATE_DIR")
-            .filter(|v| !v.is_empty())
-            .map(std::path::PathBuf::from)
-            .unwrap_or_else(|| std::path::PathBuf::from("/var/lib/dbtune-agent")),
-    };
+    let (state_dir, _, _) = state_for_commands(cli);
     match dbtune_agent::liveness::check(&state_dir) {
         Ok(age) => {
             println!("ok: loops made progress {}s ago", age.as_secs());

@@ -5,6 +5,7 @@
 //! verify in `pg_settings`; on any failure restore the previous values and verify them.
 //! The same preparation serves `plan` (which applies nothing) and start-up `recover`.
 
+pub mod history;
 pub mod journal;
 pub mod plan;
 pub mod policy;
@@ -363,44 +364,70 @@ pub fn apply(
     ctx: &ApplyContext<'_>,
     rec: &Recommendation,
 ) -> std::result::Result<Outcome, ApplyError> {
+    let started = history::started();
+    let refuse = |p: Option<&Prepared>, e: ApplyError| {
+        history::finish(
+            ctx.state_dir,
+            &history::Record::refused(rec, &started, p, vec![e.message.clone()]),
+        );
+        e
+    };
     if let Some(why) = policy::frozen(ctx.policy, ctx.state_dir) {
-        return Err(ApplyError::config(format!(
-            "{why}; the recommendation was not applied"
-        )));
+        return Err(refuse(
+            None,
+            ApplyError::config(format!("{why}; the recommendation was not applied")),
+        ));
     }
     let _lock = journal::StateLock::acquire(ctx.state_dir).map_err(|e| {
-        ApplyError::config(format!(
-            "{e}; refusing to change the configuration without a journal, nothing was changed"
-        ))
+        refuse(
+            None,
+            ApplyError::config(format!(
+                "{e}; refusing to change the configuration without a journal, nothing was changed"
+            )),
+        )
     })?;
     // An interrupted earlier apply is settled first; never stacked on.
     let rep = recover::recover_locked(ctx).map_err(|e| {
-        ApplyError::config(format!(
-            "an earlier interrupted apply could not be recovered, nothing applied: {e}"
-        ))
+        refuse(
+            None,
+            ApplyError::config(format!(
+                "an earlier interrupted apply could not be recovered, nothing applied: {e}"
+            )),
+        )
     })?;
     if rep.action != recover::Recovery::Nothing {
         log::warn!("{rep}");
     }
-    let p =
-        prepare(ctx, rec).map_err(|e| ApplyError::config(format!("{e}; nothing was changed")))?;
+    let p = prepare(ctx, rec).map_err(|e| {
+        refuse(
+            None,
+            ApplyError::config(format!("{e}; nothing was changed")),
+        )
+    })?;
     let refused: Vec<String> = p.refused().map(|(n, why)| format!("{n}: {why}")).collect();
     if !refused.is_empty() {
-        return Err(ApplyError::config(format!(
-            "refusing to apply, nothing was changed: {} knob(s) rejected: {}",
-            refused.len(),
-            refused.join("; ")
-        )));
+        return Err(refuse(
+            Some(&p),
+            ApplyError::config(format!(
+                "refusing to apply, nothing was changed: {} knob(s) rejected: {}",
+                refused.len(),
+                refused.join("; ")
+            )),
+        ));
     }
     let changes: Vec<&KnobPlan> = p.changes().collect();
     if changes.is_empty() {
         log::debug!("every recommended knob already has its value; nothing to apply");
+        history::finish(
+            ctx.state_dir,
+            &history::Record::unchanged(rec, &started, &p),
+        );
         return Ok(Outcome::Unchanged);
     }
     if !p.blockers.is_empty() {
-        return Err(ApplyError::config(p.blockers.join("; ")));
+        return Err(refuse(Some(&p), ApplyError::config(p.blockers.join("; "))));
     }
-    execute(ctx, &changes)
+    execute(ctx, &changes, rec)
 }
 
 #[cfg(debug_assertions)]
@@ -420,6 +447,7 @@ fn test_pause(_point: &str, _state_dir: &Path) {}
 fn execute(
     ctx: &ApplyContext<'_>,
     changes: &[&KnobPlan],
+    rec: &Recommendation,
 ) -> std::result::Result<Outcome, ApplyError> {
     let restart_needed = changes.iter().any(|k| k.action == Action::Restart);
     let names: Vec<String> = changes.iter().map(|k| k.name.clone()).collect();
@@ -467,6 +495,8 @@ fn execute(
         auto_conf_before: snap.auto_conf_text.clone(),
         note: None,
         failed: false,
+        recommendation_id: history::recommendation_id(rec),
+        knob_application: format!("{:?}", rec.knob_application).to_ascii_lowercase(),
     };
     let journal = Journal::new(ctx.state_dir);
     journal.record(&mut entry, Phase::Intent).map_err(|e| {
@@ -536,7 +566,20 @@ fn execute(
                 // The change is in place and verified; only the bookkeeping failed.
                 log::error!("recording the verified apply: {e}");
             }
-            log::info!("applied and verified: {}", go_list(&names));
+            history::finish(
+                ctx.state_dir,
+                &history::Record::from_entry(&entry, history::HistoryOutcome::Applied, vec![]),
+            );
+            log::info!(
+                "recommendation {}: applied and verified ({}): {}",
+                entry.recommendation_id,
+                if restart_needed {
+                    "restarted"
+                } else {
+                    "reloaded"
+                },
+                go_list(&names)
+            );
             Ok(if restart_needed {
                 Outcome::Restarted(names)
             } else {
@@ -561,7 +604,10 @@ fn fail(
     altered: usize,
     reason: String,
 ) -> ApplyError {
-    log::error!("apply failed, rolling back: {reason}");
+    log::error!(
+        "recommendation {}: apply failed, rolling back: {reason}",
+        entry.recommendation_id
+    );
     let knobs: Vec<KnobChange> = entry.knobs.iter().take(altered).cloned().collect();
     let names: Vec<String> = knobs.iter().map(|k| k.name.clone()).collect();
     entry.failed = true;
@@ -569,6 +615,19 @@ fn fail(
         Ok(how) => {
             entry.note = Some(reason.clone());
             let _ = journal.record(entry, Phase::RolledBack);
+            history::finish(
+                ctx.state_dir,
+                &history::Record::from_entry(
+                    entry,
+                    history::HistoryOutcome::RolledBack,
+                    vec![reason.clone(), format!("rolled back: {how}")],
+                ),
+            );
+            log::warn!(
+                "recommendation {}: rolled back, the previous values of {} are back",
+                entry.recommendation_id,
+                go_list(&names)
+            );
             ApplyError::config(format!(
                 "{reason}; rolled back: the previous values of {} are back ({how})",
                 go_list(&names)
@@ -577,6 +636,14 @@ fn fail(
         Err(e) => {
             entry.note = Some(format!("{reason}; rollback failed: {e}"));
             let _ = journal.record(entry, Phase::RollbackFailed);
+            history::finish(
+                ctx.state_dir,
+                &history::Record::from_entry(
+                    entry,
+                    history::HistoryOutcome::RollbackFailed,
+                    vec![reason.clone(), format!("rollback failed: {e}")],
+                ),
+            );
             ApplyError::config(format!(
                 "{reason}; ROLLBACK FAILED: {e}; the previous values are kept in {} and will be restored at the next attempt",
                 journal.path().display()
