@@ -112,7 +112,9 @@ fn real_main() -> i32 {
         )
     };
 
-    if let Some(plan) = &cli.plan {
+    // `--dry-run --once --plan FILE`: the plan goes into the dry-run summary instead.
+    let plan_in_summary = dry_run && cli.once && matches!(cli.plan, Some(Some(_)));
+    if let Some(plan) = cli.plan.as_ref().filter(|_| !plan_in_summary) {
         return run_plan(&adapter, &platform, plan.as_deref());
     }
 
@@ -149,6 +151,7 @@ fn real_main() -> i32 {
     let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
     platform.set_stop_flag(stop.clone());
     let platform = Arc::new(platform);
+    let platform_for_summary = platform.clone();
     let settings = Settings {
         memory_threshold: cfg.memory_threshold,
         allow_restart: cfg.runtime_allow_restart,
@@ -243,6 +246,22 @@ fn real_main() -> i32 {
     *settings_handle.lock().unwrap_or_else(|p| p.into_inner()) = Some(r.shared().settings.clone());
     if cli.once {
         r.run_once();
+        if dry_run {
+            let extra = match cli.plan.as_ref().and_then(|p| p.as_deref()) {
+                Some(file) => match plan_text(&adapter, &platform_for_summary, Some(file)) {
+                    Ok(t) => format!(
+                        "recommendation from {} (--plan verdict; nothing applied):\n{}",
+                        file.display(),
+                        t.lines().map(|l| format!("  {l}\n")).collect::<String>()
+                    ),
+                    Err(e) => format!("recommendation: {e}\n"),
+                },
+                None => "recommendation: none (a dry run does not ask the platform; add --plan FILE to see what one would change)\n".into(),
+            };
+            if let Some(s) = platform_for_summary.dry_run_summary(&extra) {
+                eprint!("{s}");
+            }
+        }
         return 0;
     }
     if let Err(e) = runner::signals::install(tx.clone()) {
@@ -390,6 +409,21 @@ fn health(cli: &cli::Cli) -> i32 {
 
 /// `--plan`: what a recommendation would change; applies nothing.
 fn run_plan(adapter: &PgPrem, platform: &Platform, file: Option<&std::path::Path>) -> i32 {
+    match plan_text(adapter, platform, file) {
+        Ok(text) => {
+            print!("{text}");
+            0
+        }
+        Err(e) => fatal(e),
+    }
+}
+
+/// The plan of the recommendation in `file` (or the platform's), as text.
+fn plan_text(
+    adapter: &PgPrem,
+    platform: &Platform,
+    file: Option<&std::path::Path>,
+) -> Result<String, String> {
     let rec = match file {
         Some(p) => {
             let bytes = if p.as_os_str() == "-" {
@@ -397,27 +431,15 @@ fn run_plan(adapter: &PgPrem, platform: &Platform, file: Option<&std::path::Path
                 let _ = std::io::Read::read_to_end(&mut std::io::stdin(), &mut v);
                 v
             } else {
-                match std::fs::read(p) {
-                    Ok(b) => b,
-                    Err(e) => return fatal(format!("--plan {}: {e}", p.display())),
-                }
+                std::fs::read(p).map_err(|e| format!("--plan {}: {e}", p.display()))?
             };
             dbtune_agent::platform::recommendation::decode(&bytes)
         }
         None => platform.recommendation(),
     };
     match rec {
-        Err(e) => fatal(format!("reading the recommendation: {e}")),
-        Ok(None) => {
-            println!("No recommendation: nothing would change.");
-            0
-        }
-        Ok(Some(rec)) => match adapter.plan(&rec) {
-            Ok(text) => {
-                print!("{text}");
-                0
-            }
-            Err(e) => fatal(format!("planning: {e}")),
-        },
+        Err(e) => Err(format!("reading the recommendation: {e}")),
+        Ok(None) => Ok("No recommendation: nothing would change.\n".into()),
+        Ok(Some(rec)) => adapter.plan(&rec).map_err(|e| format!("planning: {e}")),
     }
 }
