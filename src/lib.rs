@@ -5,6 +5,7 @@
 
 pub mod adapter;
 pub mod apply;
+pub mod audit;
 pub mod checks;
 pub mod cli;
 pub mod cloud;

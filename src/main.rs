@@ -93,9 +93,41 @@ fn real_main() -> i32 {
         Err(e) => return fatal(format!("Failed to create local PostgreSQL adapter: {e}")),
     };
 
+    // `--output s3://bucket/key`: written to a local file first, uploaded after the pass.
+    let s3_output = cli
+        .output
+        .as_ref()
+        .and_then(|p| p.to_str())
+        .filter(|p| p.starts_with("s3://"))
+        .map(str::to_string);
+    let local_output = match &s3_output {
+        Some(url) => {
+            if !(dry_run && cli.once) {
+                return fatal(format!(
+                    "--output {url}: an S3 destination needs --dry-run --once (the file is uploaded when the pass ends)"
+                ));
+            }
+            if let Err(e) = dbtune_agent::audit::s3::S3Url::parse(url) {
+                return fatal(format!("--output: {e}"));
+            }
+            Some(std::env::temp_dir().join(format!("dbtune-snapshot-{}.jsonl", std::process::id())))
+        }
+        None => cli.output.clone(),
+    };
+
+    // The S3 audit trail of configuration changes (not in a dry run: nothing is applied).
+    let audit = if dry_run {
+        None
+    } else {
+        match dbtune_agent::audit::Audit::start(&cfg.audit, &cfg.state_dir) {
+            Ok(a) => a,
+            Err(e) => return fatal(e),
+        }
+    };
+
     // Where payloads go.
     let mut platform = if dry_run {
-        let out: Box<dyn Write + Send> = match &cli.output {
+        let out: Box<dyn Write + Send> = match &local_output {
             Some(p) => match std::fs::File::create(p) {
                 Ok(f) => Box::new(std::io::BufWriter::new(f)),
                 Err(e) => return fatal(format!("--output {}: {e}", p.display())),
@@ -262,6 +294,16 @@ fn real_main() -> i32 {
                 eprint!("{s}");
             }
         }
+        if let Some(a) = &audit {
+            a.flush(Duration::from_secs(10));
+        }
+        if let (Some(url), Some(file)) = (&s3_output, &local_output) {
+            let res = dbtune_agent::audit::upload_snapshot(&cfg.audit, url, file);
+            let _ = std::fs::remove_file(file);
+            if let Err(e) = res {
+                return fatal(e);
+            }
+        }
         return 0;
     }
     if let Err(e) = runner::signals::install(tx.clone()) {
@@ -274,6 +316,9 @@ fn real_main() -> i32 {
     }
     let _keep = tx;
     r.run(rx);
+    if let Some(a) = &audit {
+        a.flush(Duration::from_secs(5));
+    }
     log::info!("dbtune-agent stopped");
     0
 }

@@ -118,8 +118,20 @@ pub fn hostname() -> String {
 
 static SEQ: AtomicUsize = AtomicUsize::new(0);
 
-/// `20261201T220301.123456789Z-<pid hex>-<seq>`: sorts by time; unique per process and host.
+/// `20261201T220301.123456789Z-<host>-<pid hex>-<seq>`: sorts by time; unique per host and
+/// process. The host is reduced to characters that are safe in an S3 key and a file name.
 fn new_id(now: SystemTime) -> String {
+    let host: String = hostname()
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' || c == '.' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .take(63)
+        .collect();
     let t = crate::timefmt::utc_nanos(now);
     let (date, rest) = t.split_once('T').unwrap_or((&t, ""));
     let (hms, frac) = rest
@@ -127,7 +139,7 @@ fn new_id(now: SystemTime) -> String {
         .split_once('.')
         .unwrap_or((rest.trim_end_matches('Z'), ""));
     format!(
-        "{}T{}.{:0<9}Z-{:x}-{:04}",
+        "{}T{}.{:0<9}Z-{host}-{:x}-{:04}",
         date.replace('-', ""),
         hms.replace(':', ""),
         frac,

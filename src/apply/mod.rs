@@ -9,6 +9,7 @@ pub mod history;
 pub mod journal;
 pub mod plan;
 pub mod policy;
+pub mod progress;
 pub mod recover;
 pub mod render;
 pub mod restart;
@@ -167,7 +168,9 @@ pub(crate) fn with_conn<T>(pg: &Pg, mut f: impl FnMut(&mut Client) -> Result<T>)
 /// Polls `SELECT 1` until PostgreSQL answers, for at most `timeout`.
 pub(crate) fn wait_ready(pg: &Pg, timeout: Duration) -> Result<()> {
     let start = Instant::now();
+    let mut progress = progress::Progress::new("PostgreSQL to accept connections", timeout);
     loop {
+        progress.tick();
         let e = match pg.ping() {
             Ok(()) => return Ok(()),
             Err(e) => e,

@@ -34,6 +34,10 @@ fn keep_tail(buf: &mut Vec<u8>, more: &[u8]) {
 
 /// Runs `cmd` (in its own process group, stdin closed) for at most `timeout`.
 pub fn run_bounded(mut cmd: Command, timeout: Duration) -> std::io::Result<CommandResult> {
+    let mut progress = super::progress::Progress::new(
+        format!("{} to finish", cmd.get_program().to_string_lossy()),
+        timeout,
+    );
     cmd.stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -81,6 +85,7 @@ pub fn run_bounded(mut cmd: Command, timeout: Duration) -> std::io::Result<Comma
     }
     let start = Instant::now();
     let (code, timed_out) = loop {
+        progress.tick();
         if let Some(st) = child.try_wait()? {
             break (st.code(), false);
         }

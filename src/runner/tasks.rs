@@ -243,7 +243,10 @@ pub fn config(sh: &Shared) -> Result<()> {
                     log::debug!("recommendation {id}: already in effect; nothing applied")
                 }
                 Ok(o) => {
-                    log::info!("recommendation {id}: {}", describe(&o));
+                    log::info!(
+                        "configuration applied: recommendation {id}: {}",
+                        describe(&o)
+                    );
                     *sh.failed_apply.lock().unwrap_or_else(|p| p.into_inner()) = None;
                     after = Some(sh.adapter.active_config()?);
                 }
