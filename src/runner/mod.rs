@@ -562,10 +562,8 @@ impl Runner {
             }
         }
         self.shared.stop.store(true, Ordering::SeqCst);
-        // `status` says "not running" from now on rather than after the file goes stale.
-        if let Some(d) = &self.shared.state_dir {
-            let _ = std::fs::remove_file(crate::status::status_path(d));
-        }
+        // The last word for `status` (which sees the pid gone and says "not running").
+        let _ = tasks::status_file(&self.shared);
         // Flush queued log lines (one attempt, short timeout).
         let entries = crate::logging::drain_raw();
         if !entries.is_empty() {
