@@ -1,7 +1,7 @@
 //! The S3 audit trail: every apply-history record (one format, `apply::history::Record`) is
 //! also uploaded as one JSON object `<prefix>/<record id>.json` (ids are time-ordered and
 //! unique). Records go through the on-disk [`outbox::Outbox`] first; a background thread
-//! drains it, backing off 1 s → 5 min while the bucket is unreachable, so an outage loses
+//! drains it, backing off 2 s → 1 min while the bucket is unreachable, so an outage loses
 //! nothing and never delays an apply. Also the `--output s3://bucket/key` snapshot upload.
 
 pub mod outbox;
@@ -73,7 +73,7 @@ impl Audit {
             let wait = if failures == 0 {
                 Duration::from_secs(60)
             } else {
-                Duration::from_secs(1u64 << failures.min(8)).min(Duration::from_secs(300))
+                Duration::from_secs(1u64 << failures.min(6)).min(Duration::from_secs(60))
             };
             match self.drain() {
                 Ok(0) => {}
