@@ -270,7 +270,7 @@ impl Record {
             entry.started_at.clone(),
             entry.knob_application.clone(),
         );
-        r.restarted = entry.restart_needed && outcome != HistoryOutcome::Refused;
+        r.restarted = entry.restart_needed && outcome == HistoryOutcome::Applied;
         r.knobs = entry
             .knobs
             .iter()
