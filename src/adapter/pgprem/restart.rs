@@ -2,7 +2,6 @@
 //! `sudo -n` fallback. Every command runs without a shell, with a timeout (the whole process
 //! group is killed when it runs out) and with its output captured up to a bound.
 
-use super::Restarter;
 use crate::error::{Error, Kind, Result};
 use std::io::Read;
 use std::os::unix::process::CommandExt;
@@ -10,6 +9,14 @@ use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
+
+/// How PostgreSQL gets restarted when a restart-only knob changes.
+pub trait Restarter: Send + Sync {
+    /// Restarts PostgreSQL (or starts it when it is down), giving up after `deadline`.
+    fn restart(&self, deadline: Duration) -> Result<()>;
+    /// For messages: `restart script /usr/local/bin/x`, `systemctl restart postgresql`.
+    fn describe(&self) -> String;
+}
 
 /// Output kept per command (the tail is what explains a failure).
 const OUTPUT_LIMIT: usize = 4096;
@@ -34,10 +41,7 @@ fn keep_tail(buf: &mut Vec<u8>, more: &[u8]) {
 
 /// Runs `cmd` (in its own process group, stdin closed) for at most `timeout`.
 pub fn run_bounded(mut cmd: Command, timeout: Duration) -> std::io::Result<CommandResult> {
-    let mut progress = super::progress::Progress::new(
-        format!("{} to finish", cmd.get_program().to_string_lossy()),
-        timeout,
-    );
+    let program = cmd.get_program().to_string_lossy().into_owned();
     cmd.stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -84,10 +88,20 @@ pub fn run_bounded(mut cmd: Command, timeout: Duration) -> std::io::Result<Comma
         });
     }
     let start = Instant::now();
+    let mut last_log = start;
     let (code, timed_out) = loop {
-        progress.tick();
         if let Some(st) = child.try_wait()? {
             break (st.code(), false);
+        }
+        crate::apply::wait::tick();
+        // A restart can take minutes: say what is awaited, like every other long wait.
+        if last_log.elapsed() >= crate::apply::wait::LOG_EVERY {
+            last_log = Instant::now();
+            log::info!(
+                "still waiting for {program} to finish: {}s elapsed, deadline {}s",
+                start.elapsed().as_secs(),
+                timeout.as_secs()
+            );
         }
         if start.elapsed() >= timeout {
             let pgid = child.id() as i32;
@@ -136,6 +150,7 @@ fn with_output(msg: String, r: &CommandResult) -> String {
 }
 
 /// The operator's restart script, executed directly (no shell, no arguments).
+#[derive(Clone, Debug)]
 pub struct ScriptRestarter {
     pub path: PathBuf,
     pub timeout: Duration,
@@ -182,6 +197,7 @@ impl Restarter for ScriptRestarter {
 }
 
 /// `systemctl restart <unit>`, then `sudo -n systemctl restart <unit>` (never prompts).
+#[derive(Clone, Debug)]
 pub struct SystemctlRestarter {
     pub unit: String,
     pub timeout: Duration,

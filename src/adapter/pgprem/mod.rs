@@ -2,34 +2,26 @@
 //! pg_settings, apply through ALTER SYSTEM + reload or a restart script / systemctl, and the
 //! memory guardrail judged against PostgreSQL's cgroup limit when it has one.
 
+pub mod restart;
+pub mod target;
+
 use super::Adapter;
-use crate::apply::restart::{ScriptRestarter, SystemctlRestarter};
-use crate::apply::{ApplyContext, ApplyError, Outcome, Restarter};
+use crate::apply::Applier;
 use crate::config::Config;
 use crate::error::{Context, Result};
 use crate::host::{cgroup, cpu, distro, memory};
 use crate::metrics::{hardware::Hardware, MetricCollector};
-use crate::model::{
-    ConfigRow, GuardrailLevel, GuardrailSignal, GuardrailType, Metric, Recommendation,
-};
+use crate::model::{ConfigRow, GuardrailLevel, GuardrailSignal, GuardrailType, Metric};
 use crate::pg::{Pg, SessionLimits};
+use restart::{Restarter, ScriptRestarter, SystemctlRestarter};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
-
-/// Settings that SIGHUP may change without a restart.
-#[derive(Clone, Debug)]
-pub struct Runtime {
-    pub allow_restart: bool,
-    pub apply: crate::config::apply::ApplyConfig,
-}
 
 pub struct PgPrem {
     pg: Pg,
-    restarter: Option<Box<dyn Restarter>>,
-    runtime: Arc<RwLock<Runtime>>,
-    state_dir: PathBuf,
+    applier: Applier,
     /// The postmaster's PID when PostgreSQL runs on this host (for its cgroup), re-resolved
     /// at most once a minute.
     postmaster: Mutex<(Option<u32>, Option<Instant>)>,
@@ -59,50 +51,13 @@ impl PgPrem {
             } else {
                 None
             };
+        let target = target::LocalTarget::new(restarter, cfg.apply.auto_conf_path.clone());
         Ok(PgPrem {
             pg,
-            restarter,
-            runtime: Arc::new(RwLock::new(Runtime {
-                allow_restart: cfg.runtime_allow_restart,
-                apply: cfg.apply.clone(),
-            })),
-            state_dir: cfg.state_dir.clone(),
+            applier: Applier::new(cfg, Box::new(target)),
             postmaster: Mutex::new((None, None)),
             resolving: AtomicBool::new(false),
         })
-    }
-
-    /// Handle for SIGHUP: replaces the runtime settings.
-    pub fn runtime(&self) -> Arc<RwLock<Runtime>> {
-        self.runtime.clone()
-    }
-
-    fn with_ctx<T>(&self, f: impl FnOnce(&ApplyContext<'_>) -> T) -> T {
-        let rt = self
-            .runtime
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone();
-        let ctx = ApplyContext {
-            pg: &self.pg,
-            allow_restart: rt.allow_restart,
-            restarter: self.restarter.as_deref(),
-            policy: &rt.apply,
-            state_dir: &self.state_dir,
-            ready_timeout: rt.apply.ready_timeout,
-        };
-        f(&ctx)
-    }
-
-    /// `--plan`: the report of what `rec` would change (nothing is applied).
-    pub fn plan(&self, rec: &Recommendation) -> Result<String> {
-        self.with_ctx(|ctx| crate::apply::plan(ctx, rec))
-            .map(|p| p.to_string())
-    }
-
-    /// Settles an apply that an earlier run left unfinished (journal in the state directory).
-    pub fn recover(&self) -> Result<crate::apply::RecoveryReport> {
-        self.with_ctx(crate::apply::recover)
     }
 
     fn postmaster_pid(&self) -> Option<u32> {
@@ -171,16 +126,8 @@ impl Adapter for PgPrem {
         super::active_config_from_pg(&self.pg)
     }
 
-    fn apply(&self, rec: &Recommendation) -> std::result::Result<Outcome, ApplyError> {
-        log::info!(
-            "Applying Config: {}",
-            match rec.knob_application {
-                crate::model::KnobApplication::Restart => "restart",
-                crate::model::KnobApplication::Reload => "reload",
-                crate::model::KnobApplication::Unspecified => "",
-            }
-        );
-        self.with_ctx(|ctx| crate::apply::apply(ctx, rec))
+    fn applier(&self) -> &Applier {
+        &self.applier
     }
 
     fn guardrail(&self, threshold: f64) -> Result<Option<GuardrailSignal>> {
