@@ -310,9 +310,12 @@ fn history_is_bounded_and_rotated() {
         loop {
             let (_, out, _) = cmd(&yaml, &["history", "--json"]);
             let h: Vec<Value> = serde_json::from_str(&out).unwrap_or_default();
-            if h.first()
-                .is_some_and(|r| r["knobs"][0]["after"] == v.to_string())
-            {
+            if h.first().is_some_and(|r| {
+                r["knobs"][0]["after"]
+                    .as_str()
+                    .and_then(|s| s.parse::<i64>().ok())
+                    == Some(*v)
+            }) {
                 break;
             }
             assert!(

@@ -17,9 +17,13 @@ pub struct EndpointStats {
     pub gzipped: Option<usize>,
 }
 
+/// Per-endpoint counts in first-seen order, and the system facts (key, value).
+#[derive(Default)]
+struct Tally(Vec<EndpointStats>, Vec<(String, String)>);
+
 #[derive(Default)]
 pub struct Summary {
-    inner: Mutex<(Vec<EndpointStats>, Vec<(String, String)>)>,
+    inner: Mutex<Tally>,
 }
 
 /// Rows of a payload: the length of its largest top-level array or object (`metrics`,

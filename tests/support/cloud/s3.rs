@@ -95,9 +95,9 @@ fn dechunk(mut b: &[u8]) -> Vec<u8> {
 }
 
 impl S3Peer {
-    pub fn start(bin: &PathBuf) -> S3Peer {
+    pub fn start(bin: &std::path::Path) -> S3Peer {
         let mut p = S3Peer {
-            bin: bin.clone(),
+            bin: bin.to_path_buf(),
             moto: None,
             check: None,
             moto_port: free_port(),
