@@ -313,6 +313,17 @@ pub fn history_path(state_dir: &Path) -> PathBuf {
 /// `applied`/`unchanged`, or a refusal with the same reasons as the newest record, is skipped.
 /// Errors are logged, never returned: bookkeeping must not change an apply's outcome.
 pub fn finish(state_dir: &Path, record: &Record) {
+    // Reasons quote errors and restart-script output: registered secrets never reach the file.
+    let mut redacted = record.clone();
+    for r in redacted.reasons.iter_mut() {
+        *r = crate::logging::redact(r);
+    }
+    for k in redacted.knobs.iter_mut() {
+        if let Some(r) = k.reason.as_mut() {
+            *r = crate::logging::redact(r);
+        }
+    }
+    let record = &redacted;
     let _g = WRITE.lock().unwrap_or_else(|p| p.into_inner());
     if let Some(last) = newest(state_dir) {
         let same_rec = last.recommendation_id == record.recommendation_id;
@@ -487,6 +498,22 @@ mod tests {
         finish(&d, &Record::refused(&rec("7MB"), &started(), None, vec![]));
         let all = read(&d).unwrap();
         assert_eq!(all[0].knobs[0].after, "7MB");
+        // A registered secret quoted in a reason never reaches the file.
+        crate::logging::register_secret("hist-secret-4711");
+        finish(
+            &d,
+            &Record::refused(
+                &rec("8MB"),
+                &started(),
+                None,
+                vec!["script said hist-secret-4711".into()],
+            ),
+        );
+        let text = std::fs::read_to_string(history_path(&d)).unwrap();
+        assert!(
+            text.contains("script said") && !text.contains("hist-secret-4711"),
+            "{text}"
+        );
         set_limit(DEFAULT_LIMIT);
         let _ = fs::remove_dir_all(&d);
     }
