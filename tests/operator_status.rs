@@ -231,7 +231,9 @@ fn status_and_history_through_a_daemons_life() {
     );
     let reasons = v["last_apply"]["reasons"].to_string();
     assert!(
-        reasons.contains("restart via") && reasons.contains("rolled back"),
+        reasons.contains("restart")
+            && reasons.contains("failed")
+            && reasons.contains("rolled back"),
         "{reasons}"
     );
     let (_, text, _) = cmd(&yaml, &["status"]);
