@@ -1,6 +1,7 @@
 //! Adapters: what differs per provider (host metrics, system info, how a configuration is
 //! applied, guardrails). The runner talks only to this trait.
 
+pub mod docker;
 pub mod pgprem;
 pub mod select;
 
@@ -21,6 +22,9 @@ pub fn build(provider: Provider, cfg: &Config) -> std::result::Result<Arc<dyn Ad
         Provider::Local => pgprem::PgPrem::new(cfg)
             .map(|a| Arc::new(a) as Arc<dyn Adapter>)
             .map_err(|e| format!("Failed to create local PostgreSQL adapter: {e}")),
+        Provider::Docker => docker::DockerAdapter::new(cfg)
+            .map(|a| Arc::new(a) as Arc<dyn Adapter>)
+            .map_err(|e| format!("Failed to create Docker adapter: {e}")),
         p => Err(format!(
             "the {} adapter ({}) is not available in this build yet; use --local for self-managed PostgreSQL",
             p.label(),

@@ -454,6 +454,7 @@ fn execute(
     let restart_needed = changes.iter().any(|k| k.action == Action::Restart);
     let names: Vec<String> = changes.iter().map(|k| k.name.clone()).collect();
     let target = ctx.target;
+    let started = Instant::now();
     let now = std::time::SystemTime::now();
     let mut entry = Entry {
         id: format!(
@@ -590,14 +591,11 @@ fn execute(
                 &history::Record::from_entry(&entry, history::HistoryOutcome::Applied, vec![]),
             );
             log::info!(
-                "recommendation {}: applied and verified on {} ({}): {}",
+                "recommendation {}: applied and verified on {} in {:.1} s ({}): {}",
                 entry.recommendation_id,
                 target.describe(),
-                if restart_needed {
-                    "restarted"
-                } else {
-                    "reloaded"
-                },
+                started.elapsed().as_secs_f64(),
+                if restart_needed { "restart" } else { "reload" },
                 go_list(&names)
             );
             Ok(if restart_needed {
@@ -667,12 +665,20 @@ fn fail(
         "recommendation {}: apply failed, rolling back: {reason}",
         entry.recommendation_id
     );
+    let started = Instant::now();
     let knobs: Vec<KnobChange> = entry.knobs.iter().take(altered).cloned().collect();
     let names: Vec<String> = knobs.iter().map(|k| k.name.clone()).collect();
     entry.failed = true;
     match rollback(ctx, entry, &knobs, false) {
         Err(e) if e.kind == Kind::Interrupted => interrupted(journal, entry, e),
         Ok(how) => {
+            log::warn!(
+                "recommendation {}: rolled back {} on {} in {:.1} s: the previous values are back",
+                entry.recommendation_id,
+                go_list(&names),
+                ctx.target.describe(),
+                started.elapsed().as_secs_f64()
+            );
             entry.note = Some(reason.clone());
             let _ = journal.record(entry, Phase::RolledBack);
             history::finish(
@@ -682,11 +688,6 @@ fn fail(
                     history::HistoryOutcome::RolledBack,
                     vec![reason.clone(), format!("rolled back: {how}")],
                 ),
-            );
-            log::warn!(
-                "recommendation {}: rolled back, the previous values of {} are back",
-                entry.recommendation_id,
-                go_list(&names)
             );
             ApplyError::config(format!(
                 "{reason}; rolled back: the previous values of {} are back ({how})",

@@ -4,6 +4,7 @@
 pub mod agent;
 pub mod apply;
 pub mod cloud;
+pub mod docker;
 pub mod pgcluster;
 pub mod pgversions;
 pub mod platform;
