@@ -133,3 +133,14 @@ pub fn role_privileges(c: &mut Client) -> Result<(String, bool, bool)> {
 pub fn backend_pid(c: &mut Client) -> Result<i32> {
     Ok(query_one(c, "SELECT pg_backend_pid()", &[])?.get(0))
 }
+
+/// The server's data directory and this session's backend PID (to tell whether the server runs
+/// on this host). Needs superuser or pg_read_all_settings.
+pub fn data_directory(c: &mut Client) -> Result<(String, i32)> {
+    let row = query_one(
+        c,
+        "SELECT current_setting('data_directory'), pg_backend_pid()",
+        &[],
+    )?;
+    Ok((row.get(0), row.get(1)))
+}
