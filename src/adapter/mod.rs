@@ -2,6 +2,8 @@
 //! applied, guardrails). The runner talks only to this trait.
 
 pub mod docker;
+pub mod local_host;
+pub mod patroni;
 pub mod pgprem;
 pub mod select;
 
@@ -10,7 +12,7 @@ use crate::checks::Check;
 use crate::config::Config;
 use crate::error::Result;
 use crate::metrics::MetricCollector;
-use crate::model::{ConfigRow, GuardrailSignal, Metric, Recommendation};
+use crate::model::{ConfigRow, ErrorReport, GuardrailSignal, Metric, Recommendation};
 use crate::pg::Pg;
 use select::Provider;
 use std::sync::{Arc, RwLock};
@@ -25,6 +27,9 @@ pub fn build(provider: Provider, cfg: &Config) -> std::result::Result<Arc<dyn Ad
         Provider::Docker => docker::DockerAdapter::new(cfg)
             .map(|a| Arc::new(a) as Arc<dyn Adapter>)
             .map_err(|e| format!("Failed to create Docker adapter: {e}")),
+        Provider::Patroni => patroni::Patroni::new(cfg)
+            .map(|a| Arc::new(a) as Arc<dyn Adapter>)
+            .map_err(|e| format!("Failed to create Patroni adapter: {e}")),
         p => Err(format!(
             "the {} adapter ({}) is not available in this build yet; use --local for self-managed PostgreSQL",
             p.label(),
@@ -62,6 +67,11 @@ pub trait Adapter: Send + Sync {
     }
     /// `--check` lines for the provider's control plane (Docker socket, Patroni REST, …).
     fn control_plane_checks(&self) -> Vec<Check> {
+        Vec::new()
+    }
+    /// Events the adapter observed for the platform's log entries (Patroni: `failover_detected`),
+    /// drained and sent by the runner every second; adapters never talk to the platform.
+    fn take_reports(&self) -> Vec<ErrorReport> {
         Vec::new()
     }
     /// `Ok(None)` when nothing is wrong.

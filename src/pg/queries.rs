@@ -134,6 +134,13 @@ pub fn backend_pid(c: &mut Client) -> Result<i32> {
     Ok(query_one(c, "SELECT pg_backend_pid()", &[])?.get(0))
 }
 
+/// `pg_is_in_recovery()`: true on a replica (Patroni: applies only on the leader).
+pub fn in_recovery(c: &mut Client) -> Result<bool> {
+    Ok(query_one(c, "SELECT pg_catalog.pg_is_in_recovery()", &[])
+        .context("checking whether this server is a replica (pg_is_in_recovery)")?
+        .get(0))
+}
+
 /// The server's data directory and this session's backend PID (to tell whether the server runs
 /// on this host). Needs superuser or pg_read_all_settings.
 pub fn data_directory(c: &mut Client) -> Result<(String, i32)> {

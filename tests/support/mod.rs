@@ -5,6 +5,7 @@ pub mod agent;
 pub mod apply;
 pub mod cloud;
 pub mod docker;
+pub mod patroni;
 pub mod pgcluster;
 pub mod pgversions;
 pub mod platform;
