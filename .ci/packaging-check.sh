@@ -77,9 +77,18 @@ listing=$(dpkg-deb -c "$DEB" | awk '{print $1, $2, $6}')
 for want in "-rwxr-xr-x 0/0 ./usr/bin/dbtune-agent" \
     "-rw-r----- 0/0 ./etc/dbtune/dbtune.yaml" \
     "-rw-r--r-- 0/0 ./usr/lib/systemd/system/dbtune-agent.service" \
-    "-rw-r--r-- 0/0 ./usr/share/dbtune-agent/polkit/50-dbtune-agent.rules"; do
+    "-rw-r--r-- 0/0 ./usr/share/dbtune-agent/polkit/50-dbtune-agent.rules" \
+    "-rw-r--r-- 0/0 ./usr/share/man/man1/dbtune-agent.1.gz"; do
     check "contains $want" grep -qxF -- "$want" <<<"$listing"
 done
+# The man page in the package is the one generated from --help (cli::man_page, checked by
+# `cargo test --lib cli`), and it renders.
+# (cargo-deb gzips man pages, as Debian policy wants.)
+dpkg-deb --fsys-tarfile "$DEB" | tar -xO ./usr/share/man/man1/dbtune-agent.1.gz | gzip -dc >"$WORK/man.1"
+check "the packaged man page is packaging/dbtune-agent.1" cmp "$WORK/man.1" packaging/dbtune-agent.1
+if command -v man >/dev/null; then
+    check "the man page renders and lists the subcommands" bash -c "MANWIDTH=100 man -l '$WORK/man.1' 2>/dev/null | grep -q 'history'"
+fi
 dpkg-deb -e "$DEB" "$WORK/control"
 check "conffiles lists /etc/dbtune/dbtune.yaml" grep -qx /etc/dbtune/dbtune.yaml "$WORK/control/conffiles"
 check "postinst creates the system user" grep -q "useradd --system" "$WORK/control/postinst"
@@ -95,7 +104,8 @@ expect_eq "Version-Release" "$(rpm -qp --qf '%{VERSION}-%{RELEASE}' "$RPM" 2>/de
 flags=$(rpm -qp --qf '[%{FILEMODES:perms} %{FILEUSERNAME}:%{FILEGROUPNAME} %{FILEFLAGS:fflags} %{FILENAMES}\n]' "$RPM" 2>/dev/null)
 for want in "-rwxr-xr-x root:root  /usr/bin/dbtune-agent" \
     "-rw-r----- root:dbtune cn /etc/dbtune/dbtune.yaml" \
-    "-rw-r--r-- root:root  /usr/lib/systemd/system/dbtune-agent.service"; do
+    "-rw-r--r-- root:root  /usr/lib/systemd/system/dbtune-agent.service" \
+    "-rw-r--r-- root:root  /usr/share/man/man1/dbtune-agent.1"; do
     check "file $want" grep -qxF -- "$want" <<<"$flags"
 done
 requires=$(rpm -qpR "$RPM" 2>/dev/null)

@@ -1,6 +1,8 @@
 //! Command line (lexopt). The Go agent's flags with Go `flag` package conventions (one or two
 //! dashes, `--flag=true|false`), plus `--config`, `--check`, `--dry-run`, `--output`, `--once`
-//! and `--plan`.
+//! and `--plan`; and the subcommands `status` and `history`. `USAGE` is the one text for
+//! `--help` and the man page (`man_page()` renders it; `packaging/dbtune-agent.1` is checked
+//! against it by a test).
 
 use crate::adapter::select::Provider;
 use std::ffi::OsString;
@@ -20,10 +22,31 @@ pub struct Cli {
     pub health: bool,
     /// `--plan FILE` (a recommendation as JSON; `-` for stdin) or `--plan` alone (ask the platform).
     pub plan: Option<Option<PathBuf>>,
+    pub command: Option<Subcommand>,
+    /// `status --json`, `history --json`.
+    pub json: bool,
+    /// `history --limit N`.
+    pub limit: Option<usize>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Subcommand {
+    /// Is the agent working (exit 0 healthy, 1 degraded, 3 not running).
+    Status,
+    /// The local apply history, newest first.
+    History,
 }
 
 pub const USAGE: &str = "\
 Usage: dbtune-agent [flags]
+       dbtune-agent status [--json] [--config PATH]
+       dbtune-agent history [--limit N] [--json] [--config PATH]
+
+Commands (read the state directory; work as the agent's user, running or not):
+  status         provider, PostgreSQL, last sends, platform outage, last apply, restart budget, freeze, journal; exit 0 healthy, 1 degraded, 3 not running
+  history        the local apply history, newest first: outcome and per knob the value before and after, with reasons
+  --json         status, history: one JSON document for scripts and monitoring
+  --limit N      history: show at most N attempts (default 20)
 
 Provider (default: detected from the environment and dbtune.yaml, else --local):
   --local        self-managed PostgreSQL (systemd unit or restart script)
@@ -39,8 +62,8 @@ Provider (default: detected from the environment and dbtune.yaml, else --local):
 Modes:
   --config PATH  read this file instead of searching /etc/dbtune.yaml, /etc/dbtune/dbtune.yaml, ./dbtune.yaml
   --check        run the startup checks, print a report, exit 1 on any failure
-  --dry-run      send nothing: write every payload as a JSON line to stdout (or --output FILE)
-  --output FILE  where --dry-run writes
+  --dry-run      send nothing: write every payload as a JSON line to stdout (or --output FILE), a summary to stderr
+  --output FILE  where --dry-run writes; s3://bucket/key uploads the file to S3 at the end (with --once)
   --once         one pass of every loop, then exit
   --plan [FILE]  show what a recommendation (from FILE, or from the platform) would change; applies nothing
   --health       exit 0 while a running agent's loops make progress (for container probes)
@@ -123,6 +146,21 @@ pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Cli, String> {
                 });
                 cli.plan = Some(v.map(PathBuf::from));
             }
+            Long("json") if cli.command.is_some() => cli.json = true,
+            Long("limit") if cli.command == Some(Subcommand::History) => {
+                let v = p.value().map_err(|e| e.to_string())?;
+                let v = v.to_string_lossy();
+                cli.limit = Some(v.parse::<usize>().ok().filter(|n| *n > 0).ok_or_else(|| {
+                    format!("invalid value {v:?} for --limit: expected a positive integer")
+                })?);
+            }
+            Value(v) if cli.command.is_none() && (v == "status" || v == "history") => {
+                cli.command = Some(if v == "status" {
+                    Subcommand::Status
+                } else {
+                    Subcommand::History
+                });
+            }
             // Like Go's flag package, parsing stops at the first non-flag argument.
             Value(_) => break,
             Long(name) => return Err(format!("flag provided but not defined: -{name}")),
@@ -130,6 +168,67 @@ pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Cli, String> {
         }
     }
     Ok(cli)
+}
+
+/// Escapes text for troff (`\` and a leading `.` or `'`).
+fn roff(s: &str) -> String {
+    let t = s.replace('\\', "\\e").replace('-', "\\-");
+    if t.starts_with('.') || t.starts_with('\'') {
+        format!("\\&{t}")
+    } else {
+        t
+    }
+}
+
+/// The man page, rendered from [`USAGE`] (section headers end with `:`; entries are a flag
+/// column and a text column separated by two spaces or more).
+pub fn man_page() -> String {
+    let mut out = String::new();
+    out.push_str(".\\\" Generated from src/cli.rs USAGE by `DBTUNE_REGEN_MAN=1 cargo test --lib cli`; do not edit.\n");
+    out.push_str(".TH DBTUNE\\-AGENT 1 \"\" \"dbtune-agent\" \"User Commands\"\n");
+    out.push_str(".SH NAME\ndbtune\\-agent \\- DBtune agent: PostgreSQL metrics and safe configuration tuning\n");
+    out.push_str(".SH SYNOPSIS\n");
+    let mut lines = USAGE.lines().peekable();
+    while let Some(l) = lines.peek() {
+        let l = *l;
+        if l.is_empty() {
+            lines.next();
+            break;
+        }
+        let l = l.trim_start_matches("Usage: ").trim_start();
+        out.push_str(&format!(".B {}\n.br\n", roff(l)));
+        lines.next();
+    }
+    out.push_str(".SH DESCRIPTION\n");
+    out.push_str("The DBtune agent runs next to PostgreSQL: it collects metrics and configuration, sends them to the DBtune platform, applies recommended configurations safely and raises guardrail signals. Configuration is read from dbtune.yaml and DBT_* environment variables.\n");
+    for l in lines {
+        if l.is_empty() {
+            continue;
+        }
+        if !l.starts_with(' ') {
+            out.push_str(&format!(
+                ".SH {}\n",
+                roff(l.trim_end_matches(':')).to_uppercase()
+            ));
+            continue;
+        }
+        let t = l.trim_start();
+        match t.find("  ") {
+            Some(i) => out.push_str(&format!(
+                ".TP\n.B {}\n{}\n",
+                roff(t[..i].trim()),
+                roff(t[i..].trim())
+            )),
+            None => out.push_str(&format!("{}\n", roff(t))),
+        }
+    }
+    out.push_str(".SH EXIT STATUS\n");
+    out.push_str(".TP\n.B 0\nsuccess; for status: healthy\n");
+    out.push_str(".TP\n.B 1\nan error; for status: degraded (PostgreSQL unreachable, platform failing, an apply awaiting recovery or a failed rollback)\n");
+    out.push_str(".TP\n.B 2\na command-line error\n");
+    out.push_str(".TP\n.B 3\nstatus: the agent is not running\n");
+    out.push_str(".SH FILES\n.TP\n.I /etc/dbtune/dbtune.yaml\nthe configuration\n.TP\n.I /var/lib/dbtune\\-agent\nthe state directory (apply journal, history, status, audit outbox)\n");
+    out
 }
 
 #[cfg(test)]
@@ -160,5 +259,43 @@ mod tests {
             Some(PathBuf::from("/x.yaml"))
         );
         assert!(p(&["-h"]).unwrap().help);
+        let c = p(&["history", "--limit", "5", "--json"]).unwrap();
+        assert_eq!(
+            (c.command, c.limit, c.json),
+            (Some(Subcommand::History), Some(5), true)
+        );
+        assert!(p(&["history", "--limit", "0"])
+            .unwrap_err()
+            .contains("--limit"));
+        assert!(p(&["--json"]).is_err(), "--json belongs to a subcommand");
+        let c = p(&["status", "--config", "/x.yaml"]).unwrap();
+        assert_eq!(c.command, Some(Subcommand::Status));
+    }
+
+    /// The installed man page is generated from USAGE: they cannot drift.
+    #[test]
+    fn man_page_matches_help() {
+        let path =
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("packaging/dbtune-agent.1");
+        let want = man_page();
+        if std::env::var_os("DBTUNE_REGEN_MAN").is_some() {
+            std::fs::write(&path, &want).unwrap();
+        }
+        let have = std::fs::read_to_string(&path).unwrap_or_default();
+        assert!(
+            have == want,
+            "{} is out of date with cli::USAGE; regenerate with DBTUNE_REGEN_MAN=1 cargo test --lib cli",
+            path.display()
+        );
+        // Every flag of the help is in the page.
+        for flag in [
+            "\\-\\-dry\\-run",
+            "\\-\\-plan",
+            "status",
+            "history",
+            "\\-\\-limit",
+        ] {
+            assert!(have.contains(flag), "{flag}");
+        }
     }
 }

@@ -6,6 +6,7 @@
 pub mod adapter;
 pub mod alloc;
 pub mod apply;
+pub mod audit;
 pub mod checks;
 pub mod cli;
 pub mod cloud;
@@ -23,5 +24,6 @@ pub mod platform;
 pub mod runner;
 pub mod sdnotify;
 pub mod secret;
+pub mod status;
 pub mod timefmt;
 pub mod version;

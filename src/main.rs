@@ -41,6 +41,11 @@ fn real_main() -> i32 {
     if cli.health {
         return health(&cli);
     }
+    match cli.command {
+        Some(cli::Subcommand::Status) => return status_cmd(&cli),
+        Some(cli::Subcommand::History) => return history_cmd(&cli),
+        None => {}
+    }
     dbtune_agent::runner::guard::install_hook();
     log::info!("dbtune-agent {} starting", version::VERSION);
 
@@ -61,6 +66,8 @@ fn real_main() -> i32 {
         }
     }
 
+    dbtune_agent::apply::history::set_limit(cfg.apply.history_limit);
+
     // Adapter choice.
     let provider = match select::from_flags(&cli.providers) {
         Some(p) => p,
@@ -79,9 +86,41 @@ fn real_main() -> i32 {
         Err(e) => return fatal(e),
     };
 
+    // `--output s3://bucket/key`: written to a local file first, uploaded after the pass.
+    let s3_output = cli
+        .output
+        .as_ref()
+        .and_then(|p| p.to_str())
+        .filter(|p| p.starts_with("s3://"))
+        .map(str::to_string);
+    let local_output = match &s3_output {
+        Some(url) => {
+            if !(dry_run && cli.once) {
+                return fatal(format!(
+                    "--output {url}: an S3 destination needs --dry-run --once (the file is uploaded when the pass ends)"
+                ));
+            }
+            if let Err(e) = dbtune_agent::audit::s3::S3Url::parse(url) {
+                return fatal(format!("--output: {e}"));
+            }
+            Some(std::env::temp_dir().join(format!("dbtune-snapshot-{}.jsonl", std::process::id())))
+        }
+        None => cli.output.clone(),
+    };
+
+    // The S3 audit trail of configuration changes (not in a dry run: nothing is applied).
+    let audit = if dry_run {
+        None
+    } else {
+        match dbtune_agent::audit::Audit::start(&cfg.audit, &cfg.state_dir) {
+            Ok(a) => a,
+            Err(e) => return fatal(e),
+        }
+    };
+
     // Where payloads go.
     let mut platform = if dry_run {
-        let out: Box<dyn Write + Send> = match &cli.output {
+        let out: Box<dyn Write + Send> = match &local_output {
             Some(p) => match std::fs::File::create(p) {
                 Ok(f) => Box::new(std::io::BufWriter::new(f)),
                 Err(e) => return fatal(format!("--output {}: {e}", p.display())),
@@ -98,7 +137,9 @@ fn real_main() -> i32 {
         )
     };
 
-    if let Some(plan) = &cli.plan {
+    // `--dry-run --once --plan FILE`: the plan goes into the dry-run summary instead.
+    let plan_in_summary = dry_run && cli.once && matches!(cli.plan, Some(Some(_)));
+    if let Some(plan) = cli.plan.as_ref().filter(|_| !plan_in_summary) {
         return run_plan(&adapter, &platform, plan.as_deref());
     }
 
@@ -136,6 +177,7 @@ fn real_main() -> i32 {
     let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
     platform.set_stop_flag(stop.clone());
     let platform = Arc::new(platform);
+    let platform_for_summary = platform.clone();
     let settings = Settings {
         memory_threshold: cfg.memory_threshold,
         allow_restart: cfg.runtime_allow_restart,
@@ -221,12 +263,40 @@ fn real_main() -> i32 {
         on_alive: Some(on_alive),
         on_stopping: Some(on_stopping),
         alive_every,
+        // A dry run or a one-shot must not overwrite a running daemon's status.
+        state_dir: (!dry_run && !cli.once).then(|| cfg.state_dir.clone()),
         ..RunnerOptions::default()
     };
     let r = Runner::new(adapter.clone(), platform, settings, &cfg.collectors, opts);
     *settings_handle.lock().unwrap_or_else(|p| p.into_inner()) = Some(r.shared().settings.clone());
     if cli.once {
         r.run_once();
+        if dry_run {
+            let extra = match cli.plan.as_ref().and_then(|p| p.as_deref()) {
+                Some(file) => match plan_text(&adapter, &platform_for_summary, Some(file)) {
+                    Ok(t) => format!(
+                        "recommendation from {} (--plan verdict; nothing applied):\n{}",
+                        file.display(),
+                        t.lines().map(|l| format!("  {l}\n")).collect::<String>()
+                    ),
+                    Err(e) => format!("recommendation: {e}\n"),
+                },
+                None => "recommendation: none (a dry run does not ask the platform; add --plan FILE to see what one would change)\n".into(),
+            };
+            if let Some(s) = platform_for_summary.dry_run_summary(&extra) {
+                eprint!("{s}");
+            }
+        }
+        if let Some(a) = &audit {
+            a.flush(Duration::from_secs(10));
+        }
+        if let (Some(url), Some(file)) = (&s3_output, &local_output) {
+            let res = dbtune_agent::audit::upload_snapshot(&cfg.audit, url, file);
+            let _ = std::fs::remove_file(file);
+            if let Err(e) = res {
+                return fatal(e);
+            }
+        }
         return 0;
     }
     if let Err(e) = runner::signals::install(tx.clone()) {
@@ -239,19 +309,130 @@ fn real_main() -> i32 {
     }
     let _keep = tx;
     r.run(rx);
+    if let Some(a) = &audit {
+        a.flush(Duration::from_secs(5));
+    }
     log::info!("dbtune-agent stopped");
+    0
+}
+
+/// The state directory and apply policy for the read-only commands: from the configuration,
+/// else (an unreadable or invalid file) `DBT_STATE_DIR` or the default, with default policy.
+fn state_for_commands(
+    cli: &cli::Cli,
+) -> (
+    std::path::PathBuf,
+    dbtune_agent::config::apply::ApplyConfig,
+    Option<String>,
+) {
+    match Config::load(cli.config.as_deref(), false) {
+        Ok(c) => (c.state_dir, c.apply, None),
+        Err(e) => (
+            std::env::var_os("DBT_STATE_DIR")
+                .filter(|v| !v.is_empty())
+                .map(std::path::PathBuf::from)
+                .unwrap_or_else(|| std::path::PathBuf::from("/var/lib/dbtune-agent")),
+            Default::default(),
+            Some(e.to_string()),
+        ),
+    }
+}
+
+/// `status`: exit 0 healthy, 1 degraded, 3 not running.
+fn status_cmd(cli: &cli::Cli) -> i32 {
+    let (dir, policy, cfg_err) = state_for_commands(cli);
+    if let Some(e) = &cfg_err {
+        eprintln!(
+            "note: configuration not loaded ({}); reading {}",
+            e.lines().next().unwrap_or(""),
+            dir.display()
+        );
+    }
+    let r = dbtune_agent::status::gather(&dir, &policy);
+    if cli.json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&r).unwrap_or_else(|_| "{}".into())
+        );
+    } else {
+        print!("{}", dbtune_agent::status::render(&r));
+    }
+    r.exit_code()
+}
+
+/// `history [--limit N] [--json]`: newest first.
+fn history_cmd(cli: &cli::Cli) -> i32 {
+    use dbtune_agent::apply::history;
+    let (dir, _, cfg_err) = state_for_commands(cli);
+    if let Some(e) = &cfg_err {
+        eprintln!(
+            "note: configuration not loaded ({}); reading {}",
+            e.lines().next().unwrap_or(""),
+            dir.display()
+        );
+    }
+    let mut records = match history::read(&dir) {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!(
+                "reading the apply history in {}: {e}",
+                history::history_path(&dir).display()
+            );
+            return 1;
+        }
+    };
+    records.truncate(cli.limit.unwrap_or(20));
+    if cli.json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&records).unwrap_or_else(|_| "[]".into())
+        );
+        return 0;
+    }
+    if records.is_empty() {
+        println!(
+            "No apply attempts recorded in {}.",
+            history::history_path(&dir).display()
+        );
+        return 0;
+    }
+    for r in &records {
+        println!(
+            "{}  {:<15}  {}  ({}{})",
+            r.finished_at,
+            r.outcome.label(),
+            r.recommendation_id,
+            r.knob_application,
+            if r.restarted { ", restarted" } else { "" }
+        );
+        let w = r.knobs.iter().map(|k| k.name.len()).max().unwrap_or(0);
+        for k in &r.knobs {
+            println!(
+                "    {:<w$}  {} -> {}{}  [{}]{}",
+                k.name,
+                k.before.as_deref().unwrap_or("?"),
+                k.after,
+                k.unit
+                    .as_deref()
+                    .map(|u| format!(" ({u})"))
+                    .unwrap_or_default(),
+                k.action,
+                k.reason
+                    .as_deref()
+                    .map(|x| format!(": {x}"))
+                    .unwrap_or_default()
+            );
+        }
+        for why in &r.reasons {
+            println!("    reason: {why}");
+        }
+    }
     0
 }
 
 /// `--health`: 0 while a running agent (same state_dir) keeps making progress.
 fn health(cli: &cli::Cli) -> i32 {
-    let state_dir = match Config::load(cli.config.as_deref(), false) {
-        Ok(c) => c.state_dir,
-        Err(_) => std::env::var_os("DBT_STATE_DIR")
-            .filter(|v| !v.is_empty())
-            .map(std::path::PathBuf::from)
-            .unwrap_or_else(|| std::path::PathBuf::from("/var/lib/dbtune-agent")),
-    };
+    let (state_dir, _, _) = state_for_commands(cli);
     match dbtune_agent::liveness::check(&state_dir) {
         Ok(age) => {
             println!("ok: loops made progress {}s ago", age.as_secs());
@@ -270,6 +451,21 @@ fn run_plan(
     platform: &Platform,
     file: Option<&std::path::Path>,
 ) -> i32 {
+    match plan_text(adapter, platform, file) {
+        Ok(text) => {
+            print!("{text}");
+            0
+        }
+        Err(e) => fatal(e),
+    }
+}
+
+/// The plan of the recommendation in `file` (or the platform's), as text.
+fn plan_text(
+    adapter: &Arc<dyn Adapter>,
+    platform: &Platform,
+    file: Option<&std::path::Path>,
+) -> Result<String, String> {
     let rec = match file {
         Some(p) => {
             let bytes = if p.as_os_str() == "-" {
@@ -277,27 +473,15 @@ fn run_plan(
                 let _ = std::io::Read::read_to_end(&mut std::io::stdin(), &mut v);
                 v
             } else {
-                match std::fs::read(p) {
-                    Ok(b) => b,
-                    Err(e) => return fatal(format!("--plan {}: {e}", p.display())),
-                }
+                std::fs::read(p).map_err(|e| format!("--plan {}: {e}", p.display()))?
             };
             dbtune_agent::platform::recommendation::decode(&bytes)
         }
         None => platform.recommendation(),
     };
     match rec {
-        Err(e) => fatal(format!("reading the recommendation: {e}")),
-        Ok(None) => {
-            println!("No recommendation: nothing would change.");
-            0
-        }
-        Ok(Some(rec)) => match adapter.plan(&rec) {
-            Ok(text) => {
-                print!("{text}");
-                0
-            }
-            Err(e) => fatal(format!("planning: {e}")),
-        },
+        Err(e) => Err(format!("reading the recommendation: {e}")),
+        Ok(None) => Ok("No recommendation: nothing would change.\n".into()),
+        Ok(Some(rec)) => adapter.plan(&rec).map_err(|e| format!("planning: {e}")),
     }
 }

@@ -2,7 +2,9 @@
 # Shows the agent doing its main job without a DBtune account: starts a throwaway PostgreSQL 15
 # cluster on a free loopback port, runs some load, then runs
 #   dbtune-agent --local --dry-run --once
-# against it. Every payload the agent would send is printed as one JSON line.
+# against it. Every payload the agent would send is written as one JSON line to a file
+# (kept; its path is printed), and the agent's summary (per endpoint: payloads, rows, bytes;
+# the system facts; "nothing was sent") is shown on stderr.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PGBIN=${PGBIN:-/usr/lib/postgresql/15/bin}
@@ -28,6 +30,11 @@ run "$PGBIN/pg_ctl" -D "$dir/data" -l "$dir/log" -w start >/dev/null
 psql -q -h 127.0.0.1 -p "$port" -U postgres -c 'CREATE EXTENSION pg_stat_statements' \
   -c 'CREATE TABLE demo AS SELECT g AS id, md5(g::text) AS v FROM generate_series(1,10000) g' \
   -c 'SELECT count(*) FROM demo WHERE v LIKE $$a%$$' >/dev/null
-echo "--- dbtune-agent --local --dry-run --once (PostgreSQL on 127.0.0.1:$port) ---" >&2
+out=${DEMO_OUTPUT:-/tmp/dbtune-demo-payloads.jsonl}
+echo "--- dbtune-agent --local --dry-run --once --output $out (PostgreSQL on 127.0.0.1:$port) ---" >&2
 DBT_POSTGRESQL_CONNECTION_URL="postgres://postgres@127.0.0.1:$port/postgres?sslmode=disable" \
-  ./target/debug/dbtune-agent --local --dry-run --once "$@"
+  DBT_STATE_DIR="$dir/state" \
+  ./target/debug/dbtune-agent --local --dry-run --once --output "$out" "$@" 2> >(grep -v ' INFO \| DEBUG ' >&2)
+wait
+echo "--- $(wc -l <"$out") JSON lines in $out; the first one: ---" >&2
+head -c 400 "$out" >&2; echo >&2

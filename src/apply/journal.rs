@@ -146,6 +146,12 @@ pub struct Entry {
     /// The apply itself failed (not interrupted): the same recommendation is not retried.
     #[serde(default)]
     pub failed: bool,
+    /// For the apply history: which recommendation (`history::recommendation_id`) and its
+    /// knob application.
+    #[serde(default)]
+    pub recommendation_id: String,
+    #[serde(default)]
+    pub knob_application: String,
     /// Provider-specific state a rollback needs (target's `Snapshot::state`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub target_state: Option<serde_json::Value>,
@@ -284,6 +290,8 @@ mod tests {
             started_at: "t".into(),
             updated_at: "t".into(),
             restart_needed: false,
+            recommendation_id: String::new(),
+            knob_application: String::new(),
             knobs: vec![KnobChange {
                 name: "work_mem".into(),
                 vartype: "integer".into(),

@@ -9,6 +9,7 @@
 pub mod alter_system;
 pub mod applier;
 pub mod auto_conf;
+pub mod history;
 pub mod journal;
 pub mod plan;
 pub mod policy;
@@ -355,39 +356,65 @@ pub fn apply(
     ctx: &ApplyContext<'_>,
     rec: &Recommendation,
 ) -> std::result::Result<Outcome, ApplyError> {
+    let started = history::started();
+    let refuse = |p: Option<&Prepared>, e: ApplyError| {
+        history::finish(
+            ctx.state_dir,
+            &history::Record::refused(rec, &started, p, vec![e.message.clone()]),
+        );
+        e
+    };
     if let Some(why) = policy::frozen(ctx.policy, ctx.state_dir) {
-        return Err(ApplyError::config(format!(
-            "{why}; the recommendation was not applied"
-        )));
+        return Err(refuse(
+            None,
+            ApplyError::config(format!("{why}; the recommendation was not applied")),
+        ));
     }
     let _lock = journal::StateLock::acquire(ctx.state_dir).map_err(|e| {
-        ApplyError::config(format!(
-            "{e}; refusing to change the configuration without a journal, nothing was changed"
-        ))
+        refuse(
+            None,
+            ApplyError::config(format!(
+                "{e}; refusing to change the configuration without a journal, nothing was changed"
+            )),
+        )
     })?;
     // An interrupted earlier apply is settled first; never stacked on.
     let rep = recover::recover_locked(ctx).map_err(|e| {
-        ApplyError::config(format!(
-            "an earlier interrupted apply could not be recovered, nothing applied: {e}"
-        ))
+        refuse(
+            None,
+            ApplyError::config(format!(
+                "an earlier interrupted apply could not be recovered, nothing applied: {e}"
+            )),
+        )
     })?;
     if rep.action != recover::Recovery::Nothing {
         log::warn!("{rep}");
     }
-    ctx.target.preflight()?;
-    let p =
-        prepare(ctx, rec).map_err(|e| ApplyError::config(format!("{e}; nothing was changed")))?;
+    ctx.target.preflight().map_err(|e| refuse(None, e))?;
+    let p = prepare(ctx, rec).map_err(|e| {
+        refuse(
+            None,
+            ApplyError::config(format!("{e}; nothing was changed")),
+        )
+    })?;
     let refused: Vec<String> = p.refused().map(|(n, why)| format!("{n}: {why}")).collect();
     if !refused.is_empty() {
-        return Err(ApplyError::config(format!(
-            "refusing to apply, nothing was changed: {} knob(s) rejected: {}",
-            refused.len(),
-            refused.join("; ")
-        )));
+        return Err(refuse(
+            Some(&p),
+            ApplyError::config(format!(
+                "refusing to apply, nothing was changed: {} knob(s) rejected: {}",
+                refused.len(),
+                refused.join("; ")
+            )),
+        ));
     }
     let changes: Vec<&KnobPlan> = p.changes().collect();
     if changes.is_empty() {
         log::debug!("every recommended knob already has its value; nothing to apply");
+        history::finish(
+            ctx.state_dir,
+            &history::Record::unchanged(rec, &started, &p),
+        );
         return Ok(Outcome::Unchanged);
     }
     if !p.blockers.is_empty() {
@@ -396,10 +423,13 @@ pub fn apply(
         } else {
             "config_apply_error"
         };
-        return Err(ApplyError::typed(error_type, p.blockers.join("; ")));
+        return Err(refuse(
+            Some(&p),
+            ApplyError::typed(error_type, p.blockers.join("; ")),
+        ));
     }
     let _progress = wait::InProgress::start();
-    execute(ctx, &changes)
+    execute(ctx, &changes, rec)
 }
 
 #[cfg(debug_assertions)]
@@ -419,6 +449,7 @@ fn test_pause(_point: &str, _state_dir: &Path) {}
 fn execute(
     ctx: &ApplyContext<'_>,
     changes: &[&KnobPlan],
+    rec: &Recommendation,
 ) -> std::result::Result<Outcome, ApplyError> {
     let restart_needed = changes.iter().any(|k| k.action == Action::Restart);
     let names: Vec<String> = changes.iter().map(|k| k.name.clone()).collect();
@@ -457,22 +488,42 @@ fn execute(
         auto_conf_before: None,
         note: None,
         failed: false,
+        recommendation_id: history::recommendation_id(rec),
+        knob_application: format!("{:?}", rec.knob_application).to_ascii_lowercase(),
         target_state: None,
         restart_started: None,
     };
+    // Before the journal's intent nothing was changed: recorded as refused.
+    let not_started = |entry: &Entry, e: ApplyError| {
+        history::finish(
+            ctx.state_dir,
+            &history::Record::from_entry(
+                entry,
+                history::HistoryOutcome::Refused,
+                vec![e.message.clone()],
+            ),
+        );
+        e
+    };
     let snap = target.snapshot(ctx.pg, &entry.knobs).map_err(|e| {
-        ApplyError::config(format!(
-            "taking a snapshot of {} before applying: {e}; nothing was changed",
-            target.describe()
-        ))
+        not_started(
+            &entry,
+            ApplyError::config(format!(
+                "taking a snapshot of {} before applying: {e}; nothing was changed",
+                target.describe()
+            )),
+        )
     })?;
     if snap.previous.len() != entry.knobs.len() {
-        return Err(ApplyError::config(format!(
-            "the snapshot of {} returned {} value(s) for {} knob(s); nothing was changed",
-            target.describe(),
-            snap.previous.len(),
-            entry.knobs.len()
-        )));
+        return Err(not_started(
+            &entry,
+            ApplyError::config(format!(
+                "the snapshot of {} returned {} value(s) for {} knob(s); nothing was changed",
+                target.describe(),
+                snap.previous.len(),
+                entry.knobs.len()
+            )),
+        ));
     }
     for (k, prev) in entry.knobs.iter_mut().zip(snap.previous) {
         k.previous = prev;
@@ -481,11 +532,14 @@ fn execute(
     entry.auto_conf_before = snap.auto_conf_text;
     entry.target_state = snap.state;
     let journal = Journal::new(ctx.state_dir);
-    journal.record(&mut entry, Phase::Intent).map_err(|e| {
-        ApplyError::config(format!(
-            "{e}; refusing to change the configuration without a journal, nothing was changed"
-        ))
-    })?;
+    if let Err(e) = journal.record(&mut entry, Phase::Intent) {
+        return Err(not_started(
+            &entry,
+            ApplyError::config(format!(
+                "{e}; refusing to change the configuration without a journal, nothing was changed"
+            )),
+        ));
+    }
     test_pause("intent", ctx.state_dir);
 
     if let Err(w) = target.write(ctx.pg, &entry.knobs) {
@@ -532,8 +586,13 @@ fn execute(
                 // The change is in place and verified; only the bookkeeping failed.
                 log::error!("recording the verified apply: {e}");
             }
+            history::finish(
+                ctx.state_dir,
+                &history::Record::from_entry(&entry, history::HistoryOutcome::Applied, vec![]),
+            );
             log::info!(
-                "applied and verified on {} in {:.1} s ({}): {}",
+                "recommendation {}: applied and verified on {} in {:.1} s ({}): {}",
+                entry.recommendation_id,
                 target.describe(),
                 started.elapsed().as_secs_f64(),
                 if restart_needed { "restart" } else { "reload" },
@@ -602,7 +661,10 @@ fn fail(
     altered: usize,
     reason: String,
 ) -> ApplyError {
-    log::error!("apply failed, rolling back: {reason}");
+    log::error!(
+        "recommendation {}: apply failed, rolling back: {reason}",
+        entry.recommendation_id
+    );
     let started = Instant::now();
     let knobs: Vec<KnobChange> = entry.knobs.iter().take(altered).cloned().collect();
     let names: Vec<String> = knobs.iter().map(|k| k.name.clone()).collect();
@@ -611,13 +673,22 @@ fn fail(
         Err(e) if e.kind == Kind::Interrupted => interrupted(journal, entry, e),
         Ok(how) => {
             log::warn!(
-                "rolled back {} on {} in {:.1} s",
+                "recommendation {}: rolled back {} on {} in {:.1} s: the previous values are back",
+                entry.recommendation_id,
                 go_list(&names),
                 ctx.target.describe(),
                 started.elapsed().as_secs_f64()
             );
             entry.note = Some(reason.clone());
             let _ = journal.record(entry, Phase::RolledBack);
+            history::finish(
+                ctx.state_dir,
+                &history::Record::from_entry(
+                    entry,
+                    history::HistoryOutcome::RolledBack,
+                    vec![reason.clone(), format!("rolled back: {how}")],
+                ),
+            );
             ApplyError::config(format!(
                 "{reason}; rolled back: the previous values of {} are back ({how})",
                 go_list(&names)
@@ -626,6 +697,14 @@ fn fail(
         Err(e) => {
             entry.note = Some(format!("{reason}; rollback failed: {e}"));
             let _ = journal.record(entry, Phase::RollbackFailed);
+            history::finish(
+                ctx.state_dir,
+                &history::Record::from_entry(
+                    entry,
+                    history::HistoryOutcome::RollbackFailed,
+                    vec![reason.clone(), format!("rollback failed: {e}")],
+                ),
+            );
             ApplyError::config(format!(
                 "{reason}; ROLLBACK FAILED: {e}; the previous values are kept in {} and will be restored at the next attempt",
                 journal.path().display()

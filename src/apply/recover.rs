@@ -84,6 +84,14 @@ pub(crate) fn recover_locked(ctx: &ApplyContext<'_>) -> Result<RecoveryReport> {
             }
             entry.note = Some("completed by start-up recovery".into());
             journal.record(&mut entry, Phase::Verified)?;
+            super::history::finish(
+                ctx.state_dir,
+                &super::history::Record::from_entry(
+                    &entry,
+                    super::history::HistoryOutcome::Applied,
+                    vec!["interrupted; found in effect and completed by start-up recovery".into()],
+                ),
+            );
             return Ok(RecoveryReport {
                 action: Recovery::Completed,
                 knobs,
@@ -96,6 +104,16 @@ pub(crate) fn recover_locked(ctx: &ApplyContext<'_>) -> Result<RecoveryReport> {
         Ok(how) => {
             entry.note = Some(format!("rolled back by start-up recovery: {how}"));
             journal.record(&mut entry, Phase::RolledBack)?;
+            super::history::finish(
+                ctx.state_dir,
+                &super::history::Record::from_entry(
+                    &entry,
+                    super::history::HistoryOutcome::RolledBack,
+                    vec![format!(
+                        "interrupted; rolled back by start-up recovery: {how}"
+                    )],
+                ),
+            );
             Ok(RecoveryReport {
                 action: Recovery::RolledBack,
                 knobs,
@@ -105,6 +123,14 @@ pub(crate) fn recover_locked(ctx: &ApplyContext<'_>) -> Result<RecoveryReport> {
         Err(e) => {
             entry.note = Some(format!("start-up recovery could not roll back: {e}"));
             journal.record(&mut entry, Phase::RollbackFailed)?;
+            super::history::finish(
+                ctx.state_dir,
+                &super::history::Record::from_entry(
+                    &entry,
+                    super::history::HistoryOutcome::RollbackFailed,
+                    vec![format!("start-up recovery could not roll back: {e}")],
+                ),
+            );
             Err(Error::other(format!(
                 "rolling back the interrupted apply of [{}] recorded in {}: {e}",
                 knobs.join(" "),

@@ -28,6 +28,8 @@ pub struct ApplyConfig {
     /// Where `postgresql.auto.conf` is, for rollbacks while PostgreSQL is down; default
     /// `<data_directory>/postgresql.auto.conf` as reported by the server.
     pub auto_conf_path: Option<String>,
+    /// Apply attempts kept in the local history (`dbtune-agent history`).
+    pub history_limit: usize,
 }
 
 impl Default for ApplyConfig {
@@ -41,6 +43,7 @@ impl Default for ApplyConfig {
             restart_timeout: DEFAULT_RESTART_TIMEOUT,
             ready_timeout: DEFAULT_READY_TIMEOUT,
             auto_conf_path: None,
+            history_limit: crate::apply::history::DEFAULT_LIMIT,
         }
     }
 }
@@ -119,6 +122,22 @@ impl ApplyConfig {
                 Some("DBT_APPLY_AUTO_CONF_PATH"),
             )
             .map(|v| c.auto_conf_path = v),
+        );
+        note(
+            src.int(
+                &["apply", "history_limit"],
+                Some("DBT_APPLY_HISTORY_LIMIT"),
+                crate::apply::history::DEFAULT_LIMIT as i64,
+            )
+            .and_then(|v| {
+                usize::try_from(v)
+                    .ok()
+                    .filter(|n| (2..=100_000).contains(n))
+                    .map(|n| c.history_limit = n)
+                    .ok_or_else(|| {
+                        format!("apply.history_limit (DBT_APPLY_HISTORY_LIMIT): {v} is out of range (expected 2 to 100000)")
+                    })
+            }),
         );
         if errs.is_empty() {
             Ok(c)

@@ -5,6 +5,7 @@
 //! value (secrets masked) and what was expected.
 
 pub mod apply;
+pub mod audit;
 pub mod collectors;
 pub mod sources;
 
@@ -45,6 +46,8 @@ pub struct Config {
     pub memory_threshold: f64,
     pub collectors: collectors::CollectorsConfig,
     pub apply: apply::ApplyConfig,
+    /// The S3 audit trail (`audit:`).
+    pub audit: audit::AuditConfig,
     /// Where the state (journal, freeze file) lives.
     pub state_dir: PathBuf,
     /// The file the values came from, if any.
@@ -293,6 +296,14 @@ impl Config {
             }
         };
 
+        let audit = match audit::AuditConfig::from_sources(&src) {
+            Ok(c) => c,
+            Err(e) => {
+                errs.push(e);
+                audit::AuditConfig::default()
+            }
+        };
+
         if !errs.is_empty() {
             let origin = match &file {
                 Some(f) => format!(" (file {})", f.display()),
@@ -322,6 +333,7 @@ impl Config {
             memory_threshold,
             collectors,
             apply,
+            audit,
             state_dir: PathBuf::from(state_dir),
             file,
             sources: src,

@@ -8,12 +8,14 @@ use std::sync::Mutex;
 
 pub struct DryRun {
     out: Mutex<Box<dyn Write + Send>>,
+    pub summary: super::summary::Summary,
 }
 
 impl DryRun {
     pub fn new(out: Box<dyn Write + Send>) -> DryRun {
         DryRun {
             out: Mutex::new(out),
+            summary: Default::default(),
         }
     }
 
@@ -31,6 +33,8 @@ impl DryRun {
         let mut out = self.out.lock().unwrap_or_else(|p| p.into_inner());
         out.write_all(&line)
             .and_then(|_| out.flush())
-            .map_err(|e| Error::other(format!("writing dry-run output: {e}")))
+            .map_err(|e| Error::other(format!("writing dry-run output: {e}")))?;
+        self.summary.note(segment, gzip, body);
+        Ok(())
     }
 }

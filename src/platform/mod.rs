@@ -7,6 +7,7 @@ pub mod http;
 pub mod payload;
 pub mod recommendation;
 pub mod stream;
+pub mod summary;
 
 use crate::error::{Error, Result};
 use crate::gojson;
@@ -95,6 +96,14 @@ impl Platform {
     pub fn set_stop_flag(&mut self, stop: std::sync::Arc<std::sync::atomic::AtomicBool>) {
         if let Transport::Http(h) = &mut self.transport {
             h.stop = stop;
+        }
+    }
+
+    /// The dry-run summary (None when sending for real); `extra` goes before the last line.
+    pub fn dry_run_summary(&self, extra: &str) -> Option<String> {
+        match &self.transport {
+            Transport::DryRun(d) => Some(d.summary.render(extra)),
+            Transport::Http(_) => None,
         }
     }
 

@@ -12,6 +12,7 @@ pub mod guard;
 pub mod health;
 pub mod lanes;
 pub mod signals;
+pub mod status;
 pub mod tasks;
 
 use crate::adapter::Adapter;
@@ -50,11 +51,19 @@ pub struct Shared {
     pub failed_apply: Mutex<Option<FailedApply>>,
     /// Held while an apply runs, so shutdown can wait for it.
     pub applying: Mutex<()>,
+    /// What `dbtune-agent status` shows: last sends, platform outage.
+    pub tracker: status::Tracker,
+    /// Where the status file goes (`None`: not written, e.g. in tests).
+    pub state_dir: Option<std::path::PathBuf>,
 }
 
 /// Sends an error report (`log-entries`), logging it as the Go agent does.
 pub fn report(platform: &Platform, error_type: &str, message: &str) {
-    log::error!("🚨 Sending Error Report, type: {error_type}, message: {message}");
+    if platform.is_dry_run() {
+        log::error!("🚨 Error Report (dry run, written to the output, not sent), type: {error_type}, message: {message}");
+    } else {
+        log::error!("🚨 Sending Error Report, type: {error_type}, message: {message}");
+    }
     let r = ErrorReport {
         error_type: error_type.to_string(),
         error_message: message.to_string(),
@@ -85,6 +94,7 @@ enum Body {
     Guardrail,
     RawLogs,
     Catalog(CatalogSlot),
+    Status,
 }
 
 struct Task {
@@ -117,6 +127,7 @@ fn run_task(sh: &Shared, t: &Task) {
         Body::Guardrail => tasks::guardrail(sh),
         Body::RawLogs => tasks::raw_logs(sh),
         Body::Catalog(slot) => tasks::catalog(sh, slot),
+        Body::Status => tasks::status_file(sh),
     });
     match r {
         Guarded::Done(Ok(())) | Guarded::PanicQuiet => {}
@@ -155,6 +166,8 @@ pub struct RunnerOptions {
     pub on_stopping: Option<Box<dyn Fn() + Send>>,
     /// Caps every task's run-time bound (tests use a short one to see a wedged task).
     pub max_runtime_cap: Option<Duration>,
+    /// Where `status.json` is written every 10 s (`None`: not written).
+    pub state_dir: Option<std::path::PathBuf>,
 }
 
 impl Default for RunnerOptions {
@@ -169,6 +182,7 @@ impl Default for RunnerOptions {
             shutdown_grace: Duration::from_secs(7),
             max_runtime_cap: None,
             on_stopping: None,
+            state_dir: None,
         }
     }
 }
@@ -195,6 +209,7 @@ impl Runner {
         opts: RunnerOptions,
     ) -> Runner {
         let stop = Arc::new(AtomicBool::new(false));
+        let platform_dry_run = platform.is_dry_run();
         let server = Arc::new(RwLock::new(ServerInfo::default()));
         let (pg, srv) = (adapter.pg().clone(), server.clone());
         let health = HealthGate::new(Box::new(move || match collectors::probe::probe(&pg) {
@@ -214,6 +229,8 @@ impl Runner {
             last_signal: Mutex::new(None),
             failed_apply: Mutex::new(None),
             applying: Mutex::new(()),
+            tracker: status::Tracker::new(adapter.name(), platform_dry_run),
+            state_dir: opts.state_dir.clone(),
         });
         log::info!("Agent instance ID: {}", shared.agent_id);
         let secs = Duration::from_secs;
@@ -268,6 +285,14 @@ impl Runner {
                 gated: false,
                 max_runtime: secs(30),
                 body: Body::Guardrail,
+            },
+            Task {
+                name: "status".into(),
+                interval: secs(10),
+                lane: LaneKind::Control,
+                gated: false,
+                max_runtime: secs(30),
+                body: Body::Status,
             },
             Task {
                 name: "raw-logs".into(),
@@ -348,6 +373,7 @@ impl Runner {
             run_task(&self.shared, t);
         }
         tasks::raw_logs(&self.shared).ok();
+        tasks::status_file(&self.shared).ok();
     }
 
     /// Runs until a `Stop` command arrives on `commands`.
@@ -547,6 +573,8 @@ impl Runner {
             }
         }
         self.shared.stop.store(true, Ordering::SeqCst);
+        // The last word for `status` (which sees the pid gone and says "not running").
+        let _ = tasks::status_file(&self.shared);
         // Flush queued log lines (one attempt, short timeout).
         let entries = crate::logging::drain_raw();
         if !entries.is_empty() {

@@ -1,12 +1,12 @@
 //! Task bodies: one function per loop of protocol.md §6. Each returns `Ok(())` or the error
 //! the runner logs; none blocks longer than its budget.
 
+use super::status::Sent;
 use super::Shared;
 use crate::apply::Outcome;
 use crate::collectors::{CatalogCollector, CollectCtx, CollectorDef};
 use crate::error::{Error, Kind, Result};
 use crate::metrics::MetricCollector;
-use crate::model::ErrorReport;
 use crate::platform::payload::HeartbeatInfo;
 use crossbeam_channel::bounded;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -34,15 +34,37 @@ pub fn heartbeat(sh: &Shared) -> Result<()> {
         .read()
         .unwrap_or_else(|p| p.into_inner())
         .allow_restart;
-    log::info!("Sending heartbeat to {}", sh.platform.url("heartbeat"));
-    sh.platform
-        .heartbeat(&HeartbeatInfo {
-            agent_version: crate::version::VERSION,
-            agent_start_time: sh.start_time,
-            agent_identifier: &sh.agent_id,
-            allow_restart,
-        })
-        .map_err(|e| e.context("Failed to send heartbeat"))
+    if sh.platform.is_dry_run() {
+        log::info!("Writing heartbeat to the dry-run output (nothing is sent)");
+    } else {
+        log::info!("Sending heartbeat to {}", sh.platform.url("heartbeat"));
+    }
+    let r = sh.platform.heartbeat(&HeartbeatInfo {
+        agent_version: crate::version::VERSION,
+        agent_start_time: sh.start_time,
+        agent_identifier: &sh.agent_id,
+        allow_restart,
+    });
+    sh.tracker.platform(Sent::Heartbeat, &r);
+    r.map_err(|e| e.context("Failed to send heartbeat"))
+}
+
+/// Writes `<state_dir>/status.json` for `dbtune-agent status`.
+pub fn status_file(sh: &Shared) -> Result<()> {
+    let Some(dir) = &sh.state_dir else {
+        return Ok(());
+    };
+    let version = sh
+        .server
+        .read()
+        .unwrap_or_else(|p| p.into_inner())
+        .version
+        .map(|v| v.wire());
+    let s = sh.tracker.snapshot(sh.health.is_open(), version);
+    if let Err(e) = crate::status::write(dir, &s) {
+        log::debug!("writing the status file in {}: {e}", dir.display());
+    }
+    Ok(())
 }
 
 pub const COLLECTOR_TIMEOUT: Duration = Duration::from_secs(10);
@@ -131,10 +153,14 @@ pub fn metrics(sh: &Shared, slots: &[MetricSlot]) -> Result<()> {
     log::debug!("Starting metric collection");
     let (samples, errors) = collect_metrics(sh, slots);
     if errors.is_empty() {
-        return sh.platform.metrics(&samples);
+        let r = sh.platform.metrics(&samples);
+        sh.tracker.platform(Sent::Metrics, &r);
+        return r;
     }
     if !samples.is_empty() {
-        if let Err(e) = sh.platform.metrics(&samples) {
+        let r = sh.platform.metrics(&samples);
+        sh.tracker.platform(Sent::Metrics, &r);
+        if let Err(e) = r {
             log::error!("failed to send partial metrics: {e}");
         }
     }
@@ -149,7 +175,9 @@ pub fn system_info(sh: &Shared) -> Result<()> {
         .adapter
         .system_info()
         .map_err(|e| e.context("failed to collect system information"))?;
-    sh.platform.system_info(&info)
+    let r = sh.platform.system_info(&info);
+    sh.tracker.platform(Sent::Other, &r);
+    r
 }
 
 /// Fingerprint of a failed recommendation, so an apply that fails is retried every 5 minutes
@@ -178,6 +206,14 @@ fn fingerprint(rec: &crate::model::Recommendation) -> String {
     format!("{:?}|{}", rec.knob_application, knobs.join(","))
 }
 
+fn describe(o: &Outcome) -> String {
+    match o {
+        Outcome::Unchanged => "unchanged".into(),
+        Outcome::Reloaded(k) => format!("applied with a reload: [{}]", k.join(" ")),
+        Outcome::Restarted(k) => format!("applied with a restart: [{}]", k.join(" ")),
+    }
+}
+
 pub fn config(sh: &Shared) -> Result<()> {
     let active = match sh.adapter.active_config() {
         Ok(a) => a,
@@ -190,7 +226,9 @@ pub fn config(sh: &Shared) -> Result<()> {
             return Err(e.context("failed to get active configuration"));
         }
     };
-    let rec = sh.platform.recommendation()?;
+    let rec = sh.platform.recommendation();
+    sh.tracker.platform(Sent::Other, &rec);
+    let rec = rec?;
     let mut apply_err = None;
     let mut after = None;
     if let Some(rec) = rec.filter(|r| !r.knobs_overrides.is_empty()) {
@@ -206,27 +244,23 @@ pub fn config(sh: &Shared) -> Result<()> {
             );
         } else {
             let _busy = sh.applying.lock().unwrap_or_else(|p| p.into_inner());
+            let id = crate::apply::history::recommendation_id(&rec);
             match sh.adapter.apply(&rec) {
                 Ok(Outcome::Unchanged) => {
-                    log::debug!("recommendation already in effect; nothing applied")
+                    log::debug!("recommendation {id}: already in effect; nothing applied")
                 }
                 Ok(o) => {
-                    log::info!("configuration applied: {o:?}");
+                    log::info!(
+                        "configuration applied: recommendation {id}: {}",
+                        describe(&o)
+                    );
                     *sh.failed_apply.lock().unwrap_or_else(|p| p.into_inner()) = None;
                     after = Some(sh.adapter.active_config()?);
                 }
                 Err(e) => {
                     let msg = format!("Failed to apply configuration: {}", e.message);
-                    log::error!(
-                        "🚨 Sending Error Report, type: {}, message: {msg}",
-                        e.error_type
-                    );
-                    if let Err(se) = sh.platform.log_entry(&ErrorReport {
-                        error_type: e.error_type.to_string(),
-                        error_message: msg,
-                    }) {
-                        log::error!("failed to send error report: {se}");
-                    }
+                    log::error!("recommendation {id}: not applied: {}", e.message);
+                    super::report(&sh.platform, e.error_type, &msg);
                     *sh.failed_apply.lock().unwrap_or_else(|p| p.into_inner()) =
                         Some(FailedApply {
                             fingerprint: fp,
@@ -240,8 +274,11 @@ pub fn config(sh: &Shared) -> Result<()> {
             }
         }
     }
-    sh.platform
-        .configurations(after.as_deref().unwrap_or(&active))?;
+    let r = sh
+        .platform
+        .configurations(after.as_deref().unwrap_or(&active));
+    sh.tracker.platform(Sent::Other, &r);
+    r?;
     match apply_err {
         Some(e) => Err(e),
         None => Ok(()),
@@ -267,7 +304,12 @@ pub fn guardrail(sh: &Shared) -> Result<()> {
         Ok(Some(sig)) => {
             *sh.last_signal.lock().unwrap_or_else(|p| p.into_inner()) = Some(Instant::now());
             log::warn!(
-                "🚨 Sending Guardrail, level: {}, type: {}",
+                "🚨 {} Guardrail, level: {}, type: {}",
+                if sh.platform.is_dry_run() {
+                    "Writing (dry run)"
+                } else {
+                    "Sending"
+                },
                 sig.level_wire(),
                 sig.type_wire()
             );
@@ -323,7 +365,9 @@ pub fn catalog(sh: &Shared, slot: &CatalogSlot) -> Result<()> {
         Ok(Some(payload)) => {
             slot.timing_out.store(false, Ordering::SeqCst);
             // The send budget never exceeds the collector's own interval.
-            if let Err(e) = sh.platform.catalog(name, &payload, slot.interval) {
+            let r = sh.platform.catalog(name, &payload, slot.interval);
+            sh.tracker.platform(Sent::Catalog, &r);
+            if let Err(e) = r {
                 log::error!("{name} error: {e}");
             }
             if payload.json_len > LARGE_PAYLOAD {

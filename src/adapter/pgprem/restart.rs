@@ -41,6 +41,7 @@ fn keep_tail(buf: &mut Vec<u8>, more: &[u8]) {
 
 /// Runs `cmd` (in its own process group, stdin closed) for at most `timeout`.
 pub fn run_bounded(mut cmd: Command, timeout: Duration) -> std::io::Result<CommandResult> {
+    let program = cmd.get_program().to_string_lossy().into_owned();
     cmd.stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -87,11 +88,21 @@ pub fn run_bounded(mut cmd: Command, timeout: Duration) -> std::io::Result<Comma
         });
     }
     let start = Instant::now();
+    let mut last_log = start;
     let (code, timed_out) = loop {
         if let Some(st) = child.try_wait()? {
             break (st.code(), false);
         }
         crate::apply::wait::tick();
+        // A restart can take minutes: say what is awaited, like every other long wait.
+        if last_log.elapsed() >= crate::apply::wait::LOG_EVERY {
+            last_log = Instant::now();
+            log::info!(
+                "still waiting for {program} to finish: {}s elapsed, deadline {}s",
+                start.elapsed().as_secs(),
+                timeout.as_secs()
+            );
+        }
         if start.elapsed() >= timeout {
             let pgid = child.id() as i32;
             // SAFETY: kill(2) on the child's own process group; no memory is involved.

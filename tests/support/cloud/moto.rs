@@ -43,6 +43,11 @@ impl Moto {
             .local_addr()
             .unwrap()
             .port();
+        Moto::start_on(bin, port, no_auth)
+    }
+
+    /// Starts moto on `port` (to bring it back where clients expect it after an outage).
+    pub fn start_on(bin: &PathBuf, port: u16, no_auth: u32) -> Moto {
         let log = std::env::temp_dir().join(format!("dbtune-moto-{port}.log"));
         let out = std::fs::File::create(&log).unwrap();
         let child = Command::new(bin)
