@@ -48,6 +48,8 @@ pub struct Shared {
     pub start_time: SystemTime,
     pub last_signal: Mutex<Option<Instant>>,
     pub failed_apply: Mutex<Option<FailedApply>>,
+    /// The last invalid recommendation reported (reported once until it changes).
+    pub bad_recommendation: Mutex<Option<String>>,
     /// Held while an apply runs, so shutdown can wait for it.
     pub applying: Mutex<()>,
 }
@@ -213,6 +215,7 @@ impl Runner {
             start_time: SystemTime::now(),
             last_signal: Mutex::new(None),
             failed_apply: Mutex::new(None),
+            bad_recommendation: Mutex::new(None),
             applying: Mutex::new(()),
         });
         log::info!("Agent instance ID: {}", shared.agent_id);
