@@ -90,6 +90,12 @@ pub enum Outcome {
     Restarted(Vec<String>),
 }
 
+/// Longest value a knob may have (the longest real ones, `shared_preload_libraries` or
+/// `log_line_prefix`, are far below).
+pub const MAX_VALUE_BYTES: usize = 4096;
+/// Rejected knobs listed by name in one error report; the rest are counted.
+const REPORT_KNOBS: usize = 10;
+
 /// How long a rollback first checks whether PostgreSQL is up.
 const UP_PROBE: Duration = Duration::from_secs(3);
 
@@ -210,6 +216,17 @@ pub fn prepare(ctx: &ApplyContext<'_>, rec: &Recommendation) -> Result<Prepared>
             serde_json::Value::String(s) => s.clone(),
             v => v.to_string(),
         };
+        // Bounded before anything else looks at it (PostgreSQL re-parses every value on each
+        // reload); `apply.allow` does not lift this. The value itself is not echoed.
+        if kp.proposed.len() > MAX_VALUE_BYTES {
+            kp.action = Action::Refused(format!(
+                "the value is {} bytes, over the limit of {MAX_VALUE_BYTES} bytes per value",
+                kp.proposed.len()
+            ));
+            kp.proposed = format!("<{} bytes>", kp.proposed.len());
+            knobs.push(kp);
+            continue;
+        }
         let Some(s) = settings.get(&name.to_ascii_lowercase()) else {
             kp.action = Action::Refused("unknown parameter: not in pg_settings".into());
             knobs.push(kp);
@@ -399,12 +416,17 @@ pub fn apply(
     })?;
     let refused: Vec<String> = p.refused().map(|(n, why)| format!("{n}: {why}")).collect();
     if !refused.is_empty() {
+        // A report stays small however many knobs were rejected.
+        let more = refused.len().saturating_sub(REPORT_KNOBS);
+        let mut listed = refused[..refused.len().min(REPORT_KNOBS)].join("; ");
+        if more > 0 {
+            listed.push_str(&format!("; and {more} more"));
+        }
         return Err(refuse(
             Some(&p),
             ApplyError::config(format!(
-                "refusing to apply, nothing was changed: {} knob(s) rejected: {}",
-                refused.len(),
-                refused.join("; ")
+                "refusing to apply, nothing was changed: {} knob(s) rejected: {listed}",
+                refused.len()
             )),
         ));
     }

@@ -24,8 +24,20 @@ fn opt_string(v: Option<&Value>, what: &str) -> Result<Option<String>> {
     }
 }
 
+/// Largest recommendation body accepted. PostgreSQL's whole configuration as JSON is about
+/// 100 kB; anything near this is not a recommendation.
+pub const MAX_BODY_BYTES: usize = 1 << 20;
+/// Most knobs one recommendation may change (PostgreSQL has about 350 parameters).
+pub const MAX_KNOBS: usize = 500;
+
 /// `Ok(None)` for an empty array (nothing to apply).
 pub fn decode(body: &[u8]) -> Result<Option<Recommendation>> {
+    if body.len() > MAX_BODY_BYTES {
+        return Err(Error::invalid(format!(
+            "decoding recommendations: the body is {} bytes, over the limit of {MAX_BODY_BYTES} bytes; nothing was applied",
+            body.len()
+        )));
+    }
     let v: Value = serde_json::from_slice(body).map_err(|e| {
         Error::invalid(format!(
             "decoding recommendations: not JSON ({e}); body starts with {:?}",
@@ -108,6 +120,12 @@ pub fn decode(body: &[u8]) -> Result<Option<Recommendation>> {
             )))
         }
     };
+    if knobs_overrides.len() > MAX_KNOBS {
+        return Err(Error::invalid(format!(
+            "recommendation: {} knobs in knobs_overrides, over the limit of {MAX_KNOBS}; nothing was applied",
+            knobs_overrides.len()
+        )));
+    }
     Ok(Some(Recommendation {
         config,
         knobs_overrides,
@@ -140,5 +158,25 @@ mod tests {
         assert!(decode(br#"[{"knob_application":"RESTART"}]"#).is_err());
         assert!(decode(br#"{"error":"x"}"#).is_err());
         assert!(decode(b"<html>").is_err());
+    }
+
+    #[test]
+    fn bounds_the_body_and_the_knob_count() {
+        let big = format!(
+            "[{{\"config\":[],\"knobs_overrides\":[],\"x\":\"{}\"}}]",
+            "a".repeat(MAX_BODY_BYTES)
+        );
+        let e = decode(big.as_bytes()).unwrap_err().to_string();
+        assert!(e.contains("over the limit of 1048576 bytes"), "{e}");
+        let names: Vec<String> = (0..=MAX_KNOBS).map(|i| format!("\"k{i}\"")).collect();
+        let many = format!(
+            "[{{\"config\":[],\"knobs_overrides\":[{}]}}]",
+            names.join(",")
+        );
+        let e = decode(many.as_bytes()).unwrap_err().to_string();
+        assert!(
+            e.contains("501 knobs in knobs_overrides, over the limit of 500"),
+            "{e}"
+        );
     }
 }

@@ -49,6 +49,8 @@ pub struct Shared {
     pub start_time: SystemTime,
     pub last_signal: Mutex<Option<Instant>>,
     pub failed_apply: Mutex<Option<FailedApply>>,
+    /// The last invalid recommendation reported (reported once until it changes).
+    pub bad_recommendation: Mutex<Option<String>>,
     /// Held while an apply runs, so shutdown can wait for it.
     pub applying: Mutex<()>,
     /// What `dbtune-agent status` shows: last sends, platform outage.
@@ -228,6 +230,7 @@ impl Runner {
             start_time: SystemTime::now(),
             last_signal: Mutex::new(None),
             failed_apply: Mutex::new(None),
+            bad_recommendation: Mutex::new(None),
             applying: Mutex::new(()),
             tracker: status::Tracker::new(adapter.name(), platform_dry_run),
             state_dir: opts.state_dir.clone(),

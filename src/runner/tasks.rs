@@ -228,8 +228,22 @@ pub fn config(sh: &Shared) -> Result<()> {
     };
     let rec = sh.platform.recommendation();
     sh.tracker.platform(Sent::Other, &rec);
-    let rec = rec?;
-    let mut apply_err = None;
+    // The upload below happens whatever the fetch did: the two are independent.
+    let (rec, fetch_err) = match rec {
+        Ok(r) => {
+            *sh.bad_recommendation
+                .lock()
+                .unwrap_or_else(|p| p.into_inner()) = None;
+            (r, None)
+        }
+        Err(e) => {
+            if e.kind == Kind::Invalid {
+                report_bad_recommendation(sh, &e);
+            }
+            (None, Some(e))
+        }
+    };
+    let mut apply_err = fetch_err;
     let mut after = None;
     if let Some(rec) = rec.filter(|r| !r.knobs_overrides.is_empty()) {
         let fp = fingerprint(&rec);
@@ -283,6 +297,21 @@ pub fn config(sh: &Shared) -> Result<()> {
         Some(e) => Err(e),
         None => Ok(()),
     }
+}
+
+/// An invalid recommendation body (not JSON, wrong shape, over a limit) is reported to the
+/// platform once as `config_apply_error`, not every 5 s; a different one is reported again.
+fn report_bad_recommendation(sh: &Shared, e: &Error) {
+    let msg = format!("Failed to apply configuration: {}", e.message());
+    let mut last = sh
+        .bad_recommendation
+        .lock()
+        .unwrap_or_else(|p| p.into_inner());
+    if last.as_deref() == Some(msg.as_str()) {
+        return;
+    }
+    super::report(&sh.platform, "config_apply_error", &msg);
+    *last = Some(msg);
 }
 
 pub fn guardrail(sh: &Shared) -> Result<()> {
