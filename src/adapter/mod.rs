@@ -1,6 +1,7 @@
 //! Adapters: what differs per provider (host metrics, system info, how a configuration is
 //! applied, guardrails). The runner talks only to this trait.
 
+pub mod cnpg;
 pub mod pgprem;
 pub mod select;
 
@@ -9,7 +10,7 @@ use crate::checks::Check;
 use crate::config::Config;
 use crate::error::Result;
 use crate::metrics::MetricCollector;
-use crate::model::{ConfigRow, GuardrailSignal, Metric, Recommendation};
+use crate::model::{ConfigRow, ErrorReport, GuardrailSignal, Metric, Recommendation};
 use crate::pg::Pg;
 use select::Provider;
 use std::sync::{Arc, RwLock};
@@ -21,6 +22,9 @@ pub fn build(provider: Provider, cfg: &Config) -> std::result::Result<Arc<dyn Ad
         Provider::Local => pgprem::PgPrem::new(cfg)
             .map(|a| Arc::new(a) as Arc<dyn Adapter>)
             .map_err(|e| format!("Failed to create local PostgreSQL adapter: {e}")),
+        Provider::Cnpg => cnpg::Cnpg::new(cfg)
+            .map(|a| Arc::new(a) as Arc<dyn Adapter>)
+            .map_err(|e| format!("Failed to create CloudNativePG adapter: {e}")),
         p => Err(format!(
             "the {} adapter ({}) is not available in this build yet; use --local for self-managed PostgreSQL",
             p.label(),
@@ -62,6 +66,11 @@ pub trait Adapter: Send + Sync {
     }
     /// `Ok(None)` when nothing is wrong.
     fn guardrail(&self, memory_threshold: f64) -> Result<Option<GuardrailSignal>>;
+    /// Events the adapter noticed on its own (a failover: `failover_detected`), for the
+    /// runner to post to `log-entries`; drained after every guardrail check.
+    fn drain_reports(&self) -> Vec<ErrorReport> {
+        Vec::new()
+    }
     /// Catalog collectors this provider cannot serve (Aurora: pg_stat_wal, pg_stat_wal_receiver).
     fn forced_off_collectors(&self) -> &'static [&'static str] {
         &[]

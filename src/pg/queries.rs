@@ -133,3 +133,11 @@ pub fn role_privileges(c: &mut Client) -> Result<(String, bool, bool)> {
 pub fn backend_pid(c: &mut Client) -> Result<i32> {
     Ok(query_one(c, "SELECT pg_backend_pid()", &[])?.get(0))
 }
+
+/// Whether the server we are connected to is a standby (`pg_is_in_recovery()`): adapters of
+/// replicated clusters check that their connection reaches the primary.
+pub fn in_recovery(c: &mut Client) -> Result<bool> {
+    let r = query_one(c, "SELECT pg_catalog.pg_is_in_recovery()", &[])
+        .context("reading pg_is_in_recovery()")?;
+    Ok(r.get(0))
+}

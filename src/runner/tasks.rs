@@ -253,7 +253,19 @@ pub fn guardrail(sh: &Shared) -> Result<()> {
         .read()
         .unwrap_or_else(|p| p.into_inner())
         .memory_threshold;
-    match sh.adapter.guardrail(threshold) {
+    let r = sh.adapter.guardrail(threshold);
+    // Events the adapter noticed (a failover) go to log-entries whatever the check said.
+    for report in sh.adapter.drain_reports() {
+        log::warn!(
+            "🚨 Sending Error Report, type: {}, message: {}",
+            report.error_type,
+            report.error_message
+        );
+        if let Err(e) = sh.platform.log_entry(&report) {
+            log::error!("failed to send error report: {e}");
+        }
+    }
+    match r {
         Ok(Some(sig)) => {
             *sh.last_signal.lock().unwrap_or_else(|p| p.into_inner()) = Some(Instant::now());
             log::warn!(
