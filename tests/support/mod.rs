@@ -4,6 +4,8 @@
 pub mod agent;
 pub mod apply;
 pub mod cloud;
+pub mod cnpg_api;
+pub mod k8s_schema;
 pub mod pgcluster;
 pub mod pgversions;
 pub mod platform;
