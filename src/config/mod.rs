@@ -245,18 +245,6 @@ impl Config {
                 "guardrail_settings.memory_threshold (DBT_MEMORY_THRESHOLD): {memory_threshold} is out of range (expected 1 to 100)"
             ));
         }
-        // Only the self-managed adapter restarts PostgreSQL itself; providers with a control
-        // plane (CloudNativePG, Patroni, clouds) restart through it.
-        let local = matches!(
-            crate::adapter::select::detect(&src.env, &src),
-            crate::adapter::select::Detected::Provider(crate::adapter::select::Provider::Local)
-        );
-        if allow_restart && local && service_name.is_empty() && restart_script_path.is_empty() {
-            errs.push(
-                "postgresql.allow_restart is true but neither postgresql.service_name (DBT_POSTGRESQL_SERVICE_NAME) nor postgresql.restart_script_path (DBT_POSTGRESQL_RESTART_SCRIPT_PATH) is configured"
-                    .into(),
-            );
-        }
         if !restart_script_path.is_empty() {
             if let Err(e) = check_restart_script(Path::new(&restart_script_path)) {
                 errs.push(e);

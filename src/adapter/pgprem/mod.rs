@@ -36,6 +36,16 @@ impl PgPrem {
             SessionLimits::default(),
         )
         .context("failed to create PG driver")?;
+        // Self-managed restarts go through a script or systemd (other providers restart
+        // through their control plane, so this is checked here, not in the configuration).
+        if cfg.postgresql.allow_restart
+            && cfg.postgresql.service_name.is_empty()
+            && cfg.postgresql.restart_script_path.is_empty()
+        {
+            return Err(crate::error::Error::invalid(
+                "postgresql.allow_restart is true but neither postgresql.service_name (DBT_POSTGRESQL_SERVICE_NAME) nor postgresql.restart_script_path (DBT_POSTGRESQL_RESTART_SCRIPT_PATH) is configured",
+            ));
+        }
         let restart_timeout = cfg.apply.restart_timeout;
         let restarter: Option<Box<dyn Restarter>> =
             if !cfg.postgresql.restart_script_path.is_empty() {
