@@ -48,7 +48,11 @@ fn one<'a>(docs: &'a [Value], kind: &str) -> &'a Value {
 fn check(v: &Value, schema: &str, core: &Value) {
     let s = json!({"$ref": format!("#/components/schemas/{schema}")});
     let errs = k8s_schema::validate(v, &s, core);
-    assert!(errs.is_empty(), "{schema} {}: {errs:?}", v["metadata"]["name"]);
+    assert!(
+        errs.is_empty(),
+        "{schema} {}: {errs:?}",
+        v["metadata"]["name"]
+    );
 }
 
 /// `(apiGroup, resource, verb)` of every rule.
@@ -106,10 +110,17 @@ fn manifests_match_the_vendor_schemas_and_the_adapter() {
     // apps/v1 is not in the vendor's core document: its pod template is.
     let dep = one(&docs, "Deployment");
     assert_eq!(dep["apiVersion"], "apps/v1");
-    assert_eq!(dep["spec"]["replicas"], 1, "two agents must never tune one database");
+    assert_eq!(
+        dep["spec"]["replicas"], 1,
+        "two agents must never tune one database"
+    );
     assert_eq!(dep["spec"]["strategy"]["type"], "Recreate");
     let tpl = &dep["spec"]["template"];
-    check(&tpl["metadata"], "io.k8s.apimachinery.pkg.apis.meta.v1.ObjectMeta", &core);
+    check(
+        &tpl["metadata"],
+        "io.k8s.apimachinery.pkg.apis.meta.v1.ObjectMeta",
+        &core,
+    );
     check(&tpl["spec"], "io.k8s.api.core.v1.PodSpec", &core);
     assert_eq!(
         dep["spec"]["selector"]["matchLabels"], tpl["metadata"]["labels"],
@@ -169,10 +180,16 @@ fn manifests_match_the_vendor_schemas_and_the_adapter() {
     assert_eq!(rules(cr), wanted(true), "ClusterRole rules");
     for (binding, target) in [("RoleBinding", role), ("ClusterRoleBinding", cr)] {
         let b = one(&docs, binding);
-        assert_eq!(b["roleRef"]["name"], target["metadata"]["name"], "{binding}");
+        assert_eq!(
+            b["roleRef"]["name"], target["metadata"]["name"],
+            "{binding}"
+        );
         assert_eq!(b["roleRef"]["kind"], target["kind"], "{binding}");
         assert_eq!(b["subjects"][0]["kind"], "ServiceAccount");
-        assert_eq!(b["subjects"][0]["name"], sa["metadata"]["name"], "{binding}");
+        assert_eq!(
+            b["subjects"][0]["name"], sa["metadata"]["name"],
+            "{binding}"
+        );
     }
 }
 
@@ -187,7 +204,23 @@ fn the_validator_rejects_what_the_api_server_would() {
     let text = format!("{errs:?}");
     assert!(text.contains("imagePullPolicy: expected string"), "{text}");
     assert!(text.contains("livenessprobe: unknown field"), "{text}");
-    assert!(text.contains("serviceAccount_name: unknown field"), "{text}");
+    assert!(
+        text.contains("serviceAccount_name: unknown field"),
+        "{text}"
+    );
     let errs = k8s_schema::validate(&json!({"volumes": []}), &s, &core);
-    assert!(format!("{errs:?}").contains(".containers: required"), "{errs:?}");
+    assert!(
+        format!("{errs:?}").contains(".containers: required"),
+        "{errs:?}"
+    );
+    // The Cluster CRD the API stand-in enforces: parameters are strings, instances a number.
+    let crd = k8s_schema::cluster_schema();
+    let bad = json!({"apiVersion": "postgresql.cnpg.io/v1", "kind": "Cluster", "metadata": {"name": "pg"},
+        "spec": {"instances": "3", "postgresql": {"parameters": {"work_mem": 8192}}}});
+    let text = format!("{:?}", k8s_schema::validate(&bad, &crd, &crd));
+    assert!(text.contains(".spec.instances: expected integer"), "{text}");
+    assert!(
+        text.contains(".spec.postgresql.parameters.work_mem: expected string"),
+        "{text}"
+    );
 }
