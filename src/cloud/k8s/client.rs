@@ -209,3 +209,22 @@ impl Kube {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rate_limit_allows_a_burst_then_paces() {
+        let l = RateLimit::new(20.0, 3.0);
+        let t = Instant::now();
+        for _ in 0..3 {
+            l.take();
+        }
+        assert!(t.elapsed() < Duration::from_millis(40), "the burst is free");
+        l.take();
+        l.take();
+        // Two more tokens at 20/s: at least ~100 ms.
+        assert!(t.elapsed() >= Duration::from_millis(90), "{:?}", t.elapsed());
+    }
+}
