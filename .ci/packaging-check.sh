@@ -276,7 +276,7 @@ if [[ ${DBTUNE_PACKAGING_AARCH64:-0} == 1 ]]; then
     printf '  %-34s %10d bytes\n' "aarch64 binary" "$(size "$ARM_BIN")" \
         "arm64 .deb" "$(size "$OUT"/*_arm64.deb)" "aarch64 .rpm" "$(size "$OUT"/*.aarch64.rpm)"
 fi
-echo "  (docker build itself is not run here: no Docker engine on this machine)"
+echo "  (docker build and run of the image: .ci/image-check.sh)"
 
 echo
 echo "packaging-check: $passed passed, $failed failed"

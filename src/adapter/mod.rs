@@ -2,6 +2,7 @@
 //! applied, guardrails). The runner talks only to this trait.
 
 pub mod cnpg;
+pub mod docker;
 pub mod pgprem;
 pub mod select;
 
@@ -22,6 +23,9 @@ pub fn build(provider: Provider, cfg: &Config) -> std::result::Result<Arc<dyn Ad
         Provider::Local => pgprem::PgPrem::new(cfg)
             .map(|a| Arc::new(a) as Arc<dyn Adapter>)
             .map_err(|e| format!("Failed to create local PostgreSQL adapter: {e}")),
+        Provider::Docker => docker::DockerAdapter::new(cfg)
+            .map(|a| Arc::new(a) as Arc<dyn Adapter>)
+            .map_err(|e| format!("Failed to create Docker adapter: {e}")),
         Provider::Cnpg => cnpg::Cnpg::new(cfg)
             .map(|a| Arc::new(a) as Arc<dyn Adapter>)
             .map_err(|e| format!("Failed to create CloudNativePG adapter: {e}")),

@@ -423,6 +423,7 @@ fn execute(
     let restart_needed = changes.iter().any(|k| k.action == Action::Restart);
     let names: Vec<String> = changes.iter().map(|k| k.name.clone()).collect();
     let target = ctx.target;
+    let started = Instant::now();
     let now = std::time::SystemTime::now();
     let mut entry = Entry {
         id: format!(
@@ -532,8 +533,10 @@ fn execute(
                 log::error!("recording the verified apply: {e}");
             }
             log::info!(
-                "applied and verified on {}: {}",
+                "applied and verified on {} in {:.1} s ({}): {}",
                 target.describe(),
+                started.elapsed().as_secs_f64(),
+                if restart_needed { "restart" } else { "reload" },
                 go_list(&names)
             );
             Ok(if restart_needed {
@@ -600,12 +603,19 @@ fn fail(
     reason: String,
 ) -> ApplyError {
     log::error!("apply failed, rolling back: {reason}");
+    let started = Instant::now();
     let knobs: Vec<KnobChange> = entry.knobs.iter().take(altered).cloned().collect();
     let names: Vec<String> = knobs.iter().map(|k| k.name.clone()).collect();
     entry.failed = true;
     match rollback(ctx, entry, &knobs, false) {
         Err(e) if e.kind == Kind::Interrupted => interrupted(journal, entry, e),
         Ok(how) => {
+            log::warn!(
+                "rolled back {} on {} in {:.1} s",
+                go_list(&names),
+                ctx.target.describe(),
+                started.elapsed().as_secs_f64()
+            );
             entry.note = Some(reason.clone());
             let _ = journal.record(entry, Phase::RolledBack);
             ApplyError::config(format!(

@@ -5,6 +5,7 @@ pub mod agent;
 pub mod apply;
 pub mod cloud;
 pub mod cnpg_api;
+pub mod docker;
 pub mod k8s_schema;
 pub mod pgcluster;
 pub mod pgversions;
