@@ -225,6 +225,10 @@ mod tests {
         l.take();
         l.take();
         // Two more tokens at 20/s: at least ~100 ms.
-        assert!(t.elapsed() >= Duration::from_millis(90), "{:?}", t.elapsed());
+        assert!(
+            t.elapsed() >= Duration::from_millis(90),
+            "{:?}",
+            t.elapsed()
+        );
     }
 }
