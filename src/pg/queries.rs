@@ -141,3 +141,14 @@ pub fn in_recovery(c: &mut Client) -> Result<bool> {
         .context("reading pg_is_in_recovery()")?;
     Ok(r.get(0))
 }
+
+/// The server's data directory and this session's backend PID (to tell whether the server runs
+/// on this host). Needs superuser or pg_read_all_settings.
+pub fn data_directory(c: &mut Client) -> Result<(String, i32)> {
+    let row = query_one(
+        c,
+        "SELECT current_setting('data_directory'), pg_backend_pid()",
+        &[],
+    )?;
+    Ok((row.get(0), row.get(1)))
+}

@@ -9,8 +9,8 @@ use super::Adapter;
 use crate::apply::Applier;
 use crate::config::Config;
 use crate::error::{Context, Result};
-use crate::host::{cgroup, cpu, distro, memory};
-use crate::metrics::{hardware::Hardware, MetricCollector};
+use crate::host::{cgroup, cpu, distro, memory, process};
+use crate::metrics::{data_disk::DataDisk, hardware::Hardware, MetricCollector};
 use crate::model::{ConfigRow, GuardrailLevel, GuardrailSignal, GuardrailType, Metric};
 use crate::pg::{Pg, SessionLimits};
 use restart::{Restarter, ScriptRestarter, SystemctlRestarter};
@@ -91,11 +91,9 @@ impl PgPrem {
     fn resolve_postmaster(&self) -> Option<u32> {
         let mut conn = self.pg.conn().ok()?;
         let backend = crate::pg::queries::backend_pid(&mut conn).ok()?;
-        let stat =
-            std::fs::read_to_string(crate::host::proc_path(&format!("{backend}/stat"))).ok()?;
-        let after = stat.rsplit_once(')')?.1;
-        let ppid: u32 = after.split_whitespace().nth(1)?.parse().ok()?;
-        (cgroup::is_postgres_process(backend as u32) && cgroup::is_postgres_process(ppid))
+        let backend = u32::try_from(backend).ok()?;
+        let ppid = process::parent_of(backend)?;
+        (process::is_postgres_process(backend) && process::is_postgres_process(ppid))
             .then_some(ppid)
     }
 }
@@ -110,7 +108,10 @@ impl Adapter for PgPrem {
     }
 
     fn metric_collectors(&self) -> Vec<Box<dyn MetricCollector>> {
-        vec![Box::new(Hardware::default())]
+        vec![
+            Box::new(Hardware::default()),
+            Box::new(DataDisk::new(self.pg.clone())),
+        ]
     }
 
     fn system_info(&self) -> Result<Vec<Metric>> {
