@@ -3,6 +3,8 @@
 
 pub mod cnpg;
 pub mod docker;
+pub mod local_host;
+pub mod patroni;
 pub mod pgprem;
 pub mod select;
 
@@ -29,6 +31,9 @@ pub fn build(provider: Provider, cfg: &Config) -> std::result::Result<Arc<dyn Ad
         Provider::Cnpg => cnpg::Cnpg::new(cfg)
             .map(|a| Arc::new(a) as Arc<dyn Adapter>)
             .map_err(|e| format!("Failed to create CloudNativePG adapter: {e}")),
+        Provider::Patroni => patroni::Patroni::new(cfg)
+            .map(|a| Arc::new(a) as Arc<dyn Adapter>)
+            .map_err(|e| format!("Failed to create Patroni adapter: {e}")),
         p => Err(format!(
             "the {} adapter ({}) is not available in this build yet; use --local for self-managed PostgreSQL",
             p.label(),
@@ -68,13 +73,13 @@ pub trait Adapter: Send + Sync {
     fn control_plane_checks(&self) -> Vec<Check> {
         Vec::new()
     }
-    /// `Ok(None)` when nothing is wrong.
-    fn guardrail(&self, memory_threshold: f64) -> Result<Option<GuardrailSignal>>;
-    /// Events the adapter noticed on its own (a failover: `failover_detected`), for the
-    /// runner to post to `log-entries`; drained after every guardrail check.
-    fn drain_reports(&self) -> Vec<ErrorReport> {
+    /// Events the adapter observed for the platform's log entries (Patroni: `failover_detected`),
+    /// drained and sent by the runner every second; adapters never talk to the platform.
+    fn take_reports(&self) -> Vec<ErrorReport> {
         Vec::new()
     }
+    /// `Ok(None)` when nothing is wrong.
+    fn guardrail(&self, memory_threshold: f64) -> Result<Option<GuardrailSignal>>;
     /// Catalog collectors this provider cannot serve (Aurora: pg_stat_wal, pg_stat_wal_receiver).
     fn forced_off_collectors(&self) -> &'static [&'static str] {
         &[]

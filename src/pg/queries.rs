@@ -134,12 +134,11 @@ pub fn backend_pid(c: &mut Client) -> Result<i32> {
     Ok(query_one(c, "SELECT pg_backend_pid()", &[])?.get(0))
 }
 
-/// Whether the server we are connected to is a standby (`pg_is_in_recovery()`): adapters of
-/// replicated clusters check that their connection reaches the primary.
+/// `pg_is_in_recovery()`: true on a replica (Patroni: applies only on the leader).
 pub fn in_recovery(c: &mut Client) -> Result<bool> {
-    let r = query_one(c, "SELECT pg_catalog.pg_is_in_recovery()", &[])
-        .context("reading pg_is_in_recovery()")?;
-    Ok(r.get(0))
+    Ok(query_one(c, "SELECT pg_catalog.pg_is_in_recovery()", &[])
+        .context("checking whether this server is a replica (pg_is_in_recovery)")?
+        .get(0))
 }
 
 /// The server's data directory and this session's backend PID (to tell whether the server runs

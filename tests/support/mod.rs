@@ -7,6 +7,7 @@ pub mod cloud;
 pub mod cnpg_api;
 pub mod docker;
 pub mod k8s_schema;
+pub mod patroni;
 pub mod pgcluster;
 pub mod pgversions;
 pub mod platform;

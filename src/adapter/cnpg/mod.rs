@@ -127,7 +127,7 @@ impl Inner {
         self.check_failover_within(CLUSTER_TTL)
     }
 
-    /// Queues a `failover_detected` log entry (sent by the guardrail task).
+    /// Queues a `failover_detected` log entry (the runner sends it: `Adapter::take_reports`).
     pub fn report(&self, e: &FailoverDetected) {
         log::warn!("🚨 {e}");
         lock(&self.reports).push(ErrorReport {
@@ -346,7 +346,7 @@ impl Adapter for Cnpg {
         }))
     }
 
-    fn drain_reports(&self) -> Vec<ErrorReport> {
+    fn take_reports(&self) -> Vec<ErrorReport> {
         std::mem::take(&mut *lock(&self.inner.reports))
     }
 }

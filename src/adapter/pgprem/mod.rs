@@ -9,23 +9,16 @@ use super::Adapter;
 use crate::apply::Applier;
 use crate::config::Config;
 use crate::error::{Context, Result};
-use crate::host::{cgroup, cpu, distro, memory, process};
 use crate::metrics::{data_disk::DataDisk, hardware::Hardware, MetricCollector};
-use crate::model::{ConfigRow, GuardrailLevel, GuardrailSignal, GuardrailType, Metric};
+use crate::model::{ConfigRow, GuardrailSignal, Metric};
 use crate::pg::{Pg, SessionLimits};
 use restart::{Restarter, ScriptRestarter, SystemctlRestarter};
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Mutex;
-use std::time::{Duration, Instant};
 
 pub struct PgPrem {
     pg: Pg,
     applier: Applier,
-    /// The postmaster's PID when PostgreSQL runs on this host (for its cgroup), re-resolved
-    /// at most once a minute.
-    postmaster: Mutex<(Option<u32>, Option<Instant>)>,
-    resolving: AtomicBool,
+    memory: super::local_host::MemoryGuardrail,
 }
 
 impl PgPrem {
@@ -65,36 +58,8 @@ impl PgPrem {
         Ok(PgPrem {
             pg,
             applier: Applier::new(cfg, Box::new(target)),
-            postmaster: Mutex::new((None, None)),
-            resolving: AtomicBool::new(false),
+            memory: Default::default(),
         })
-    }
-
-    fn postmaster_pid(&self) -> Option<u32> {
-        let mut g = self.postmaster.lock().unwrap_or_else(|p| p.into_inner());
-        let stale = g.1.is_none_or(|t| t.elapsed() > Duration::from_secs(60));
-        if stale && !self.resolving.swap(true, Ordering::SeqCst) {
-            g.1 = Some(Instant::now());
-            drop(g);
-            let pid = self.resolve_postmaster();
-            self.resolving.store(false, Ordering::SeqCst);
-            let mut g = self.postmaster.lock().unwrap_or_else(|p| p.into_inner());
-            if pid.is_some() {
-                g.0 = pid;
-            }
-            return g.0;
-        }
-        g.0
-    }
-
-    /// Our backend's parent is the postmaster; only trusted when it is a local postgres process.
-    fn resolve_postmaster(&self) -> Option<u32> {
-        let mut conn = self.pg.conn().ok()?;
-        let backend = crate::pg::queries::backend_pid(&mut conn).ok()?;
-        let backend = u32::try_from(backend).ok()?;
-        let ppid = process::parent_of(backend)?;
-        (process::is_postgres_process(backend) && process::is_postgres_process(ppid))
-            .then_some(ppid)
     }
 }
 
@@ -115,22 +80,7 @@ impl Adapter for PgPrem {
     }
 
     fn system_info(&self) -> Result<Vec<Metric>> {
-        let mut c = self.pg.conn()?;
-        let facts = crate::pg::queries::pg_facts(&mut c)?;
-        let mem = memory::host().context("reading host memory")?;
-        let cpus = cpu::count().context("counting CPUs")?;
-        let (platform, platform_version) = distro::detect();
-        Ok(vec![
-            Metric::string("pg_version", facts.version.wire()),
-            Metric::bytes("node_memory_total", mem.total as i64),
-            Metric::string("node_os_info", std::env::consts::OS),
-            Metric::string("system_info_platform_version", platform_version),
-            Metric::string("system_info_platform", platform),
-            Metric::int("pg_max_connections", facts.max_connections),
-            Metric::int("node_cpu_count", cpus),
-            Metric::string("pg_current_database", facts.current_database),
-            Metric::int("pg_database_count", facts.database_count),
-        ])
+        super::local_host::system_info(&self.pg)
     }
 
     fn active_config(&self) -> Result<Vec<ConfigRow>> {
@@ -142,16 +92,6 @@ impl Adapter for PgPrem {
     }
 
     fn guardrail(&self, threshold: f64) -> Result<Option<GuardrailSignal>> {
-        let used = match self.postmaster_pid().and_then(cgroup::memory_of) {
-            Some(cg) => cg.used_percent(),
-            None => memory::host()
-                .context("reading host memory")?
-                .used_percent(),
-        };
-        log::debug!("Memory usage: {used:.2}%");
-        Ok((used > threshold).then_some(GuardrailSignal {
-            level: GuardrailLevel::Critical,
-            kind: GuardrailType::Memory,
-        }))
+        self.memory.check(&self.pg, threshold)
     }
 }
