@@ -1,11 +1,14 @@
 //! Adapters: what differs per provider (host metrics, system info, how a configuration is
 //! applied, guardrails). The runner talks only to this trait.
 
+pub mod azure_flex;
+pub mod cloudsql;
 pub mod cnpg;
 pub mod docker;
 pub mod local_host;
 pub mod patroni;
 pub mod pgprem;
+pub mod rds;
 pub mod select;
 
 use crate::apply::{Applier, ApplyError, Outcome, RecoveryReport, Runtime};
@@ -25,6 +28,12 @@ pub fn build(provider: Provider, cfg: &Config) -> std::result::Result<Arc<dyn Ad
         Provider::Local => pgprem::PgPrem::new(cfg)
             .map(|a| Arc::new(a) as Arc<dyn Adapter>)
             .map_err(|e| format!("Failed to create local PostgreSQL adapter: {e}")),
+        Provider::CloudSql => cloudsql::CloudSql::new(cfg)
+            .map(|a| Arc::new(a) as Arc<dyn Adapter>)
+            .map_err(|e| format!("Failed to create Cloud SQL adapter: {e}")),
+        Provider::AzureFlex => azure_flex::AzureFlex::new(cfg)
+            .map(|a| Arc::new(a) as Arc<dyn Adapter>)
+            .map_err(|e| format!("Failed to create Azure Flexible Server adapter: {e}")),
         Provider::Docker => docker::DockerAdapter::new(cfg)
             .map(|a| Arc::new(a) as Arc<dyn Adapter>)
             .map_err(|e| format!("Failed to create Docker adapter: {e}")),
@@ -34,6 +43,9 @@ pub fn build(provider: Provider, cfg: &Config) -> std::result::Result<Arc<dyn Ad
         Provider::Patroni => patroni::Patroni::new(cfg)
             .map(|a| Arc::new(a) as Arc<dyn Adapter>)
             .map_err(|e| format!("Failed to create Patroni adapter: {e}")),
+        Provider::Rds | Provider::Aurora => rds::Rds::new(cfg, provider == Provider::Aurora)
+            .map(|a| Arc::new(a) as Arc<dyn Adapter>)
+            .map_err(|e| format!("Failed to create {} adapter: {e}", provider.label())),
         p => Err(format!(
             "the {} adapter ({}) is not available in this build yet; use --local for self-managed PostgreSQL",
             p.label(),

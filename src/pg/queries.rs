@@ -151,3 +151,9 @@ pub fn data_directory(c: &mut Client) -> Result<(String, i32)> {
     )?;
     Ok((row.get(0), row.get(1)))
 }
+
+/// When the postmaster started (text): tells a restart done by a control plane (an RDS reboot)
+/// from a stale "available".
+pub fn postmaster_start_time(c: &mut Client) -> Result<String> {
+    Ok(query_one(c, "SELECT pg_catalog.pg_postmaster_start_time()::text", &[])?.get(0))
+}

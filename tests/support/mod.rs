@@ -3,7 +3,9 @@
 
 pub mod agent;
 pub mod apply;
+pub mod azure;
 pub mod cloud;
+pub mod cloudsql;
 pub mod cnpg_api;
 pub mod docker;
 pub mod k8s_schema;
@@ -11,3 +13,4 @@ pub mod patroni;
 pub mod pgcluster;
 pub mod pgversions;
 pub mod platform;
+pub mod rds_mirror;
