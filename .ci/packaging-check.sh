@@ -223,8 +223,10 @@ check "yamllint" python3 -m yamllint -s \
     -d '{extends: default, rules: {line-length: {max: 110}, document-start: disable}}' packaging/kubernetes
 check "schemas (kubernetes-validate --strict, 1.28 and current)" bash -c '
     cd packaging/kubernetes &&
-    kubernetes-validate --strict --quiet -k 1.28.0 serviceaccount.yaml rbac-cnpg.yaml secret.yaml deployment.yaml &&
-    kubernetes-validate --strict --quiet serviceaccount.yaml rbac-cnpg.yaml secret.yaml deployment.yaml'
+    kubernetes-validate --strict --quiet -k 1.28.0 serviceaccount.yaml rbac-cnpg.yaml secret.yaml pvc.yaml deployment.yaml &&
+    kubernetes-validate --strict --quiet serviceaccount.yaml rbac-cnpg.yaml secret.yaml pvc.yaml deployment.yaml'
+# (tests/cnpg_manifests.rs, part of the test suite, also validates them against the vendor's
+# core OpenAPI in shared/testdata/vendor-api and checks the RBAC rules against the adapter.)
 check "every kustomization resource exists" bash -c '
     cd packaging/kubernetes && for f in $(sed -n "s/^  - //p" kustomization.yaml); do test -f "$f" || { echo "missing $f"; exit 1; }; done'
 if command -v kubectl >/dev/null; then

@@ -3,6 +3,7 @@
 
 pub mod azure_flex;
 pub mod cloudsql;
+pub mod cnpg;
 pub mod docker;
 pub mod local_host;
 pub mod patroni;
@@ -36,6 +37,9 @@ pub fn build(provider: Provider, cfg: &Config) -> std::result::Result<Arc<dyn Ad
         Provider::Docker => docker::DockerAdapter::new(cfg)
             .map(|a| Arc::new(a) as Arc<dyn Adapter>)
             .map_err(|e| format!("Failed to create Docker adapter: {e}")),
+        Provider::Cnpg => cnpg::Cnpg::new(cfg)
+            .map(|a| Arc::new(a) as Arc<dyn Adapter>)
+            .map_err(|e| format!("Failed to create CloudNativePG adapter: {e}")),
         Provider::Patroni => patroni::Patroni::new(cfg)
             .map(|a| Arc::new(a) as Arc<dyn Adapter>)
             .map_err(|e| format!("Failed to create Patroni adapter: {e}")),
