@@ -26,8 +26,10 @@ WORK=$(mktemp -d /tmp/dbtune-arm.XXXXXX)
 chmod 755 "$WORK"
 PG_STARTED=
 FIGURE_PID=
+ROOT_PIDS=()
 cleanup() {
     [[ -n $FIGURE_PID ]] && kill "$FIGURE_PID" 2>/dev/null
+    for p in "${ROOT_PIDS[@]}"; do kill "$p" 2>/dev/null; done
     [[ -n $PG_STARTED ]] && su postgres -s /bin/sh -c "$PGBIN/pg_ctl -D $WORK/pg/data stop -m immediate" >/dev/null 2>&1
     rm -rf "$WORK"
 }
@@ -67,8 +69,51 @@ declare -A MACHINE=([aarch64-unknown-linux-musl]=AArch64 [armv7-unknown-linux-mu
 declare -A RUSTARCH=([aarch64-unknown-linux-musl]=aarch64-linux [armv7-unknown-linux-musleabihf]=arm-linux)
 bin() { echo "target/$1/release/dbtune-agent"; }
 
+# binfmt_misc lets the kernel hand ARM executables to qemu (fix-binary: the interpreter is
+# opened at registration, so it works inside chroots): needed for the foreign Debian roots and
+# for running the binary inside the image root.
+BINFMT=0
+if [[ -d /proc/sys/fs/binfmt_misc ]]; then
+    [[ -e /proc/sys/fs/binfmt_misc/register ]] ||
+        mount -t binfmt_misc binfmt_misc /proc/sys/fs/binfmt_misc 2>/dev/null || true
+    if [[ -e /proc/sys/fs/binfmt_misc/register ]]; then
+        update-binfmts --enable qemu-aarch64 >/dev/null 2>&1 || true
+        update-binfmts --enable qemu-arm >/dev/null 2>&1 || true
+        grep -q enabled /proc/sys/fs/binfmt_misc/qemu-aarch64 2>/dev/null &&
+            grep -q enabled /proc/sys/fs/binfmt_misc/qemu-arm 2>/dev/null && BINFMT=1
+    fi
+fi
+# debootstrap --foreign unpacks the arm64/armhf base; its second stage runs the root's own
+# (ARM) dpkg under qemu through binfmt_misc. Cached next to the amd64 root.
+foreign_root() {
+    local arch=$1 dir mirror
+    dir=$(dirname "$DBTUNE_PACKAGING_CHROOT")/bookworm-$arch-minbase
+    # A finished second stage removes /debootstrap.
+    if [[ ! -x $dir/usr/sbin/useradd || -e $dir/debootstrap ]]; then
+        mirror=$(sed -n 's/^URIs:[[:space:]]*\([^[:space:]]*\).*/\1/p' /etc/apt/sources.list.d/*.sources 2>/dev/null | grep -v security | head -1 || true)
+        [[ -n $mirror ]] || mirror=$(awk '$1 == "deb" && $3 !~ /security/ {print $2; exit}' /etc/apt/sources.list 2>/dev/null || true)
+        rm -rf "$dir.tmp"
+        mkdir -p "$(dirname "$dir")"
+        debootstrap --foreign --arch="$arch" --variant=minbase --include=passwd bookworm "$dir.tmp" "$mirror" >/dev/null
+        chroot "$dir.tmp" /debootstrap/debootstrap --second-stage >/dev/null
+        chroot "$dir.tmp" apt-get clean
+        rm -rf "$dir"
+        mv "$dir.tmp" "$dir"
+    fi
+    echo "$dir"
+}
+if ((BINFMT)); then
+    # Prepared in the background: the download and the emulated second stage overlap the
+    # builds (whose LTO link leaves a core idle).
+    for a in arm64 armhf; do
+        (foreign_root "$a" >"$WORK/root-$a.path" 2>"$WORK/root-$a.err") &
+        ROOT_PIDS+=($!)
+    done
+fi
+
 section "cross builds (packaging/build-release.sh ${TARGETS[*]})"
-/usr/bin/time -f "  build: %e s wall, %U s user, %S s sys" packaging/build-release.sh "${TARGETS[@]}"
+TIMEFORMAT='  build: %R s wall, %U s user, %S s sys (this process tree)'
+time packaging/build-release.sh "${TARGETS[@]}"
 phase_end build
 
 section "binaries"
@@ -110,9 +155,9 @@ for t in "${TARGETS[@]}"; do
     mkdir -p "$WORK/pkg/$t"
     dpkg-deb -x "$deb" "$WORK/pkg/$t/root"
     check "$t: the .deb carries this target's binary" cmp "$WORK/pkg/$t/root/usr/bin/dbtune-agent" "$(bin "$t")"
-    mkdir -p "$WORK/pkg/$t/rpmroot"
-    (cd "$WORK/pkg/$t/rpmroot" && rpm2cpio "$rpm" | cpio -idm --quiet)
-    check "$t: the .rpm carries this target's binary" cmp "$WORK/pkg/$t/rpmroot/usr/bin/dbtune-agent" "$(bin "$t")"
+    sum=$(sha256sum "$(bin "$t")" | cut -d' ' -f1)
+    check "$t: the .rpm carries this target's binary (SHA-256 in the rpm header)" bash -c \
+        "rpm -qp --qf '[%{FILEDIGESTS} %{FILENAMES}\n]' '$rpm' 2>/dev/null | grep -qx '$sum /usr/bin/dbtune-agent'"
     if [[ -n $AMD_DEB ]]; then
         check "$t: .deb file list, owners and modes = amd64's" diff <(listing "$AMD_DEB") <(listing "$deb")
         dpkg-deb -e "$AMD_DEB" "$WORK/pkg/amd64-control" 2>/dev/null || true
@@ -153,20 +198,6 @@ PY
 done
 phase_end inspect
 
-# binfmt_misc lets the kernel hand ARM executables to qemu (fix-binary: the interpreter is
-# opened at registration, so it works inside chroots): needed for the foreign Debian roots and
-# for running the binary inside the image root.
-BINFMT=0
-if [[ -d /proc/sys/fs/binfmt_misc ]]; then
-    [[ -e /proc/sys/fs/binfmt_misc/register ]] ||
-        mount -t binfmt_misc binfmt_misc /proc/sys/fs/binfmt_misc 2>/dev/null || true
-    if [[ -e /proc/sys/fs/binfmt_misc/register ]]; then
-        update-binfmts --enable qemu-aarch64 >/dev/null 2>&1 || true
-        update-binfmts --enable qemu-arm >/dev/null 2>&1 || true
-        grep -q enabled /proc/sys/fs/binfmt_misc/qemu-aarch64 2>/dev/null &&
-            grep -q enabled /proc/sys/fs/binfmt_misc/qemu-arm 2>/dev/null && BINFMT=1
-    fi
-fi
 if ((BINFMT)); then
     for t in "${TARGETS[@]}"; do
         arch=${OCIARCH[$t]%/*}
@@ -243,36 +274,21 @@ done
 phase_end emulated
 
 section ".deb installed into a throwaway Debian 12 root of its architecture"
-# debootstrap --foreign unpacks the arm64/armhf base; its second stage runs the root's own
-# (ARM) dpkg under qemu through binfmt_misc. Cached next to the amd64 root.
-foreign_root() {
-    local arch=$1 dir mirror
-    dir=$(dirname "$DBTUNE_PACKAGING_CHROOT")/bookworm-$arch-minbase
-    # A finished second stage removes /debootstrap.
-    if [[ ! -x $dir/usr/sbin/useradd || -e $dir/debootstrap ]]; then
-        mirror=$(sed -n 's/^URIs:[[:space:]]*\([^[:space:]]*\).*/\1/p' /etc/apt/sources.list.d/*.sources 2>/dev/null | grep -v security | head -1 || true)
-        [[ -n $mirror ]] || mirror=$(awk '$1 == "deb" && $3 !~ /security/ {print $2; exit}' /etc/apt/sources.list 2>/dev/null || true)
-        rm -rf "$dir.tmp"
-        mkdir -p "$(dirname "$dir")"
-        debootstrap --foreign --arch="$arch" --variant=minbase --include=passwd bookworm "$dir.tmp" "$mirror" >/dev/null
-        chroot "$dir.tmp" /debootstrap/debootstrap --second-stage >/dev/null
-        chroot "$dir.tmp" apt-get clean
-        rm -rf "$dir"
-        mv "$dir.tmp" "$dir"
-    fi
-    echo "$dir"
-}
 owner_mode() {
     local uid gid mode
     read -r uid gid mode < <(stat -c '%u %g %a' "$1$2")
     echo "$(chroot "$1" getent passwd "$uid" | cut -d: -f1):$(chroot "$1" getent group "$gid" | cut -d: -f1) $mode"
 }
 if ((BINFMT)); then
+    for p in "${ROOT_PIDS[@]}"; do wait "$p" || true; done
+    ROOT_PIDS=()
+    phase_end roots_wait
     for t in "${TARGETS[@]}"; do
         a=${DEBARCH[$t]}
-        if ! tmpl=$(foreign_root "$a" 2>"$WORK/debootstrap.err"); then
+        tmpl=$(cat "$WORK/root-$a.path" 2>/dev/null || true)
+        if [[ -z $tmpl || ! -x $tmpl/usr/sbin/useradd ]]; then
             bad "$t: debootstrap --foreign --arch=$a"
-            tail -20 "$WORK/debootstrap.err" | sed 's/^/       | /'
+            tail -20 "$WORK/root-$a.err" | sed 's/^/       | /'
             continue
         fi
         R=$WORK/root-$a
@@ -325,6 +341,7 @@ done <"$WORK/figures.txt"
 
 echo
 echo "  time: build ${took[build]} s, inspect ${took[inspect]} s, emulated tests ${took[emulated]} s," \
-    "installs ${took[install]} s, waiting for figures ${took[figures_wait]} s"
+    "waiting for the ARM roots ${took[roots_wait]:-0} s, installs ${took[install]} s," \
+    "waiting for figures ${took[figures_wait]} s"
 echo "arm-check: $passed passed, $failed failed"
 [[ $failed -eq 0 ]]

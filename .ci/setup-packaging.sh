@@ -32,7 +32,6 @@ command -v umoci >/dev/null || need+=(umoci)
 command -v systemd-nspawn >/dev/null || need+=(systemd-container)
 command -v readelf >/dev/null || need+=(binutils)
 command -v node >/dev/null || need+=(nodejs)
-command -v cpio >/dev/null || need+=(cpio)
 ARM=${DBTUNE_PACKAGING_ARM:-1}
 if [[ $ARM == 1 ]]; then
     command -v aarch64-linux-gnu-gcc >/dev/null || need+=(gcc-aarch64-linux-gnu)

@@ -82,8 +82,8 @@ fn shape(v: &Value) -> Value {
             Value::Array(seen)
         }
         Value::String(_) => "string".into(),
-        Value::Number(n) if n.is_f64() => "float".into(),
-        Value::Number(_) => "integer".into(),
+        // Go-JSON writes a whole float without a fraction (`0`, not `0.0`): one number type.
+        Value::Number(_) => "number".into(),
         Value::Bool(_) => "bool".into(),
         Value::Null => "null".into(),
     }
