@@ -251,7 +251,7 @@ printf '  %-34s %10d bytes\n' "binary (static, stripped)" "$(size "$BIN")" \
     ".deb" "$(size "$DEB")" ".rpm" "$(size "$RPM")" \
     "image layer (rootfs.tar.gz)" "$(size "$LAYER")" \
     "image layer uncompressed" "$(gzip -dc "$LAYER" | wc -c)"
-echo "  (docker build itself is not run here: no Docker engine on this machine)"
+echo "  (docker build and run of the image: .ci/image-check.sh; ARM sizes: .ci/arm-check.sh)"
 
 echo
 echo "packaging-check: $passed passed, $failed failed"

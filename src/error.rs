@@ -14,6 +14,8 @@ pub enum Kind {
     Timeout,
     /// Bad input from the operator or the platform.
     Invalid,
+    /// Shutdown asked a long wait to stop at a safe point (the journal settles the rest).
+    Interrupted,
     Other,
 }
 

@@ -1,7 +1,6 @@
 //! dbtune-agent: entry point. Flags → configuration → adapter → startup checks → runner.
 
-use dbtune_agent::adapter::pgprem::PgPrem;
-use dbtune_agent::adapter::select::{self, Detected, Provider};
+use dbtune_agent::adapter::select::{self, Detected};
 use dbtune_agent::adapter::Adapter;
 use dbtune_agent::config::{Config, Env};
 use dbtune_agent::platform::http::Timing;
@@ -74,16 +73,9 @@ fn real_main() -> i32 {
             }
         }
     };
-    if provider != Provider::Local {
-        return fatal(format!(
-            "the {} adapter ({}) is not available in this build yet; use --local for self-managed PostgreSQL",
-            provider.label(),
-            provider.flag()
-        ));
-    }
-    let adapter = match PgPrem::new(&cfg) {
-        Ok(a) => Arc::new(a),
-        Err(e) => return fatal(format!("Failed to create local PostgreSQL adapter: {e}")),
+    let adapter: Arc<dyn Adapter> = match dbtune_agent::adapter::build(provider, &cfg) {
+        Ok(a) => a,
+        Err(e) => return fatal(e),
     };
 
     // Where payloads go.
@@ -111,7 +103,8 @@ fn real_main() -> i32 {
 
     if cli.check || !cfg.disable_checks {
         let id = runner::new_agent_id();
-        let results = checks::run(&cfg, adapter.pg(), (!dry_run).then_some(&platform), &id);
+        let mut results = checks::run(&cfg, adapter.pg(), (!dry_run).then_some(&platform), &id);
+        results.extend(adapter.control_plane_checks());
         let failed = results.iter().any(|c| !c.ok);
         if cli.check {
             for c in &results {
@@ -229,8 +222,7 @@ fn real_main() -> i32 {
         alive_every,
         ..RunnerOptions::default()
     };
-    let adapter_dyn: Arc<dyn Adapter> = adapter.clone();
-    let r = Runner::new(adapter_dyn, platform, settings, &cfg.collectors, opts);
+    let r = Runner::new(adapter.clone(), platform, settings, &cfg.collectors, opts);
     *settings_handle.lock().unwrap_or_else(|p| p.into_inner()) = Some(r.shared().settings.clone());
     if cli.once {
         r.run_once();
@@ -272,7 +264,11 @@ fn health(cli: &cli::Cli) -> i32 {
 }
 
 /// `--plan`: what a recommendation would change; applies nothing.
-fn run_plan(adapter: &PgPrem, platform: &Platform, file: Option<&std::path::Path>) -> i32 {
+fn run_plan(
+    adapter: &Arc<dyn Adapter>,
+    platform: &Platform,
+    file: Option<&std::path::Path>,
+) -> i32 {
     let rec = match file {
         Some(p) => {
             let bytes = if p.as_os_str() == "-" {

@@ -109,6 +109,28 @@ fn every_core_endpoint_carries_the_contract_payload() {
     );
     assert!(m0["metrics"].get("").is_none());
 
+    // The data directory's filesystem (PostgreSQL is local): the kernel's statvfs agrees.
+    let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
+    let c = std::ffi::CString::new(pg.data.to_str().unwrap()).unwrap();
+    assert_eq!(unsafe { libc::statvfs(c.as_ptr(), &mut st) }, 0);
+    assert_eq!(
+        m0["metrics"]["node_disk_size"].as_u64(),
+        Some(st.f_blocks as u64 * st.f_frsize as u64),
+        "{m0}"
+    );
+    let used = m0["metrics"]["node_disk_used_percentage"].as_f64().unwrap();
+    let expect = 100.0 * (1.0 - st.f_bavail as f64 / st.f_blocks as f64);
+    assert!((used - expect).abs() < 2.0, "{used} vs {expect}");
+    // Network rates need two samples.
+    assert!(m0["metrics"].get("node_net_receive_per_second").is_none());
+    let m1 = metrics[1].json();
+    for k in ["node_net_receive_per_second", "node_net_send_per_second"] {
+        assert!(
+            m1["metrics"][k].as_f64().is_some_and(|v| v >= 0.0),
+            "{k}: {m1}"
+        );
+    }
+
     // System info: every key, and the hash is SHA-256 of the exact bytes of the map.
     let si = find("system-info", "PUT");
     let v = si.json();

@@ -4,6 +4,7 @@
 //! debug-build hook `DBTUNE_AGENT_TEST_PAUSE_AT` at a journal point and then killed.
 mod support;
 
+use dbtune_agent::adapter::pgprem::target::LocalTarget;
 use dbtune_agent::apply::recover::Recovery;
 use dbtune_agent::apply::{self, recover, ApplyContext, Outcome};
 use serde_json::json;
@@ -26,17 +27,22 @@ fn child_apply_process() {
     let script = std::env::var("DBTUNE_CRASH_CHILD_SCRIPT").ok();
     let pg =
         dbtune_agent::pg::Pg::new(&url, 2, dbtune_agent::pg::SessionLimits::default()).unwrap();
-    let restarter = script.map(|p| dbtune_agent::apply::restart::ScriptRestarter {
-        path: p.into(),
-        timeout: Duration::from_secs(60),
-    });
+    let restarter =
+        script.clone().map(
+            |p| dbtune_agent::adapter::pgprem::restart::ScriptRestarter {
+                path: p.into(),
+                timeout: Duration::from_secs(60),
+            },
+        );
     let pol = policy();
     let ctx = ApplyContext {
         pg: &pg,
-        allow_restart: restarter.is_some(),
-        restarter: restarter
-            .as_ref()
-            .map(|r| r as &dyn dbtune_agent::apply::Restarter),
+        allow_restart: script.is_some(),
+        target: &LocalTarget::new(
+            restarter
+                .map(|r| Box::new(r) as Box<dyn dbtune_agent::adapter::pgprem::restart::Restarter>),
+            None,
+        ),
         policy: &pol,
         state_dir: &state,
         ready_timeout: pol.ready_timeout,
@@ -120,7 +126,7 @@ fn killed_after_alter_system_is_rolled_back_at_start() {
     let ctx = ApplyContext {
         pg: &pg,
         allow_restart: false,
-        restarter: None,
+        target: &LocalTarget::new(None, None),
         policy: &pol,
         state_dir: &state,
         ready_timeout: pol.ready_timeout,
@@ -151,7 +157,7 @@ fn killed_after_reload_is_completed_at_start() {
     let ctx = ApplyContext {
         pg: &pg,
         allow_restart: false,
-        restarter: None,
+        target: &LocalTarget::new(None, None),
         policy: &pol,
         state_dir: &state,
         ready_timeout: pol.ready_timeout,
@@ -192,7 +198,7 @@ fn killed_before_restart_is_rolled_back_without_restarting() {
     let ctx = ApplyContext {
         pg: &pg,
         allow_restart: true,
-        restarter: Some(&restarter),
+        target: &LocalTarget::new(Some(Box::new(restarter.clone())), None),
         policy: &pol,
         state_dir: &state,
         ready_timeout: pol.ready_timeout,
@@ -252,7 +258,7 @@ fn killed_mid_restart_with_server_down_is_restored_from_disk() {
     let ctx = ApplyContext {
         pg: &pg,
         allow_restart: true,
-        restarter: Some(&restarter),
+        target: &LocalTarget::new(Some(Box::new(restarter.clone())), None),
         policy: &pol,
         state_dir: &state,
         ready_timeout: Duration::from_secs(5),

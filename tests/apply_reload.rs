@@ -2,6 +2,7 @@
 //! times → one reload), unit-aware comparison, and a failure mid-list rolls back every knob.
 mod support;
 
+use dbtune_agent::adapter::pgprem::target::LocalTarget;
 use dbtune_agent::apply::{self, ApplyContext, Outcome};
 use serde_json::json;
 use support::apply::*;
@@ -16,7 +17,7 @@ fn reload_knob_is_applied_and_visible() {
     let ctx = ApplyContext {
         pg: &pg,
         allow_restart: false,
-        restarter: None,
+        target: &LocalTarget::new(None, None),
         policy: &pol,
         state_dir: &state,
         ready_timeout: pol.ready_timeout,
@@ -60,7 +61,7 @@ fn same_recommendation_twenty_times_reloads_once() {
     let ctx = ApplyContext {
         pg: &pg,
         allow_restart: false,
-        restarter: None,
+        target: &LocalTarget::new(None, None),
         policy: &pol,
         state_dir: &state,
         ready_timeout: pol.ready_timeout,
@@ -134,7 +135,7 @@ fn failure_mid_list_rolls_back_every_earlier_knob() {
     let ctx = ApplyContext {
         pg: &pg,
         allow_restart: false,
-        restarter: None,
+        target: &LocalTarget::new(None, None),
         policy: &pol,
         state_dir: &state,
         ready_timeout: pol.ready_timeout,

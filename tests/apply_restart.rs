@@ -4,6 +4,7 @@
 //! bounded by the restart budget and maintenance window.
 mod support;
 
+use dbtune_agent::adapter::pgprem::target::LocalTarget;
 use dbtune_agent::apply::{self, ApplyContext, Outcome};
 use serde_json::json;
 use support::apply::*;
@@ -20,7 +21,7 @@ fn postmaster_knob_is_refused_without_allow_restart() {
     let ctx = ApplyContext {
         pg: &pg,
         allow_restart: false,
-        restarter: Some(&restarter),
+        target: &LocalTarget::new(Some(Box::new(restarter.clone())), None),
         policy: &pol,
         state_dir: &state,
         ready_timeout: pol.ready_timeout,
@@ -59,7 +60,7 @@ fn restart_through_script_happens_once_for_twenty_servings() {
     let ctx = ApplyContext {
         pg: &pg,
         allow_restart: true,
-        restarter: Some(&restarter),
+        target: &LocalTarget::new(Some(Box::new(restarter.clone())), None),
         policy: &pol,
         state_dir: &state,
         ready_timeout: pol.ready_timeout,
@@ -109,14 +110,14 @@ fn failing_restart_script_rolls_back() {
     // 1. The script fails without restarting anything.
     let dir = temp_dir("failscript-a");
     let failing = support::apply::script(&dir, "restart.sh", "echo cannot restart >&2\nexit 3");
-    let failing = dbtune_agent::apply::restart::ScriptRestarter {
+    let failing = dbtune_agent::adapter::pgprem::restart::ScriptRestarter {
         path: failing,
         timeout: std::time::Duration::from_secs(30),
     };
     let ctx = ApplyContext {
         pg: &pg,
         allow_restart: true,
-        restarter: Some(&failing),
+        target: &LocalTarget::new(Some(Box::new(failing.clone())), None),
         policy: &pol,
         state_dir: &state,
         ready_timeout: pol.ready_timeout,
@@ -162,7 +163,7 @@ fn failing_restart_script_rolls_back() {
     let ctx = ApplyContext {
         pg: &pg,
         allow_restart: true,
-        restarter: Some(&late),
+        target: &LocalTarget::new(Some(Box::new(late.clone())), None),
         policy: &pol,
         state_dir: &state,
         ready_timeout: pol.ready_timeout,
@@ -204,7 +205,7 @@ fn server_that_will_not_start_is_rolled_back_and_running() {
     let ctx = ApplyContext {
         pg: &pg,
         allow_restart: true,
-        restarter: Some(&restarter),
+        target: &LocalTarget::new(Some(Box::new(restarter.clone())), None),
         policy: &pol,
         state_dir: &state,
         ready_timeout: pol.ready_timeout,
@@ -222,7 +223,8 @@ fn server_that_will_not_start_is_rolled_back_and_running() {
     let e = apply::apply(&ctx, &rec(knobs)).unwrap_err();
     assert_eq!(e.error_type, "config_apply_error");
     assert!(
-        e.message.contains("restart via restart script"),
+        e.message
+            .contains("restart of the local server (restart script"),
         "{}",
         e.message
     );
@@ -256,7 +258,7 @@ fn restart_budget_and_maintenance_window() {
         let ctx = ApplyContext {
             pg: &pg,
             allow_restart: true,
-            restarter: Some(&restarter),
+            target: &LocalTarget::new(Some(Box::new(restarter.clone())), None),
             policy: &pol,
             state_dir: &state,
             ready_timeout: pol.ready_timeout,
@@ -291,7 +293,7 @@ fn restart_budget_and_maintenance_window() {
     let ctx = ApplyContext {
         pg: &pg,
         allow_restart: true,
-        restarter: Some(&restarter),
+        target: &LocalTarget::new(Some(Box::new(restarter.clone())), None),
         policy: &pol,
         state_dir: &state,
         ready_timeout: pol.ready_timeout,
@@ -325,7 +327,7 @@ fn rollback_keeps_someone_elses_pending_change_without_restarting() {
     let state = temp_dir("pending");
     let dir = temp_dir("pending-script");
     let failing = support::apply::script(&dir, "restart.sh", "exit 3");
-    let failing = dbtune_agent::apply::restart::ScriptRestarter {
+    let failing = dbtune_agent::adapter::pgprem::restart::ScriptRestarter {
         path: failing,
         timeout: std::time::Duration::from_secs(30),
     };
@@ -333,7 +335,7 @@ fn rollback_keeps_someone_elses_pending_change_without_restarting() {
     let ctx = ApplyContext {
         pg: &pg,
         allow_restart: true,
-        restarter: Some(&failing),
+        target: &LocalTarget::new(Some(Box::new(failing.clone())), None),
         policy: &pol,
         state_dir: &state,
         ready_timeout: pol.ready_timeout,

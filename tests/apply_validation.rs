@@ -2,6 +2,7 @@
 //! nothing is applied, no SQL is built from platform text; frozen means nothing changes.
 mod support;
 
+use dbtune_agent::adapter::pgprem::target::LocalTarget;
 use dbtune_agent::apply::{self, plan, ApplyContext, Outcome};
 use serde_json::json;
 use support::apply::*;
@@ -19,7 +20,7 @@ fn bad_knobs_are_all_reported_and_nothing_is_applied() {
     let ctx = ApplyContext {
         pg: &pg,
         allow_restart: false,
-        restarter: None,
+        target: &LocalTarget::new(None, None),
         policy: &pol,
         state_dir: &state,
         ready_timeout: pol.ready_timeout,
@@ -104,7 +105,7 @@ fn injection_text_in_a_string_value_stays_a_literal() {
     let ctx = ApplyContext {
         pg: &pg,
         allow_restart: false,
-        restarter: None,
+        target: &LocalTarget::new(None, None),
         policy: &pol,
         state_dir: &state,
         ready_timeout: pol.ready_timeout,
@@ -151,7 +152,7 @@ fn frozen_and_policy_lists() {
         let ctx = ApplyContext {
             pg: &pg,
             allow_restart: false,
-            restarter: None,
+            target: &LocalTarget::new(None, None),
             policy: &pol,
             state_dir: &state,
             ready_timeout: pol.ready_timeout,
@@ -177,7 +178,7 @@ fn frozen_and_policy_lists() {
         let ctx = ApplyContext {
             pg: &pg,
             allow_restart: false,
-            restarter: None,
+            target: &LocalTarget::new(None, None),
             policy: &pol,
             state_dir: &state,
             ready_timeout: pol.ready_timeout,
@@ -198,7 +199,7 @@ fn frozen_and_policy_lists() {
     let ctx = ApplyContext {
         pg: &pg,
         allow_restart: false,
-        restarter: None,
+        target: &LocalTarget::new(None, None),
         policy: &pol,
         state_dir: &state,
         ready_timeout: pol.ready_timeout,
@@ -241,7 +242,7 @@ fn plan_shows_the_diff_and_applies_nothing() {
     let ctx = ApplyContext {
         pg: &pg,
         allow_restart: false,
-        restarter: None,
+        target: &LocalTarget::new(None, None),
         policy: &pol,
         state_dir: &state,
         ready_timeout: pol.ready_timeout,

@@ -102,11 +102,17 @@ fn legacy_postgres_section_connects_but_does_not_grant_restarts() {
 
 #[test]
 fn restart_settings_are_validated_at_start() {
-    let e = load(
+    // The self-managed adapter restarts through a script or systemd: it refuses to start
+    // without one when restarts are allowed (other providers restart through their API).
+    let cfg = load(
         &base().replace("postgresql:\n", "postgresql:\n  allow_restart: true\n"),
         &[],
     )
-    .unwrap_err();
+    .unwrap();
+    let e = dbtune_agent::adapter::pgprem::PgPrem::new(&cfg)
+        .err()
+        .unwrap()
+        .to_string();
     assert!(e.contains("neither postgresql.service_name"), "{e}");
     let script = std::env::temp_dir().join(format!("dbtune-not-exec-{}.sh", std::process::id()));
     std::fs::write(&script, "#!/bin/sh\n").unwrap();

@@ -3,8 +3,9 @@
 //! being fed while a task is wedged. Real PostgreSQL (for the pool) and real HTTP.
 mod support;
 
+use dbtune_agent::adapter::pgprem::target::LocalTarget;
 use dbtune_agent::adapter::Adapter;
-use dbtune_agent::apply::{ApplyError, Outcome};
+use dbtune_agent::apply::{Applier, ApplyError, Outcome, Runtime};
 use dbtune_agent::config::collectors::CollectorsConfig;
 use dbtune_agent::error::Result;
 use dbtune_agent::metrics::MetricCollector;
@@ -58,6 +59,18 @@ struct TestAdapter {
     pg: Pg,
     hang_starts: Arc<AtomicU32>,
     wedge_config: Arc<AtomicBool>,
+    applier: Applier,
+}
+
+fn test_applier() -> Applier {
+    Applier::from_parts(
+        Box::new(LocalTarget::new(None, None)),
+        Runtime {
+            allow_restart: false,
+            apply: Default::default(),
+        },
+        std::env::temp_dir().join(format!("dbtune-runner-test-{}", std::process::id())),
+    )
 }
 
 impl Adapter for TestAdapter {
@@ -82,6 +95,9 @@ impl Adapter for TestAdapter {
             std::thread::sleep(Duration::from_millis(100));
         }
         Ok(vec![])
+    }
+    fn applier(&self) -> &Applier {
+        &self.applier
     }
     fn apply(&self, _: &Recommendation) -> std::result::Result<Outcome, ApplyError> {
         Ok(Outcome::Unchanged)
@@ -115,6 +131,7 @@ fn panicking_and_hanging_collectors_never_stop_the_rest_and_a_wedged_task_starve
         pg: Pg::new(&pg.url(), 2, SessionLimits::default()).unwrap(),
         hang_starts: hang_starts.clone(),
         wedge_config: wedge.clone(),
+        applier: test_applier(),
     });
     let plat = Arc::new(Platform::http(
         &platform.url,

@@ -1,14 +1,54 @@
 //! Adapters: what differs per provider (host metrics, system info, how a configuration is
 //! applied, guardrails). The runner talks only to this trait.
 
+pub mod azure_flex;
+pub mod cloudsql;
+pub mod docker;
+pub mod local_host;
+pub mod patroni;
 pub mod pgprem;
+pub mod rds;
 pub mod select;
 
-use crate::apply::{ApplyError, Outcome};
+use crate::apply::{Applier, ApplyError, Outcome, RecoveryReport, Runtime};
+use crate::checks::Check;
+use crate::config::Config;
 use crate::error::Result;
 use crate::metrics::MetricCollector;
-use crate::model::{ConfigRow, GuardrailSignal, Metric, Recommendation};
+use crate::model::{ConfigRow, ErrorReport, GuardrailSignal, Metric, Recommendation};
 use crate::pg::Pg;
+use select::Provider;
+use std::sync::{Arc, RwLock};
+
+/// Builds the adapter for `provider`. Each provider adds its arm here (one line) and its
+/// folder under `src/adapter/`.
+pub fn build(provider: Provider, cfg: &Config) -> std::result::Result<Arc<dyn Adapter>, String> {
+    match provider {
+        Provider::Local => pgprem::PgPrem::new(cfg)
+            .map(|a| Arc::new(a) as Arc<dyn Adapter>)
+            .map_err(|e| format!("Failed to create local PostgreSQL adapter: {e}")),
+        Provider::CloudSql => cloudsql::CloudSql::new(cfg)
+            .map(|a| Arc::new(a) as Arc<dyn Adapter>)
+            .map_err(|e| format!("Failed to create Cloud SQL adapter: {e}")),
+        Provider::AzureFlex => azure_flex::AzureFlex::new(cfg)
+            .map(|a| Arc::new(a) as Arc<dyn Adapter>)
+            .map_err(|e| format!("Failed to create Azure Flexible Server adapter: {e}")),
+        Provider::Docker => docker::DockerAdapter::new(cfg)
+            .map(|a| Arc::new(a) as Arc<dyn Adapter>)
+            .map_err(|e| format!("Failed to create Docker adapter: {e}")),
+        Provider::Patroni => patroni::Patroni::new(cfg)
+            .map(|a| Arc::new(a) as Arc<dyn Adapter>)
+            .map_err(|e| format!("Failed to create Patroni adapter: {e}")),
+        Provider::Rds | Provider::Aurora => rds::Rds::new(cfg, provider == Provider::Aurora)
+            .map(|a| Arc::new(a) as Arc<dyn Adapter>)
+            .map_err(|e| format!("Failed to create {} adapter: {e}", provider.label())),
+        p => Err(format!(
+            "the {} adapter ({}) is not available in this build yet; use --local for self-managed PostgreSQL",
+            p.label(),
+            p.flag()
+        )),
+    }
+}
 
 pub trait Adapter: Send + Sync {
     /// Short name for logs (`pgprem`, `docker`, …).
@@ -20,7 +60,32 @@ pub trait Adapter: Send + Sync {
     fn system_info(&self) -> Result<Vec<Metric>>;
     /// Every row of pg_settings as the platform wants it.
     fn active_config(&self) -> Result<Vec<ConfigRow>>;
-    fn apply(&self, rec: &Recommendation) -> std::result::Result<Outcome, ApplyError>;
+    /// The apply pipeline bound to this provider's target.
+    fn applier(&self) -> &Applier;
+    fn apply(&self, rec: &Recommendation) -> std::result::Result<Outcome, ApplyError> {
+        self.applier().apply(self.pg(), rec)
+    }
+    /// `--plan`: what `rec` would change; applies nothing.
+    fn plan(&self, rec: &Recommendation) -> Result<String> {
+        self.applier().plan(self.pg(), rec)
+    }
+    /// Settles an apply an earlier run left unfinished.
+    fn recover(&self) -> Result<RecoveryReport> {
+        self.applier().recover(self.pg())
+    }
+    /// Handle for SIGHUP.
+    fn runtime(&self) -> Arc<RwLock<Runtime>> {
+        self.applier().runtime()
+    }
+    /// `--check` lines for the provider's control plane (Docker socket, Patroni REST, …).
+    fn control_plane_checks(&self) -> Vec<Check> {
+        Vec::new()
+    }
+    /// Events the adapter observed for the platform's log entries (Patroni: `failover_detected`),
+    /// drained and sent by the runner every second; adapters never talk to the platform.
+    fn take_reports(&self) -> Vec<ErrorReport> {
+        Vec::new()
+    }
     /// `Ok(None)` when nothing is wrong.
     fn guardrail(&self, memory_threshold: f64) -> Result<Option<GuardrailSignal>>;
     /// Catalog collectors this provider cannot serve (Aurora: pg_stat_wal, pg_stat_wal_receiver).

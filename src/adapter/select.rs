@@ -97,7 +97,13 @@ pub fn detect(env: &Env, src: &Sources) -> Detected {
     ]) {
         return Detected::AmbiguousAws;
     }
-    if any(&["DBT_GCP_PROJECT_ID", "DBT_GCP_DATABSE_NAME"]) {
+    // The Go agent checks the misspelled DBT_GCP_DATABSE_NAME; the real name counts here (the
+    // misspelling is still accepted so existing deployments keep detecting).
+    if any(&[
+        "DBT_GCP_PROJECT_ID",
+        "DBT_GCP_DATABASE_NAME",
+        "DBT_GCP_DATABSE_NAME",
+    ]) {
         return Detected::Provider(Provider::CloudSql);
     }
     if any(&[
@@ -157,6 +163,12 @@ mod tests {
         assert_eq!(
             detect(&Env::default(), &src),
             Detected::Provider(Provider::Local)
+        );
+        // The correctly spelled Cloud SQL variable detects (the Go agent's typo did not).
+        let env = Env::from_pairs([("DBT_GCP_DATABASE_NAME", "pg-main")]);
+        assert_eq!(
+            detect(&env, &Sources::default()),
+            Detected::Provider(Provider::CloudSql)
         );
         let env = Env::from_pairs([("DBT_DOCKER_CONTAINER_NAME", "")]);
         assert_eq!(

@@ -1,9 +1,10 @@
 //! The crash-safe apply journal and the restart budget, both in the state directory.
 //! Every write is durable before we act on it: temp file, fsync, rename, fsync of the
 //! directory. One journal entry describes the apply in progress (or the last one): its phase
-//! (intent → applied → verified, or rolled_back), the previous values and the snapshot of
-//! `postgresql.auto.conf` needed to undo it.
+//! (intent → applied → verified, or rolled_back), the previous values and what the target
+//! needs to undo it (for ALTER SYSTEM: the snapshot of `postgresql.auto.conf`).
 
+use super::target::Previous;
 use crate::error::{Context, Error, Result};
 use serde::{Deserialize, Serialize};
 use std::fs::{self, File, OpenOptions};
@@ -106,16 +107,6 @@ impl Phase {
     }
 }
 
-/// What `postgresql.auto.conf` held for a parameter before the apply.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case", tag = "kind", content = "value")]
-pub enum AutoConfValue {
-    Absent,
-    Value(String),
-    /// Not readable by the agent: the rollback sets the previous running value.
-    Unknown,
-}
-
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct KnobChange {
     pub name: String,
@@ -124,12 +115,15 @@ pub struct KnobChange {
     pub context: String,
     /// `pg_settings.setting` before the apply.
     pub previous_setting: String,
-    pub previous_auto_conf: AutoConfValue,
+    /// What the target held before the apply (`postgresql.auto.conf` entry, DCS key, group
+    /// value): what a rollback writes back.
+    #[serde(alias = "previous_auto_conf")]
+    pub previous: Previous,
     /// `pg_settings.pending_restart` before the apply (someone else's change waiting for a
     /// restart is not ours to resolve in a rollback).
     #[serde(default)]
     pub previous_pending_restart: bool,
-    /// The value written with ALTER SYSTEM.
+    /// The value written to the target.
     pub new_value: String,
     /// `pg_settings.setting` after a verified apply.
     pub observed: Option<String>,
@@ -152,6 +146,13 @@ pub struct Entry {
     /// The apply itself failed (not interrupted): the same recommendation is not retried.
     #[serde(default)]
     pub failed: bool,
+    /// Provider-specific state a rollback needs (target's `Snapshot::state`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub target_state: Option<serde_json::Value>,
+    /// When the last restart of this apply started (unix seconds), so recovery knows one
+    /// may still be in progress.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub restart_started: Option<i64>,
 }
 
 pub struct Journal {
@@ -289,7 +290,7 @@ mod tests {
                 unit: Some("kB".into()),
                 context: "user".into(),
                 previous_setting: "4096".into(),
-                previous_auto_conf: AutoConfValue::Absent,
+                previous: Previous::Absent,
                 previous_pending_restart: false,
                 new_value: "8192".into(),
                 observed: None,
@@ -298,6 +299,8 @@ mod tests {
             auto_conf_before: Some("# x\n".into()),
             note: None,
             failed: false,
+            target_state: None,
+            restart_started: None,
         };
         j.record(&mut e, Phase::Intent).unwrap();
         j.record(&mut e, Phase::Applied).unwrap();

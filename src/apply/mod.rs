@@ -1,22 +1,28 @@
-//! Applying a recommendation to PostgreSQL (protocol.md §7, §8.5), safely:
-//! validate every knob against `pg_settings` and the local policy before touching anything;
-//! skip knobs already at the proposed value; journal (intent → applied → verified) in the
-//! state directory; `ALTER SYSTEM SET name = 'literal'`; reload or restart (bounded);
-//! verify in `pg_settings`; on any failure restore the previous values and verify them.
-//! The same preparation serves `plan` (which applies nothing) and start-up `recover`.
+//! The provider-neutral apply pipeline (protocol.md §7, §8.5): validate every knob against
+//! `pg_settings`, the local policy and the provider's own managed list before touching
+//! anything; skip knobs already at the proposed value; journal (intent → applied → verified)
+//! in the state directory; let the provider's [`Target`] write and activate (reload or
+//! restart, bounded); verify in `pg_settings`; on any failure have the target restore the
+//! previous values and verify them. The same preparation serves `plan` (which applies
+//! nothing) and start-up `recover`.
 
+pub mod alter_system;
+pub mod applier;
+pub mod auto_conf;
 pub mod journal;
 pub mod plan;
 pub mod policy;
 pub mod recover;
 pub mod render;
-pub mod restart;
-pub mod snapshot;
+pub mod target;
 pub mod units;
 pub mod validate;
+pub mod wait;
 
+pub use applier::{Applier, Runtime};
 pub use plan::{plan, Plan};
 pub use recover::{recover, RecoveryReport};
+pub use target::{Activation, Previous, Snapshot, Target, WriteError};
 
 use crate::config::apply::ApplyConfig;
 use crate::error::{Error, Kind, Result};
@@ -24,28 +30,20 @@ use crate::model::{KnobApplication, Recommendation};
 use crate::pg::alter as sql;
 use crate::pg::queries::{self, Setting};
 use crate::pg::Pg;
-use journal::{AutoConfValue, Budget, Entry, Journal, KnobChange, Phase};
+use journal::{Budget, Entry, Journal, KnobChange, Phase};
 use postgres::Client;
 use std::collections::HashMap;
 use std::path::Path;
 use std::time::{Duration, Instant};
 use validate::Norm;
 
-/// How PostgreSQL gets restarted when a postmaster knob changes.
-pub trait Restarter: Send + Sync {
-    /// Restarts PostgreSQL (or starts it when it is down), giving up after `deadline`.
-    fn restart(&self, deadline: Duration) -> crate::error::Result<()>;
-    /// For messages: `restart script /usr/local/bin/x`, `systemctl restart postgresql`.
-    fn describe(&self) -> String;
-}
-
 /// What `apply`, `plan` and `recover` need from their caller.
 pub struct ApplyContext<'a> {
     pub pg: &'a Pg,
     /// The runtime `postgresql.allow_restart`.
     pub allow_restart: bool,
-    /// None when neither a restart script nor a service name is configured.
-    pub restarter: Option<&'a dyn Restarter>,
+    /// How this provider writes, activates and restores values.
+    pub target: &'a dyn Target,
     pub policy: &'a ApplyConfig,
     pub state_dir: &'a Path,
     /// How long to wait for PostgreSQL to accept connections after a restart
@@ -68,6 +66,12 @@ impl ApplyError {
             message: message.into(),
         }
     }
+    pub fn typed(error_type: &'static str, message: impl Into<String>) -> Self {
+        ApplyError {
+            error_type,
+            message: message.into(),
+        }
+    }
 }
 
 impl std::fmt::Display for ApplyError {
@@ -85,8 +89,6 @@ pub enum Outcome {
     Restarted(Vec<String>),
 }
 
-/// How long a reload may take to show in `pg_settings` (it is asynchronous).
-const RELOAD_SETTLE: Duration = Duration::from_secs(10);
 /// How long a rollback first checks whether PostgreSQL is up.
 const UP_PROBE: Duration = Duration::from_secs(3);
 
@@ -119,6 +121,8 @@ pub struct Prepared {
     /// Reasons nothing can be applied (freeze, restart policy, budget, window).
     pub blockers: Vec<String>,
     pub knob_application: KnobApplication,
+    /// One of the blockers is "restart not allowed" (sent with the target's error_type).
+    pub restart_not_allowed: bool,
 }
 
 impl Prepared {
@@ -165,24 +169,7 @@ pub(crate) fn with_conn<T>(pg: &Pg, mut f: impl FnMut(&mut Client) -> Result<T>)
 
 /// Polls `SELECT 1` until PostgreSQL answers, for at most `timeout`.
 pub(crate) fn wait_ready(pg: &Pg, timeout: Duration) -> Result<()> {
-    let start = Instant::now();
-    loop {
-        let e = match pg.ping() {
-            Ok(()) => return Ok(()),
-            Err(e) => e,
-        };
-        let left = timeout.saturating_sub(start.elapsed());
-        if left.is_zero() {
-            return Err(Error::new(
-                Kind::Timeout,
-                format!(
-                    "PostgreSQL did not accept connections within {}s (last error: {e})",
-                    timeout.as_secs()
-                ),
-            ));
-        }
-        std::thread::sleep(left.min(Duration::from_millis(500)));
-    }
+    wait::ready(pg, timeout)
 }
 
 fn settings_map(c: &mut Client) -> Result<HashMap<String, Setting>> {
@@ -235,6 +222,11 @@ pub fn prepare(ctx: &ApplyContext<'_>, rec: &Recommendation) -> Result<Prepared>
             knobs.push(kp);
             continue;
         }
+        if let Some(why) = ctx.target.managed(&s.name) {
+            kp.action = Action::Refused(why);
+            knobs.push(kp);
+            continue;
+        }
         let text = match render::render(&s.vartype, &row.setting) {
             Ok(t) => t,
             Err(e) => {
@@ -265,7 +257,7 @@ pub fn prepare(ctx: &ApplyContext<'_>, rec: &Recommendation) -> Result<Prepared>
         });
         kp.action = if current.as_ref().is_some_and(|c| c.same(&norm)) || same_as_last {
             Action::Unchanged
-        } else if s.context == "postmaster" {
+        } else if ctx.target.needs_restart(s) {
             Action::Restart
         } else {
             Action::Reload
@@ -279,6 +271,7 @@ pub fn prepare(ctx: &ApplyContext<'_>, rec: &Recommendation) -> Result<Prepared>
         knobs,
         blockers: Vec::new(),
         knob_application: rec.knob_application,
+        restart_not_allowed: false,
     };
     if let Some(why) = policy::frozen(ctx.policy, ctx.state_dir) {
         p.blockers.push(why);
@@ -313,6 +306,7 @@ pub fn prepare(ctx: &ApplyContext<'_>, rec: &Recommendation) -> Result<Prepared>
     if !restart.is_empty() {
         let n = restart.len();
         if !ctx.allow_restart {
+            p.restart_not_allowed = true;
             p.blockers.push(format!(
                 "restart is not allowed in the agent, but {n} parameter(s) require restart: {}",
                 go_list(&restart)
@@ -322,10 +316,8 @@ pub fn prepare(ctx: &ApplyContext<'_>, rec: &Recommendation) -> Result<Prepared>
                 "refusing to apply: KnobApplication=reload but {n} parameter(s) require restart: {}",
                 go_list(&restart)
             ));
-        } else if ctx.restarter.is_none() {
-            p.blockers.push(
-                "neither service name nor restart script configured, refusing to apply: a restart is required to take effect".into(),
-            );
+        } else if let Some(why) = ctx.target.restart_unavailable() {
+            p.blockers.push(why);
         } else {
             let now = journal::now_unix();
             let recent = Budget::new(ctx.state_dir).recent(now)?;
@@ -382,6 +374,7 @@ pub fn apply(
     if rep.action != recover::Recovery::Nothing {
         log::warn!("{rep}");
     }
+    ctx.target.preflight()?;
     let p =
         prepare(ctx, rec).map_err(|e| ApplyError::config(format!("{e}; nothing was changed")))?;
     let refused: Vec<String> = p.refused().map(|(n, why)| format!("{n}: {why}")).collect();
@@ -398,8 +391,14 @@ pub fn apply(
         return Ok(Outcome::Unchanged);
     }
     if !p.blockers.is_empty() {
-        return Err(ApplyError::config(p.blockers.join("; ")));
+        let error_type = if p.restart_not_allowed && p.blockers.len() == 1 {
+            ctx.target.restart_not_allowed_type()
+        } else {
+            "config_apply_error"
+        };
+        return Err(ApplyError::typed(error_type, p.blockers.join("; ")));
     }
+    let _progress = wait::InProgress::start();
     execute(ctx, &changes)
 }
 
@@ -423,14 +422,8 @@ fn execute(
 ) -> std::result::Result<Outcome, ApplyError> {
     let restart_needed = changes.iter().any(|k| k.action == Action::Restart);
     let names: Vec<String> = changes.iter().map(|k| k.name.clone()).collect();
-    let snap = with_conn(ctx.pg, |c| {
-        snapshot::Snapshot::take(c, ctx.policy.auto_conf_path.as_deref())
-    })
-    .map_err(|e| {
-        ApplyError::config(format!(
-            "taking a snapshot before applying: {e}; nothing was changed"
-        ))
-    })?;
+    let target = ctx.target;
+    let started = Instant::now();
     let now = std::time::SystemTime::now();
     let mut entry = Entry {
         id: format!(
@@ -453,21 +446,40 @@ fn execute(
                     unit: s.unit.clone(),
                     context: s.context.clone(),
                     previous_setting: s.setting.clone(),
-                    previous_auto_conf: snap.value(&s.name),
+                    previous: Previous::Unknown,
                     previous_pending_restart: s.pending_restart,
                     new_value: k.proposed.clone(),
                     observed: None,
                 })
             })
             .collect(),
-        auto_conf_path: snap
-            .auto_conf_path
-            .as_ref()
-            .map(|p| p.display().to_string()),
-        auto_conf_before: snap.auto_conf_text.clone(),
+        auto_conf_path: None,
+        auto_conf_before: None,
         note: None,
         failed: false,
+        target_state: None,
+        restart_started: None,
     };
+    let snap = target.snapshot(ctx.pg, &entry.knobs).map_err(|e| {
+        ApplyError::config(format!(
+            "taking a snapshot of {} before applying: {e}; nothing was changed",
+            target.describe()
+        ))
+    })?;
+    if snap.previous.len() != entry.knobs.len() {
+        return Err(ApplyError::config(format!(
+            "the snapshot of {} returned {} value(s) for {} knob(s); nothing was changed",
+            target.describe(),
+            snap.previous.len(),
+            entry.knobs.len()
+        )));
+    }
+    for (k, prev) in entry.knobs.iter_mut().zip(snap.previous) {
+        k.previous = prev;
+    }
+    entry.auto_conf_path = snap.auto_conf_path;
+    entry.auto_conf_before = snap.auto_conf_text;
+    entry.target_state = snap.state;
     let journal = Journal::new(ctx.state_dir);
     journal.record(&mut entry, Phase::Intent).map_err(|e| {
         ApplyError::config(format!(
@@ -476,58 +488,42 @@ fn execute(
     })?;
     test_pause("intent", ctx.state_dir);
 
-    for (i, k) in entry.knobs.iter().enumerate() {
-        if let Err(e) = with_conn(ctx.pg, |c| sql::alter_set(c, &k.name, &k.new_value)) {
-            let reason = format!("failed to alter system for {}: {e}", k.name);
-            return Err(fail(ctx, &journal, &mut entry, i + 1, reason));
-        }
+    if let Err(w) = target.write(ctx.pg, &entry.knobs) {
+        let reason = format!("writing to {}: {}", target.describe(), w.error);
+        return Err(fail(ctx, &journal, &mut entry, w.written, reason));
     }
     if let Err(e) = journal.record(&mut entry, Phase::Applied) {
         return Err(fail(ctx, &journal, &mut entry, usize::MAX, format!("{e}")));
     }
     test_pause("applied", ctx.state_dir);
 
-    if restart_needed {
-        let r = ctx.restarter.expect("checked in prepare");
+    let activated = if restart_needed {
         log::warn!("Restarting service");
-        if let Err(e) = Budget::new(ctx.state_dir).record(journal::now_unix()) {
-            return Err(fail(
-                ctx,
-                &journal,
-                &mut entry,
-                usize::MAX,
-                format!("recording the restart: {e}"),
-            ));
+        restart(ctx, &journal, &mut entry)
+    } else {
+        target
+            .activate(
+                ctx.pg,
+                Activation::Reload,
+                &entry.knobs,
+                ctx.policy.restart_timeout,
+            )
+            .map_err(|e| e.context(format!("activating on {}", target.describe())))
+    };
+    if let Err(e) = activated {
+        if e.kind == Kind::Interrupted {
+            return Err(interrupted(&journal, &mut entry, e));
         }
-        if let Err(e) = r.restart(ctx.policy.restart_timeout) {
-            return Err(fail(
-                ctx,
-                &journal,
-                &mut entry,
-                usize::MAX,
-                format!("restart via {} failed: {e}", r.describe()),
-            ));
-        }
-        if let Err(e) = wait_ready(ctx.pg, ctx.ready_timeout) {
-            return Err(fail(
-                ctx,
-                &journal,
-                &mut entry,
-                usize::MAX,
-                format!("after the restart via {}: {e}", r.describe()),
-            ));
-        }
-    } else if let Err(e) = with_conn(ctx.pg, queries::reload) {
-        return Err(fail(ctx, &journal, &mut entry, usize::MAX, format!("{e}")));
+        return Err(fail(ctx, &journal, &mut entry, usize::MAX, e.to_string()));
     }
     test_pause("signalled", ctx.state_dir);
 
     let settle = if restart_needed {
         Duration::from_secs(2)
     } else {
-        RELOAD_SETTLE
+        target.settle()
     };
-    match verify(ctx.pg, &entry.knobs, Target::New, settle) {
+    match verify(ctx, &entry.knobs, VerifyFor::New, settle) {
         Ok(observed) => {
             for (k, o) in entry.knobs.iter_mut().zip(observed) {
                 k.observed = Some(o);
@@ -536,7 +532,13 @@ fn execute(
                 // The change is in place and verified; only the bookkeeping failed.
                 log::error!("recording the verified apply: {e}");
             }
-            log::info!("applied and verified: {}", go_list(&names));
+            log::info!(
+                "applied and verified on {} in {:.1} s ({}): {}",
+                target.describe(),
+                started.elapsed().as_secs_f64(),
+                if restart_needed { "restart" } else { "reload" },
+                go_list(&names)
+            );
             Ok(if restart_needed {
                 Outcome::Restarted(names)
             } else {
@@ -553,6 +555,45 @@ fn execute(
     }
 }
 
+/// Charges the restart budget once, records when the restart started, restarts through the
+/// target and waits for PostgreSQL to accept connections.
+fn restart(ctx: &ApplyContext<'_>, journal: &Journal, entry: &mut Entry) -> Result<()> {
+    Budget::new(ctx.state_dir)
+        .record(journal::now_unix())
+        .map_err(|e| e.context("recording the restart"))?;
+    entry.restart_started = Some(journal::now_unix());
+    let phase = entry.phase;
+    journal
+        .record(entry, phase)
+        .map_err(|e| e.context("recording the restart"))?;
+    ctx.target
+        .activate(
+            ctx.pg,
+            Activation::Restart,
+            &entry.knobs,
+            ctx.policy.restart_timeout,
+        )
+        .map_err(|e| e.context(format!("restart of {} failed", ctx.target.describe())))?;
+    wait_ready(ctx.pg, ctx.ready_timeout)
+        .map_err(|e| e.context(format!("after the restart of {}", ctx.target.describe())))
+}
+
+/// Shutdown interrupted a wait: nothing is undone now; the journal stays unfinished so the
+/// next start completes or rolls back the apply.
+fn interrupted(journal: &Journal, entry: &mut Entry, e: Error) -> ApplyError {
+    entry.note = Some(e.to_string());
+    let phase = entry.phase;
+    let _ = journal.record(entry, phase);
+    log::warn!(
+        "apply interrupted by shutdown; {} will be settled at the next start",
+        journal.path().display()
+    );
+    ApplyError::config(format!(
+        "{e}; the apply is recorded in {} and will be completed or rolled back at the next start",
+        journal.path().display()
+    ))
+}
+
 /// Rolls back the first `altered` knobs of `entry` (all with usize::MAX) and builds the error.
 fn fail(
     ctx: &ApplyContext<'_>,
@@ -562,11 +603,19 @@ fn fail(
     reason: String,
 ) -> ApplyError {
     log::error!("apply failed, rolling back: {reason}");
+    let started = Instant::now();
     let knobs: Vec<KnobChange> = entry.knobs.iter().take(altered).cloned().collect();
     let names: Vec<String> = knobs.iter().map(|k| k.name.clone()).collect();
     entry.failed = true;
     match rollback(ctx, entry, &knobs, false) {
+        Err(e) if e.kind == Kind::Interrupted => interrupted(journal, entry, e),
         Ok(how) => {
+            log::warn!(
+                "rolled back {} on {} in {:.1} s",
+                go_list(&names),
+                ctx.target.describe(),
+                started.elapsed().as_secs_f64()
+            );
             entry.note = Some(reason.clone());
             let _ = journal.record(entry, Phase::RolledBack);
             ApplyError::config(format!(
@@ -587,37 +636,41 @@ fn fail(
 
 const BACKEND_CONTEXTS: &[&str] = &["backend", "superuser-backend"];
 
+/// Which values `verify` expects.
 #[derive(Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Target {
+pub(crate) enum VerifyFor {
     New,
     Previous,
 }
 
-/// Waits up to `settle` until every knob shows the target value in `pg_settings` without
+/// Waits up to `settle` until every knob shows the expected value in `pg_settings` without
 /// `pending_restart` (and, for new values, without errors in `pg_file_settings`). Returns the
 /// observed settings, or what does not match.
 pub(crate) fn verify(
-    pg: &Pg,
+    ctx: &ApplyContext<'_>,
     knobs: &[KnobChange],
-    target: Target,
+    target: VerifyFor,
     settle: Duration,
 ) -> std::result::Result<Vec<String>, String> {
     let start = Instant::now();
     let names: Vec<String> = knobs.iter().map(|k| k.name.clone()).collect();
+    let auto_conf_target = ctx.target.writes_auto_conf();
     loop {
-        let r = with_conn(pg, |c| {
+        wait::tick();
+        let r = with_conn(ctx.pg, |c| {
             let settings = settings_map(c)?;
-            let auto = if target == Target::New {
+            let new = target == VerifyFor::New;
+            let auto = if new && auto_conf_target {
                 sql::auto_conf_entries(c)?
             } else {
                 None
             };
-            let applied = if target == Target::New {
+            let applied = if new && auto_conf_target {
                 sql::auto_conf_applied(c)?
             } else {
                 None
             };
-            let errors = if target == Target::New {
+            let errors = if new {
                 sql::file_errors(c, &names)?
             } else {
                 None
@@ -641,16 +694,17 @@ pub(crate) fn verify(
             };
             observed.push(s.setting.clone());
             let want = match target {
-                Target::New => &k.new_value,
-                Target::Previous => &k.previous_setting,
+                VerifyFor::New => &k.new_value,
+                VerifyFor::Previous => &k.previous_setting,
             };
-            let pending_before = target == Target::Previous && k.previous_pending_restart;
+            let pending_before = target == VerifyFor::Previous && k.previous_pending_restart;
             if s.pending_restart && !pending_before {
                 problems.push(format!("{} is pending a restart", k.name));
                 continue;
             }
-            if target == Target::New && BACKEND_CONTEXTS.contains(&k.context.as_str()) {
-                // Existing sessions keep the old value; check what the server file holds.
+            if target == VerifyFor::New && BACKEND_CONTEXTS.contains(&k.context.as_str()) {
+                // Existing sessions keep the old value; check what the server file holds
+                // (other targets: a new session shows it, which `pg_settings` here may not).
                 if let Some(entries) = &auto {
                     let v = entries
                         .iter()
@@ -700,33 +754,36 @@ pub(crate) fn verify(
     }
 }
 
-/// Restores the previous values of `knobs`: with ALTER SYSTEM while PostgreSQL is up, by
-/// rewriting `postgresql.auto.conf` from the snapshot while it is down; reloads or restarts as
-/// needed and verifies. Returns what was done.
+/// Restores the previous values of `knobs` through the target (live, or on disk while
+/// PostgreSQL is down), reloads or restarts as needed and verifies. Returns what was done.
 pub(crate) fn rollback(
     ctx: &ApplyContext<'_>,
     entry: &Entry,
     knobs: &[KnobChange],
     retry: bool,
 ) -> Result<String> {
+    let target = ctx.target;
     let mut how: Vec<String> = Vec::new();
-    if wait_ready(ctx.pg, UP_PROBE).is_ok() {
-        for k in knobs.iter().rev() {
-            with_conn(ctx.pg, |c| match &k.previous_auto_conf {
-                AutoConfValue::Value(v) => sql::alter_set(c, &k.name, v),
-                AutoConfValue::Absent => sql::alter_reset(c, &k.name),
-                AutoConfValue::Unknown => sql::alter_set(c, &k.name, &k.previous_setting),
-            })
-            .map_err(|e| e.context(format!("restoring {}", k.name)))?;
-        }
-        with_conn(ctx.pg, queries::reload)?;
-        how.push(
-            "ALTER SYSTEM restored the previous entries and the configuration was reloaded".into(),
-        );
-        match verify(ctx.pg, knobs, Target::Previous, RELOAD_SETTLE) {
+    let up = match wait_ready(ctx.pg, UP_PROBE) {
+        Ok(()) => true,
+        Err(e) if e.kind == Kind::Interrupted => return Err(e),
+        Err(_) => false,
+    };
+    how.push(target.restore(ctx.pg, entry, knobs, up)?);
+    if up {
+        target
+            .activate(
+                ctx.pg,
+                Activation::Reload,
+                knobs,
+                ctx.policy.restart_timeout,
+            )
+            .map_err(|e| e.context("activating the previous values"))?;
+        match verify(ctx, knobs, VerifyFor::Previous, target.settle()) {
             Ok(_) => return Ok(how.join(", ")),
             Err(detail) => {
-                // The running server already has a new postmaster value: only a restart undoes it.
+                // The running server already has a new restart-only value: only a restart
+                // undoes it.
                 if !knobs.iter().any(|k| k.context == "postmaster") {
                     return Err(Error::other(format!(
                         "the previous values did not come back: {detail}"
@@ -734,52 +791,47 @@ pub(crate) fn rollback(
                 }
             }
         }
-    } else {
-        let (Some(path), Some(text)) = (&entry.auto_conf_path, &entry.auto_conf_before) else {
-            return Err(Error::other(
-                "PostgreSQL is not accepting connections and the agent could not read postgresql.auto.conf before applying, so it cannot restore it on disk; restore the previous values by hand (see the journal) and start PostgreSQL",
-            ));
-        };
-        snapshot::restore_file(Path::new(path), text)?;
-        how.push(format!(
-            "PostgreSQL was down; {path} was restored from the snapshot"
-        ));
-        if !(entry.restart_needed && ctx.allow_restart) {
-            // Down, but not because of a restart of ours: do not start it behind the operator.
-            return Err(Error::other(format!(
-                "PostgreSQL is not running; {path} was restored from the snapshot so the previous values apply when it starts; the agent did not start it because this apply did not restart it"
-            )));
-        }
+    } else if !(entry.restart_needed && ctx.allow_restart) {
+        // Down, but not because of a restart of ours: do not start it behind the operator.
+        return Err(Error::other(format!(
+            "PostgreSQL is not running: {}, so the previous values apply when it starts; the agent did not start it because this apply did not restart it",
+            how.join(", ")
+        )));
     }
     // Only a restart brings the previous values back from here.
-    {
-        let r = ctx.restarter.ok_or_else(|| {
-            Error::other("a restart is needed to bring the previous values back but neither a restart script nor a service name is configured")
-        })?;
-        // Counted in the budget. Refused only when retrying an earlier failed rollback (so a
-        // persistent failure cannot restart PostgreSQL every few seconds); the first rollback
-        // of an apply always runs: getting back to a known state comes first.
-        let budget = Budget::new(ctx.state_dir);
-        let now = journal::now_unix();
-        if retry && budget.recent(now)?.len() >= ctx.policy.max_restarts_per_day as usize {
-            return Err(Error::other(format!(
-                "a restart is needed to bring the previous values back, but the restart budget (apply.max_restarts_per_day = {}) is used up; restart PostgreSQL by hand",
-                ctx.policy.max_restarts_per_day
-            )));
-        }
-        let _ = budget.record(now);
-        match r.restart(ctx.policy.restart_timeout) {
-            Ok(()) => how.push(format!("restarted via {}", r.describe())),
-            // Judged by the checks below: a script may fail after PostgreSQL came back.
-            Err(e) => how.push(format!("restart via {} reported: {e}", r.describe())),
-        }
-        wait_ready(ctx.pg, ctx.ready_timeout)
-            .map_err(|e| e.context("after the rollback restart"))?;
-        verify(ctx.pg, knobs, Target::Previous, Duration::from_secs(2)).map_err(|d| {
-            Error::other(format!(
-                "the previous values did not come back after the restart: {d}"
-            ))
-        })?;
+    if let Some(why) = target.restart_unavailable() {
+        return Err(Error::other(format!(
+            "a restart is needed to bring the previous values back but {why}"
+        )));
     }
+    // Counted in the budget. Refused only when retrying an earlier failed rollback (so a
+    // persistent failure cannot restart PostgreSQL every few seconds); the first rollback of
+    // an apply always runs: getting back to a known state comes first.
+    let budget = Budget::new(ctx.state_dir);
+    let now = journal::now_unix();
+    if retry && budget.recent(now)?.len() >= ctx.policy.max_restarts_per_day as usize {
+        return Err(Error::other(format!(
+            "a restart is needed to bring the previous values back, but the restart budget (apply.max_restarts_per_day = {}) is used up; restart PostgreSQL by hand",
+            ctx.policy.max_restarts_per_day
+        )));
+    }
+    let _ = budget.record(now);
+    match target.activate(
+        ctx.pg,
+        Activation::Restart,
+        knobs,
+        ctx.policy.restart_timeout,
+    ) {
+        Ok(()) => how.push(format!("restarted {}", target.describe())),
+        // Judged by the checks below: a script may fail after PostgreSQL came back.
+        Err(e) if e.kind == Kind::Interrupted => return Err(e),
+        Err(e) => how.push(format!("restart of {} reported: {e}", target.describe())),
+    }
+    wait_ready(ctx.pg, ctx.ready_timeout).map_err(|e| e.context("after the rollback restart"))?;
+    verify(ctx, knobs, VerifyFor::Previous, Duration::from_secs(2)).map_err(|d| {
+        Error::other(format!(
+            "the previous values did not come back after the restart: {d}"
+        ))
+    })?;
     Ok(how.join(", "))
 }

@@ -3,7 +3,7 @@
 //! journalled previous values. It is never re-applied.
 
 use super::journal::{Journal, Phase};
-use super::{rollback, verify, wait_ready, ApplyContext, Target};
+use super::{rollback, verify, wait_ready, ApplyContext, VerifyFor};
 use crate::error::{Error, Result};
 use std::fmt;
 use std::time::Duration;
@@ -78,7 +78,7 @@ pub(crate) fn recover_locked(ctx: &ApplyContext<'_>) -> Result<RecoveryReport> {
     // A server that is still coming up (e.g. after the restart we were doing) gets some time.
     let up = wait_ready(ctx.pg, ctx.ready_timeout.min(Duration::from_secs(30))).is_ok();
     if up && entry.phase != Phase::RollbackFailed {
-        if let Ok(observed) = verify(ctx.pg, &entry.knobs, Target::New, Duration::ZERO) {
+        if let Ok(observed) = verify(ctx, &entry.knobs, VerifyFor::New, Duration::ZERO) {
             for (k, o) in entry.knobs.iter_mut().zip(observed) {
                 k.observed = Some(o);
             }

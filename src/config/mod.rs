@@ -1,5 +1,6 @@
-//! Configuration: `dbtune.yaml` (first found of `/etc/dbtune.yaml`, `/etc/dbtune/dbtune.yaml`,
-//! `./dbtune.yaml`, or `--config PATH`) overlaid by the exact `DBT_*` variables of the Go agent.
+//! Configuration: `dbtune.yaml` or `dbtune.toml` (first found in `/etc/`, `/etc/dbtune/`, `./`,
+//! or `--config PATH`) overlaid by the exact `DBT_*` variables of the Go agent. Both formats give
+//! one key tree (`sources`), read by the code below and its sections only.
 //! Empty variables count as unset. Validation collects every problem and names the key, the bad
 //! value (secrets masked) and what was expected.
 
@@ -52,14 +53,11 @@ pub struct Config {
     pub sources: Sources,
 }
 
-/// Where `dbtune.yaml` is looked for, in order; the first hit wins and nothing is merged.
-pub fn search_paths() -> Vec<PathBuf> {
-    vec![
-        PathBuf::from("/etc/dbtune.yaml"),
-        PathBuf::from("/etc/dbtune/dbtune.yaml"),
-        PathBuf::from("dbtune.yaml"),
-    ]
-}
+/// The directories searched, in order; the first holding a config file wins, nothing is merged.
+pub const SEARCH_DIRS: [&str; 3] = ["/etc", "/etc/dbtune", "."];
+
+/// The file names looked for in each directory: YAML as the Go agent, TOML read as TOML.
+pub const FILE_NAMES: [&str; 2] = ["dbtune.yaml", "dbtune.toml"];
 
 pub fn find_file(explicit: Option<&Path>) -> Result<Option<PathBuf>> {
     if let Some(p) = explicit {
@@ -71,7 +69,32 @@ pub fn find_file(explicit: Option<&Path>) -> Result<Option<PathBuf>> {
         }
         return Ok(Some(p.to_path_buf()));
     }
-    Ok(search_paths().into_iter().find(|p| p.is_file()))
+    find_in(&SEARCH_DIRS.map(PathBuf::from))
+}
+
+/// The first directory with a config file wins; both a YAML and a TOML file there is refused
+/// rather than guessed.
+fn find_in(dirs: &[PathBuf]) -> Result<Option<PathBuf>> {
+    for d in dirs {
+        let found: Vec<PathBuf> = FILE_NAMES
+            .iter()
+            .map(|f| d.join(f))
+            .filter(|p| p.is_file())
+            .map(|p| p.strip_prefix(".").map(Path::to_path_buf).unwrap_or(p))
+            .collect();
+        match found.as_slice() {
+            [] => continue,
+            [one] => return Ok(Some(one.clone())),
+            [a, b, ..] => {
+                return Err(Error::invalid(format!(
+                    "both {} and {} exist; keep one (or pass --config PATH)",
+                    a.display(),
+                    b.display()
+                )))
+            }
+        }
+    }
+    Ok(None)
 }
 
 impl Config {
@@ -164,7 +187,8 @@ impl Config {
         .unwrap_or(2);
         if !(1..=10).contains(&pool_size) {
             errs.push(format!(
-                "postgresql.pool_size: {pool_size} is out of range (expected 1 to 10)"
+                "{}: {pool_size} is out of range (expected 1 to 10)",
+                src.label(&key("pool_size"), Some("DBT_POSTGRESQL_POOL_SIZE"))
             ));
         }
 
@@ -242,14 +266,12 @@ impl Config {
         }
         if !(1.0..=100.0).contains(&memory_threshold) {
             errs.push(format!(
-                "guardrail_settings.memory_threshold (DBT_MEMORY_THRESHOLD): {memory_threshold} is out of range (expected 1 to 100)"
+                "{}: {memory_threshold} is out of range (expected 1 to 100)",
+                src.label(
+                    &["guardrail_settings", "memory_threshold"],
+                    Some("DBT_MEMORY_THRESHOLD")
+                )
             ));
-        }
-        if allow_restart && service_name.is_empty() && restart_script_path.is_empty() {
-            errs.push(
-                "postgresql.allow_restart is true but neither postgresql.service_name (DBT_POSTGRESQL_SERVICE_NAME) nor postgresql.restart_script_path (DBT_POSTGRESQL_RESTART_SCRIPT_PATH) is configured"
-                    .into(),
-            );
         }
         if !restart_script_path.is_empty() {
             if let Err(e) = check_restart_script(Path::new(&restart_script_path)) {
@@ -381,6 +403,28 @@ pub fn check_restart_script(p: &Path) -> std::result::Result<(), String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn lookup_order_and_both_formats_refused() {
+        let root = std::env::temp_dir().join(format!("dbtune-find-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&root);
+        let (a, b) = (root.join("etc"), root.join("etc/dbtune"));
+        std::fs::create_dir_all(&b).unwrap();
+        let dirs = [a.clone(), b.clone()];
+        assert_eq!(find_in(&dirs).unwrap(), None);
+        std::fs::write(b.join("dbtune.yaml"), "").unwrap();
+        assert_eq!(find_in(&dirs).unwrap(), Some(b.join("dbtune.yaml")));
+        // An earlier directory wins, whatever the format.
+        std::fs::write(a.join("dbtune.toml"), "").unwrap();
+        assert_eq!(find_in(&dirs).unwrap(), Some(a.join("dbtune.toml")));
+        std::fs::write(a.join("dbtune.yaml"), "").unwrap();
+        let err = find_in(&dirs).unwrap_err().to_string();
+        assert!(
+            err.contains("dbtune.yaml") && err.contains("dbtune.toml") && err.contains("keep one"),
+            "{err}"
+        );
+        let _ = std::fs::remove_dir_all(&root);
+    }
 
     #[test]
     fn uuid_rule_is_lower_case_only() {

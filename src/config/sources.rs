@@ -1,10 +1,12 @@
-//! Raw configuration sources: the parsed YAML file (keys lower-cased, as viper does) and a
-//! snapshot of the environment (empty variables dropped: they count as unset).
+//! Raw configuration sources: the parsed file (keys lower-cased, as viper does) and a snapshot
+//! of the environment (empty variables dropped: they count as unset). `*.toml` is read as TOML
+//! into the same key tree as YAML (so every reader of a key is shared); anything else is YAML.
+//! For TOML each key's line is kept so an error names file, line and key.
 
 use crate::error::{Error, Result};
 use serde_norway::Value;
 use std::collections::BTreeMap;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 #[derive(Clone, Debug, Default)]
 pub struct Env(pub BTreeMap<String, String>);
@@ -39,6 +41,60 @@ impl Env {
 pub struct Sources {
     pub root: Value,
     pub env: Env,
+    /// The file's path and, for TOML, the line of each dotted (lower-cased) key.
+    origin: Option<(PathBuf, BTreeMap<String, usize>)>,
+}
+
+/// True for a file read as TOML (by extension, case-insensitive).
+pub fn is_toml(p: &Path) -> bool {
+    p.extension()
+        .is_some_and(|e| e.eq_ignore_ascii_case("toml"))
+}
+
+/// 1-based line of byte `offset` in `text`.
+fn line_of(text: &str, offset: usize) -> usize {
+    text.as_bytes()[..offset.min(text.len())]
+        .iter()
+        .filter(|b| **b == b'\n')
+        .count()
+        + 1
+}
+
+/// TOML value → the YAML value tree the readers use (datetimes as their RFC 3339 text).
+fn from_toml(v: toml::Value) -> Value {
+    match v {
+        toml::Value::String(s) => Value::String(s),
+        toml::Value::Integer(i) => Value::Number(i.into()),
+        toml::Value::Float(f) => Value::Number(f.into()),
+        toml::Value::Boolean(b) => Value::Bool(b),
+        toml::Value::Datetime(d) => Value::String(d.to_string()),
+        toml::Value::Array(a) => Value::Sequence(a.into_iter().map(from_toml).collect()),
+        toml::Value::Table(t) => Value::Mapping(
+            t.into_iter()
+                .map(|(k, v)| (Value::String(k), from_toml(v)))
+                .collect(),
+        ),
+    }
+}
+
+/// Dotted lower-cased key → line of the key, for every table key (arrays are leaves).
+fn key_lines(
+    text: &str,
+    table: &toml::de::DeTable<'_>,
+    prefix: &str,
+    out: &mut BTreeMap<String, usize>,
+) {
+    for (k, v) in table {
+        let key = if prefix.is_empty() {
+            k.get_ref().to_lowercase()
+        } else {
+            format!("{prefix}.{}", k.get_ref().to_lowercase())
+        };
+        out.insert(key.clone(), line_of(text, k.span().start));
+        if let toml::de::DeValue::Table(t) = v.get_ref() {
+            key_lines(text, t, &key, out);
+        }
+    }
 }
 
 /// Go's strconv.ParseBool.
@@ -70,18 +126,51 @@ fn lowercase_keys(v: Value) -> Value {
 
 impl Sources {
     pub fn read(file: Option<&Path>, env: Env) -> Result<Sources> {
-        let root = match file {
-            None => Value::Null,
-            Some(p) => {
-                let text = std::fs::read_to_string(p).map_err(|e| {
-                    Error::invalid(format!("Error reading config file {}: {e}", p.display()))
-                })?;
-                Sources::parse_yaml(&text).map_err(|e| {
-                    Error::invalid(format!("Error reading config file {}: {e}", p.display()))
-                })?
+        let Some(p) = file else {
+            return Ok(Sources {
+                root: Value::Null,
+                env,
+                origin: None,
+            });
+        };
+        let bad =
+            |e: String| Error::invalid(format!("Error reading config file {}: {e}", p.display()));
+        let text = std::fs::read_to_string(p).map_err(|e| bad(e.to_string()))?;
+        let (root, lines) = if is_toml(p) {
+            Sources::parse_toml(&text).map_err(bad)?
+        } else {
+            (Sources::parse_yaml(&text).map_err(bad)?, BTreeMap::new())
+        };
+        Ok(Sources {
+            root,
+            env,
+            origin: Some((p.to_path_buf(), lines)),
+        })
+    }
+
+    /// The TOML document as the key tree (keys lower-cased) and each key's line. A syntax
+    /// error names its line (toml's message names the key where there is one, e.g. a
+    /// duplicate).
+    pub fn parse_toml(text: &str) -> std::result::Result<(Value, BTreeMap<String, usize>), String> {
+        let at = |e: toml::de::Error| {
+            let msg = e.message().trim();
+            let Some(span) = e.span() else {
+                return msg.to_string();
+            };
+            let line = line_of(text, span.start);
+            // The offending text (for a duplicate, the key itself) when it is short.
+            match text.get(span).map(str::trim) {
+                Some(t) if !t.is_empty() && t.len() <= 60 && !t.contains('\n') => {
+                    format!("line {line}: {msg} (at `{t}`)")
+                }
+                _ => format!("line {line}: {msg}"),
             }
         };
-        Ok(Sources { root, env })
+        let spanned = toml::de::DeTable::parse(text).map_err(at)?;
+        let mut lines = BTreeMap::new();
+        key_lines(text, spanned.get_ref(), "", &mut lines);
+        let table: toml::Table = toml::from_str(text).map_err(at)?;
+        Ok((lowercase_keys(from_toml(toml::Value::Table(table))), lines))
     }
 
     pub fn parse_yaml(text: &str) -> std::result::Result<Value, String> {
@@ -94,7 +183,11 @@ impl Sources {
 
     pub fn from_yaml(text: &str, env: Env) -> Result<Sources> {
         let root = Sources::parse_yaml(text).map_err(Error::invalid)?;
-        Ok(Sources { root, env })
+        Ok(Sources {
+            root,
+            env,
+            origin: None,
+        })
     }
 
     pub fn get(&self, path: &[&str]) -> Option<&Value> {
@@ -116,10 +209,18 @@ impl Sources {
         path.join(".")
     }
 
-    fn label(path: &[&str], env: Option<&str>) -> String {
-        match env {
-            Some(e) => format!("{} ({e})", Self::dotted(path)),
-            None => Self::dotted(path),
+    /// `key`, `key (ENV)`, and where the file gives a line, `key (ENV, /etc/dbtune.toml:7)`.
+    pub fn label(&self, path: &[&str], env: Option<&str>) -> String {
+        let key = Self::dotted(path);
+        let at = self
+            .origin
+            .as_ref()
+            .and_then(|(file, lines)| lines.get(&key).map(|l| format!("{}:{l}", file.display())));
+        match (env, at) {
+            (Some(e), Some(a)) => format!("{key} ({e}, {a})"),
+            (Some(e), None) => format!("{key} ({e})"),
+            (None, Some(a)) => format!("{key} ({a})"),
+            (None, None) => key,
         }
     }
 
@@ -137,7 +238,7 @@ impl Sources {
             Some(Value::String(s)) => Ok(if s.is_empty() { None } else { Some(s.clone()) }),
             Some(Value::Number(n)) => Ok(Some(n.to_string())),
             Some(Value::Bool(b)) => Ok(Some(b.to_string())),
-            Some(_) => Err(format!("{}: expected a string", Self::label(path, env))),
+            Some(_) => Err(format!("{}: expected a string", self.label(path, env))),
         }
     }
 
@@ -150,7 +251,7 @@ impl Sources {
         let bad = |v: &str| {
             format!(
                 "{}: cannot parse {v:?} as bool (expected true/false, 1/0, t/f)",
-                Self::label(path, env)
+                self.label(path, env)
             )
         };
         if let Some(v) = env.and_then(|e| self.env.get(e)) {
@@ -173,7 +274,7 @@ impl Sources {
         let bad = |v: &str| {
             format!(
                 "{}: cannot parse {v:?} as an integer",
-                Self::label(path, env)
+                self.label(path, env)
             )
         };
         if let Some(v) = env.and_then(|e| self.env.get(e)) {
@@ -197,7 +298,7 @@ impl Sources {
         env: Option<&str>,
         default: f64,
     ) -> std::result::Result<f64, String> {
-        let bad = |v: &str| format!("{}: cannot parse {v:?} as a number", Self::label(path, env));
+        let bad = |v: &str| format!("{}: cannot parse {v:?} as a number", self.label(path, env));
         if let Some(v) = env.and_then(|e| self.env.get(e)) {
             return v.trim().parse().map_err(|_| bad(v));
         }
@@ -230,7 +331,7 @@ impl Sources {
                     Value::String(s) => Ok(s.clone()),
                     other => Err(format!(
                         "{}: expected a list of strings, found {other:?}",
-                        Self::label(path, env)
+                        self.label(path, env)
                     )),
                 })
                 .collect(),
@@ -241,7 +342,7 @@ impl Sources {
                 .collect()),
             Some(_) => Err(format!(
                 "{}: expected a list of strings",
-                Self::label(path, env)
+                self.label(path, env)
             )),
         }
     }

@@ -13,11 +13,7 @@ pub struct CgroupMemory {
 
 impl CgroupMemory {
     pub fn used_percent(&self) -> f64 {
-        if self.limit == 0 {
-            0.0
-        } else {
-            self.used as f64 / self.limit as f64 * 100.0
-        }
+        super::percent_of(self.used, self.limit)
     }
 }
 
@@ -37,17 +33,25 @@ pub fn memory_of(pid: u32) -> Option<CgroupMemory> {
     memory_at(&proc_path(""), &sys_path(""), pid)
 }
 
-/// [`memory_of`] with explicit `/proc` and `/sys` roots.
+/// [`memory_of`] with explicit `/proc` and `/sys` roots. The membership (/proc/<pid>/cgroup) is
+/// parsed by procfs; the limits are cgroupfs files.
 fn memory_at(
     proc_root: &std::path::Path,
     sys_root: &std::path::Path,
     pid: u32,
 ) -> Option<CgroupMemory> {
-    let text = std::fs::read_to_string(proc_root.join(format!("{pid}/cgroup"))).ok()?;
-    // v2: the unified line `0::/path`.
-    if let Some(path) = text.lines().find_map(|l| l.strip_prefix("0::")) {
+    let groups = procfs::process::Process::new_with_root(proc_root.join(pid.to_string()))
+        .ok()?
+        .cgroups()
+        .ok()?
+        .0;
+    // v2: the unified hierarchy `0::/path`.
+    if let Some(g) = groups
+        .iter()
+        .find(|g| g.hierarchy == 0 && g.controllers.is_empty())
+    {
         let base = sys_root.join("fs/cgroup");
-        let mut dir = base.join(path.trim_start_matches('/'));
+        let mut dir = base.join(g.pathname.trim_start_matches('/'));
         // The nearest ancestor with a limit is what applies.
         loop {
             if let Ok(max) = std::fs::read_to_string(dir.join("memory.max")) {
@@ -71,15 +75,13 @@ fn memory_at(
         }
         return None;
     }
-    // v1: `N:memory:/path` (controllers may be combined, e.g. `memory,cpu`).
-    let path = text.lines().find_map(|l| {
-        let mut it = l.splitn(3, ':');
-        let (_, ctrls, path) = (it.next()?, it.next()?, it.next()?);
-        ctrls.split(',').any(|c| c == "memory").then_some(path)
-    })?;
+    // v1: the hierarchy whose controllers include `memory` (they may be combined).
+    let g = groups
+        .iter()
+        .find(|g| g.controllers.iter().any(|c| c == "memory"))?;
     let dir = sys_root
         .join("fs/cgroup/memory")
-        .join(path.trim_start_matches('/'));
+        .join(g.pathname.trim_start_matches('/'));
     let limit = read_u64(&dir.join("memory.limit_in_bytes"))?;
     // v1 reports "no limit" as a huge page-rounded number.
     if limit >= (1u64 << 60) {
@@ -91,16 +93,6 @@ fn memory_at(
         limit,
         used: usage.saturating_sub(inactive),
     })
-}
-
-/// True when `pid` on this host is a PostgreSQL process (so its cgroup is PostgreSQL's).
-pub fn is_postgres_process(pid: u32) -> bool {
-    std::fs::read_to_string(proc_path(&format!("{pid}/comm")))
-        .map(|c| {
-            let c = c.trim();
-            c == "postgres" || c == "postmaster" || c.starts_with("postgres")
-        })
-        .unwrap_or(false)
 }
 
 #[cfg(test)]

@@ -1,7 +1,10 @@
-//! CPU utilisation from the aggregate `cpu` line of /proc/stat, and the logical CPU count.
+//! CPU utilisation from the aggregate `cpu` line of /proc/stat, and the logical CPU count
+//! (both parsed by procfs).
 
-use super::{proc_path, read};
-use crate::error::{Error, Result};
+use super::{proc_error, proc_path};
+use crate::error::Result;
+use procfs::{CpuInfo, FromRead, FromReadSI, KernelStats};
+use std::path::Path;
 use std::time::Duration;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -10,27 +13,29 @@ pub struct CpuTimes {
     pub total: u64,
 }
 
-/// Parses the `cpu ` line: total = user+nice+system+idle+iowait+irq+softirq+steal (guest and
-/// guest_nice are already inside user/nice on Linux, so they are not added), busy = total −
-/// idle − iowait.
-pub fn parse_stat(text: &str) -> Result<CpuTimes> {
-    let line = text
-        .lines()
-        .find(|l| l.starts_with("cpu "))
-        .ok_or_else(|| Error::other("no aggregate cpu line in /proc/stat"))?;
-    let v: Vec<u64> = line
-        .split_whitespace()
-        .skip(1)
-        .map(|f| f.parse().unwrap_or(0))
-        .collect();
-    let get = |i: usize| v.get(i).copied().unwrap_or(0);
-    let total = (0..8).map(get).sum::<u64>();
-    let busy = total.saturating_sub(get(3) + get(4));
-    Ok(CpuTimes { busy, total })
+fn kernel_stats(path: &Path) -> Result<KernelStats> {
+    KernelStats::from_file(path, procfs::current_system_info()).map_err(|e| proc_error(path, e))
+}
+
+/// total = user+nice+system+idle+iowait+irq+softirq+steal (guest and guest_nice are already
+/// inside user/nice on Linux, so they are not added), busy = total − idle − iowait.
+fn times_at(path: &Path) -> Result<CpuTimes> {
+    let t = kernel_stats(path)?.total;
+    let (iowait, irq, softirq, steal) = (
+        t.iowait.unwrap_or(0),
+        t.irq.unwrap_or(0),
+        t.softirq.unwrap_or(0),
+        t.steal.unwrap_or(0),
+    );
+    let total = t.user + t.nice + t.system + t.idle + iowait + irq + softirq + steal;
+    Ok(CpuTimes {
+        busy: total.saturating_sub(t.idle + iowait),
+        total,
+    })
 }
 
 pub fn times() -> Result<CpuTimes> {
-    parse_stat(&read(&proc_path("stat"))?)
+    times_at(&proc_path("stat"))
 }
 
 /// Busy percentage between two samples, clamped to 0–100.
@@ -53,30 +58,32 @@ pub fn usage(window: Duration) -> Result<f64> {
     Ok(busy_percent(a, b))
 }
 
-/// Logical CPUs: `processor : N` lines of /proc/cpuinfo, else `cpuN` lines of /proc/stat.
-pub fn count() -> Result<i64> {
-    let info = read(&proc_path("cpuinfo")).unwrap_or_default();
-    let n = info
-        .lines()
-        .filter(|l| l.split(':').next().is_some_and(|k| k.trim() == "processor"))
-        .count();
+/// Logical CPUs: the entries of /proc/cpuinfo, else the `cpuN` lines of /proc/stat.
+fn count_at(root: &Path) -> Result<i64> {
+    let n = CpuInfo::from_file(root.join("cpuinfo"))
+        .map(|c| c.num_cores())
+        .unwrap_or(0);
     if n > 0 {
         return Ok(n as i64);
     }
-    let stat = read(&proc_path("stat"))?;
-    Ok(stat
-        .lines()
-        .filter(|l| l.starts_with("cpu") && l.as_bytes().get(3).is_some_and(u8::is_ascii_digit))
-        .count() as i64)
+    Ok(kernel_stats(&root.join("stat"))?.cpu_time.len() as i64)
+}
+
+pub fn count() -> Result<i64> {
+    count_at(&proc_path(""))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
+    fn fixtures() -> std::path::PathBuf {
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/host/proc")
+    }
+
     #[test]
     fn parses_and_computes() {
-        let a = parse_stat("cpu  100 0 50 800 50 0 0 0 0 0\ncpu0 1 2 3").unwrap();
+        let a = times_at(&fixtures().join("stat")).unwrap();
         assert_eq!(
             a,
             CpuTimes {
@@ -84,8 +91,21 @@ mod tests {
                 total: 1000
             }
         );
-        let b = parse_stat("cpu  200 0 100 850 50 0 0 0 0 0").unwrap();
+        let b = times_at(&fixtures().join("stat.later")).unwrap();
         assert!((busy_percent(a, b) - 75.0).abs() < 1e-9);
         assert_eq!(busy_percent(b, a), 0.0);
+    }
+
+    #[test]
+    fn counts_cpuinfo_then_stat() {
+        assert_eq!(count_at(&fixtures()).unwrap(), 3);
+        // Without cpuinfo (some containers hide it) the per-CPU lines of /proc/stat count.
+        let dir = std::env::temp_dir().join(format!("dbtune-cpu-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::copy(fixtures().join("stat"), dir.join("stat")).unwrap();
+        assert_eq!(count_at(&dir).unwrap(), 2);
+        let err = count_at(&dir.join("missing")).unwrap_err().to_string();
+        assert!(err.contains("missing/stat"), "{err}");
+        let _ = std::fs::remove_dir_all(&dir);
     }
 }

@@ -1,7 +1,9 @@
-//! Host memory from /proc/meminfo.
+//! Host memory from /proc/meminfo (parsed by procfs).
 
-use super::{proc_path, read};
-use crate::error::{Error, Result};
+use super::{proc_error, proc_path};
+use crate::error::Result;
+use procfs::{FromRead, Meminfo};
+use std::path::Path;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Memory {
@@ -14,34 +16,21 @@ impl Memory {
         self.total.saturating_sub(self.available)
     }
     pub fn used_percent(&self) -> f64 {
-        if self.total == 0 {
-            0.0
-        } else {
-            self.used() as f64 / self.total as f64 * 100.0
-        }
+        super::percent_of(self.used(), self.total)
     }
 }
 
-pub fn parse_meminfo(text: &str) -> Result<Memory> {
-    let field = |name: &str| -> Option<u64> {
-        text.lines()
-            .find(|l| l.starts_with(name) && l[name.len()..].starts_with(':'))
-            .and_then(|l| l.split_whitespace().nth(1))
-            .and_then(|v| v.parse::<u64>().ok())
-            .map(|kb| kb * 1024)
-    };
-    let total =
-        field("MemTotal").ok_or_else(|| Error::other("MemTotal missing from /proc/meminfo"))?;
-    let available = field("MemAvailable")
-        .or_else(|| {
-            Some(field("MemFree")? + field("Buffers").unwrap_or(0) + field("Cached").unwrap_or(0))
-        })
-        .ok_or_else(|| Error::other("MemAvailable missing from /proc/meminfo"))?;
-    Ok(Memory { total, available })
+/// Kernels before 3.14 have no MemAvailable: free + buffers + page cache stands in for it.
+fn memory_at(path: &Path) -> Result<Memory> {
+    let m = Meminfo::from_file(path).map_err(|e| proc_error(path, e))?;
+    Ok(Memory {
+        total: m.mem_total,
+        available: m.mem_available.unwrap_or(m.mem_free + m.buffers + m.cached),
+    })
 }
 
 pub fn host() -> Result<Memory> {
-    parse_meminfo(&read(&proc_path("meminfo"))?)
+    memory_at(&proc_path("meminfo"))
 }
 
 #[cfg(test)]
@@ -50,11 +39,15 @@ mod tests {
 
     #[test]
     fn meminfo() {
-        let m =
-            parse_meminfo("MemTotal:       16000 kB\nMemFree: 1 kB\nMemAvailable:    4000 kB\n")
-                .unwrap();
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/host/proc");
+        let m = memory_at(&dir.join("meminfo")).unwrap();
         assert_eq!(m.total, 16000 * 1024);
         assert_eq!(m.used(), 12000 * 1024);
         assert!((m.used_percent() - 75.0).abs() < 1e-9);
+        // Old kernel: MemFree 1000 + Buffers 500 + Cached 2000 kB.
+        let old = memory_at(&dir.join("meminfo.no-available")).unwrap();
+        assert_eq!(old.available, 3500 * 1024);
+        let err = memory_at(&dir.join("nope")).unwrap_err().to_string();
+        assert!(err.contains("nope"), "{err}");
     }
 }

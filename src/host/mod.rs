@@ -1,14 +1,21 @@
-//! Host facts read from `/proc` and `/sys` (no crate needed): CPU times, memory, whole-disk IO
-//! counters, CPU count, distribution, cgroup memory limits. `HOST_PROC` relocates `/proc` as in
-//! the Go agent; `HOST_SYS` and `HOST_ETC` do the same for `/sys` and `/etc` (tests use them).
+//! Host facts: CPU times, memory, whole-disk IO counters, CPU count, a process's parent and
+//! cgroup (all parsed by the `procfs` crate), cgroup memory limits (cgroupfs under `/sys`), the
+//! data directory's filesystem and network counters (`sysinfo`), and the distribution (vendor
+//! release files, see distro.rs for why not sysinfo). `HOST_PROC` relocates `/proc` as in the Go
+//! agent; `HOST_SYS` and `HOST_ETC` do the same for `/sys` and `/etc` (tests use them).
 
 pub mod cgroup;
 pub mod cpu;
 pub mod disk;
 pub mod distro;
-pub mod memory;
+pub mod filesystem;
 
-use std::path::PathBuf;
+pub mod memory;
+pub mod network;
+
+pub mod process;
+
+use std::path::{Path, PathBuf};
 
 fn root(var: &str, default: &str) -> PathBuf {
     std::env::var_os(var)
@@ -29,7 +36,16 @@ pub fn etc_path(rel: &str) -> PathBuf {
     root("HOST_ETC", "/etc").join(rel)
 }
 
-pub(crate) fn read(path: &std::path::Path) -> crate::error::Result<String> {
-    std::fs::read_to_string(path)
-        .map_err(|e| crate::error::Error::other(format!("reading {}: {e}", path.display())))
+/// `part` as a percentage of `whole` (0 when `whole` is 0): memory, cgroup and disk fill.
+pub(crate) fn percent_of(part: u64, whole: u64) -> f64 {
+    if whole == 0 {
+        0.0
+    } else {
+        part as f64 / whole as f64 * 100.0
+    }
+}
+
+/// A procfs parse/read failure as our error, naming the file.
+pub(crate) fn proc_error(path: &Path, e: procfs::ProcError) -> crate::error::Error {
+    crate::error::Error::other(format!("reading {}: {e}", path.display()))
 }

@@ -5,6 +5,7 @@
 
 pub mod alter;
 pub mod conninfo;
+pub mod manager;
 pub mod queries;
 pub mod tls;
 pub mod version;
@@ -13,11 +14,11 @@ use crate::error::{Context, Error, Kind, Result};
 use postgres::types::ToSql;
 use postgres::Row;
 use r2d2::{CustomizeConnection, Pool, PooledConnection};
-use r2d2_postgres::PostgresConnectionManager;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
-use tokio_postgres_rustls::MakeRustlsConnect;
 
+pub use manager::PasswordSource;
+use manager::{ConnectError, Manager};
 pub use version::ServerVersion;
 
 pub const QUERY_PREFIX: &str = "/*dbtune*/ ";
@@ -64,7 +65,6 @@ impl Default for SessionLimits {
     }
 }
 
-type Manager = PostgresConnectionManager<MakeRustlsConnect>;
 pub type Conn = PooledConnection<Manager>;
 
 /// Keeps the last connection error with its whole cause chain (r2d2 keeps only the top line,
@@ -72,8 +72,8 @@ pub type Conn = PooledConnection<Manager>;
 #[derive(Debug, Default, Clone)]
 struct LastConnectError(Arc<Mutex<Option<String>>>);
 
-impl r2d2::HandleError<postgres::Error> for LastConnectError {
-    fn handle_error(&self, e: postgres::Error) {
+impl r2d2::HandleError<ConnectError> for LastConnectError {
+    fn handle_error(&self, e: ConnectError) {
         let mut m = e.to_string();
         let mut src = std::error::Error::source(&e);
         while let Some(s) = src {
@@ -97,8 +97,8 @@ pub struct Pg {
 #[derive(Debug)]
 struct SessionSetup(SessionLimits);
 
-impl CustomizeConnection<postgres::Client, postgres::Error> for SessionSetup {
-    fn on_acquire(&self, c: &mut postgres::Client) -> std::result::Result<(), postgres::Error> {
+impl CustomizeConnection<postgres::Client, ConnectError> for SessionSetup {
+    fn on_acquire(&self, c: &mut postgres::Client) -> std::result::Result<(), ConnectError> {
         let ms = |d: Duration| d.as_millis().to_string();
         c.execute(
             &prefixed(
@@ -106,7 +106,7 @@ impl CustomizeConnection<postgres::Client, postgres::Error> for SessionSetup {
                  set_config('idle_in_transaction_session_timeout', $3, false)",
             ),
             &[&ms(self.0.statement_timeout), &ms(self.0.lock_timeout), &ms(self.0.idle_in_transaction_timeout)],
-        )?;
+        ).map_err(ConnectError::Pg)?;
         Ok(())
     }
 }
@@ -114,12 +114,36 @@ impl CustomizeConnection<postgres::Client, postgres::Error> for SessionSetup {
 impl Pg {
     /// Builds the pool without connecting; only a malformed connection string fails here.
     pub fn new(url: &str, pool_size: u32, limits: SessionLimits) -> Result<Pg> {
+        Self::build(url, pool_size, limits, None)
+    }
+
+    /// Like [`Pg::new`], but every new connection asks `password` for its password (it wins
+    /// over one in the URL).
+    pub fn with_password(
+        url: &str,
+        pool_size: u32,
+        limits: SessionLimits,
+        password: Arc<dyn PasswordSource>,
+    ) -> Result<Pg> {
+        Self::build(url, pool_size, limits, Some(password))
+    }
+
+    fn build(
+        url: &str,
+        pool_size: u32,
+        limits: SessionLimits,
+        password: Option<Arc<dyn PasswordSource>>,
+    ) -> Result<Pg> {
         let info = conninfo::ConnInfo::parse(url).context("parsing postgresql.connection_url")?;
         let mut cfg = info.config.clone();
         cfg.application_name("dbtune-agent");
         cfg.connect_timeout(limits.connect_timeout);
         let tls = tls::make_tls(&info).context("setting up TLS for PostgreSQL")?;
-        let manager = PostgresConnectionManager::new(cfg, tls);
+        let manager = Manager {
+            config: cfg,
+            tls,
+            password,
+        };
         let last_error = LastConnectError::default();
         let pool = Pool::builder()
             .max_size(pool_size.max(1))

@@ -133,3 +133,27 @@ pub fn role_privileges(c: &mut Client) -> Result<(String, bool, bool)> {
 pub fn backend_pid(c: &mut Client) -> Result<i32> {
     Ok(query_one(c, "SELECT pg_backend_pid()", &[])?.get(0))
 }
+
+/// `pg_is_in_recovery()`: true on a replica (Patroni: applies only on the leader).
+pub fn in_recovery(c: &mut Client) -> Result<bool> {
+    Ok(query_one(c, "SELECT pg_catalog.pg_is_in_recovery()", &[])
+        .context("checking whether this server is a replica (pg_is_in_recovery)")?
+        .get(0))
+}
+
+/// The server's data directory and this session's backend PID (to tell whether the server runs
+/// on this host). Needs superuser or pg_read_all_settings.
+pub fn data_directory(c: &mut Client) -> Result<(String, i32)> {
+    let row = query_one(
+        c,
+        "SELECT current_setting('data_directory'), pg_backend_pid()",
+        &[],
+    )?;
+    Ok((row.get(0), row.get(1)))
+}
+
+/// When the postmaster started (text): tells a restart done by a control plane (an RDS reboot)
+/// from a stale "available".
+pub fn postmaster_start_time(c: &mut Client) -> Result<String> {
+    Ok(query_one(c, "SELECT pg_catalog.pg_postmaster_start_time()::text", &[])?.get(0))
+}

@@ -97,6 +97,9 @@ struct Task {
     body: Body,
 }
 
+/// An apply counts as wedged once it has reported no progress for this long.
+const APPLY_PROGRESS_STALL: Duration = Duration::from_secs(120);
+
 /// Runs one task body: gate, panic guard, error handling.
 fn run_task(sh: &Shared, t: &Task) {
     if sh.stop.load(Ordering::SeqCst) {
@@ -415,7 +418,12 @@ impl Runner {
             let mut wedged = false;
             for i in 0..n {
                 if let Some(s) = running[i] {
-                    if now.duration_since(s) > self.tasks[i].max_runtime {
+                    // An apply that keeps reporting progress (a long restart or rollout
+                    // inside its deadlines) is not wedged.
+                    let progressing = matches!(self.tasks[i].body, Body::Config)
+                        && crate::apply::wait::since_progress()
+                            .is_some_and(|d| d < APPLY_PROGRESS_STALL);
+                    if now.duration_since(s) > self.tasks[i].max_runtime && !progressing {
                         wedged = true;
                         if !warned[i] {
                             warned[i] = true;
@@ -509,6 +517,9 @@ impl Runner {
         // An apply in progress holds `applying`: it finishes (or rolls back) before we stop
         // everything else; other tasks are told to stop at once.
         let apply_running = self.shared.applying.try_lock().is_err();
+        // Long waits inside an apply stop at their next poll; a restart already running is
+        // not killed, and the journal left behind is settled at the next start.
+        crate::apply::wait::request_stop();
         if !apply_running {
             self.shared.stop.store(true, Ordering::SeqCst);
         }

@@ -179,10 +179,17 @@ fn fingerprint(rec: &crate::model::Recommendation) -> String {
 }
 
 pub fn config(sh: &Shared) -> Result<()> {
-    let active = sh
-        .adapter
-        .active_config()
-        .map_err(|e| e.context("failed to get active configuration"))?;
+    let active = match sh.adapter.active_config() {
+        Ok(a) => a,
+        Err(e) => {
+            if e.kind == Kind::Recovery {
+                // A failover changes what a refused recommendation meets (a replica may now
+                // lead): it is tried again once the cluster is stable, not 5 minutes later.
+                *sh.failed_apply.lock().unwrap_or_else(|p| p.into_inner()) = None;
+            }
+            return Err(e.context("failed to get active configuration"));
+        }
+    };
     let rec = sh.platform.recommendation()?;
     let mut apply_err = None;
     let mut after = None;
@@ -242,6 +249,9 @@ pub fn config(sh: &Shared) -> Result<()> {
 }
 
 pub fn guardrail(sh: &Shared) -> Result<()> {
+    for r in sh.adapter.take_reports() {
+        super::report(&sh.platform, &r.error_type, &r.error_message);
+    }
     {
         let last = sh.last_signal.lock().unwrap_or_else(|p| p.into_inner());
         if last.is_some_and(|t| t.elapsed() < Duration::from_secs(15)) {

@@ -3,7 +3,7 @@
 #![allow(dead_code)]
 
 use super::pgcluster::PgCluster;
-use dbtune_agent::apply::restart::ScriptRestarter;
+use dbtune_agent::adapter::pgprem::restart::ScriptRestarter;
 use dbtune_agent::config::apply::ApplyConfig;
 use dbtune_agent::model::{KnobApplication, Recommendation, RecommendedKnob};
 use dbtune_agent::pg::{Pg, SessionLimits};

@@ -3,7 +3,12 @@
 
 pub mod agent;
 pub mod apply;
+pub mod azure;
 pub mod cloud;
+pub mod cloudsql;
+pub mod docker;
+pub mod patroni;
 pub mod pgcluster;
 pub mod pgversions;
 pub mod platform;
+pub mod rds_mirror;

@@ -1,6 +1,7 @@
 //! Docker Engine API over its unix socket: version negotiation, container inspect, restart and
 //! one-shot stats.
 
+pub mod tar;
 pub mod unix_http;
 
 use crate::cloud::encoding::uri_encode;
@@ -104,6 +105,74 @@ impl Docker {
         let p = self.path(&format!("/containers/{}/restart", uri_encode(name, false)))?;
         self.http
             .request("POST", &p, None, "Docker container restart")?;
+        Ok(())
+    }
+
+    /// `POST /containers/{name}/restart?t=<stop_secs>`, the whole exchange bounded by
+    /// `deadline` (the daemon answers once the container runs again).
+    pub fn restart_within(
+        &self,
+        name: &str,
+        stop_secs: u64,
+        deadline: std::time::Duration,
+    ) -> Result<()> {
+        let p = self.path(&format!(
+            "/containers/{}/restart?t={stop_secs}",
+            uri_encode(name, false)
+        ))?;
+        let mut http = self.http.clone();
+        http.timeout = deadline;
+        http.request("POST", &p, None, "Docker container restart")?;
+        Ok(())
+    }
+
+    /// `POST /containers/{name}/kill?signal=<sig>`.
+    pub fn kill(&self, name: &str, signal: &str) -> Result<()> {
+        let p = self.path(&format!(
+            "/containers/{}/kill?signal={signal}",
+            uri_encode(name, false)
+        ))?;
+        self.http
+            .request("POST", &p, None, "Docker container kill")?;
+        Ok(())
+    }
+
+    /// `POST /containers/{name}/start` (a running container answers 304: fine).
+    pub fn start(&self, name: &str) -> Result<()> {
+        let p = self.path(&format!("/containers/{}/start", uri_encode(name, false)))?;
+        self.http
+            .request("POST", &p, None, "Docker container start")?;
+        Ok(())
+    }
+
+    /// `GET /containers/{name}/archive?path=<file>`: the file as a tar archive (works on a
+    /// stopped container too).
+    pub fn archive_get(&self, name: &str, path: &str) -> Result<Vec<u8>> {
+        let p = self.path(&format!(
+            "/containers/{}/archive?path={}",
+            uri_encode(name, false),
+            uri_encode(path, false)
+        ))?;
+        Ok(self
+            .http
+            .request("GET", &p, None, "Docker archive read")?
+            .body)
+    }
+
+    /// `PUT /containers/{name}/archive?path=<dir>`: extracts `tar` into `dir` (works on a
+    /// stopped container too).
+    pub fn archive_put(&self, name: &str, dir: &str, tar: &[u8]) -> Result<()> {
+        let p = self.path(&format!(
+            "/containers/{}/archive?path={}",
+            uri_encode(name, false),
+            uri_encode(dir, false)
+        ))?;
+        self.http.request(
+            "PUT",
+            &p,
+            Some(("application/x-tar", tar)),
+            "Docker archive write",
+        )?;
         Ok(())
     }
 }

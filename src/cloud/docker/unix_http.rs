@@ -43,7 +43,8 @@ impl UnixHttp {
         let resp = self
             .exchange(method, path, body, &ctx)
             .map_err(|(kind, msg)| CloudError::new(kind, &ctx, msg))?;
-        if (200..300).contains(&resp.status) {
+        // 304 is the Engine's "already in that state" (start of a running container).
+        if (200..300).contains(&resp.status) || resp.status == 304 {
             Ok(resp)
         } else {
             Err(service_error(&ctx, &resp, &[]))

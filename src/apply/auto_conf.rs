@@ -1,8 +1,9 @@
-//! The state to return to: what `postgresql.auto.conf` held for each affected parameter
+//! The `postgresql.auto.conf` snapshot of ALTER SYSTEM targets: what the file held for each affected parameter
 //! (from `pg_file_settings`, else the file itself), and the file's full text when the agent
 //! can read it, so a rollback also works while PostgreSQL refuses to start.
 
-use super::journal::{write_atomic, AutoConfValue};
+use super::journal::write_atomic;
+use super::target::Previous;
 use crate::error::{Context, Error, Result};
 use crate::pg::alter as sql;
 use postgres::Client;
@@ -10,16 +11,16 @@ use std::fs;
 use std::os::unix::fs::{fchown, MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
-pub struct Snapshot {
+pub struct AutoConf {
     /// Per parameter name (lower-case): what auto.conf held.
     entries: Option<Vec<(String, String)>>,
     pub auto_conf_path: Option<PathBuf>,
     pub auto_conf_text: Option<String>,
 }
 
-impl Snapshot {
+impl AutoConf {
     /// Reads the state before an apply. `override_path` is `apply.auto_conf_path`.
-    pub fn take(c: &mut Client, override_path: Option<&str>) -> Result<Snapshot> {
+    pub fn take(c: &mut Client, override_path: Option<&str>) -> Result<AutoConf> {
         let from_pg = sql::auto_conf_entries(c)?;
         let path = match override_path {
             Some(p) => Some(PathBuf::from(p)),
@@ -33,7 +34,7 @@ impl Snapshot {
             _ => text,
         };
         let entries = from_pg.or_else(|| text.as_deref().map(parse_auto_conf));
-        Ok(Snapshot {
+        Ok(AutoConf {
             entries,
             auto_conf_path: path,
             auto_conf_text: text,
@@ -41,15 +42,15 @@ impl Snapshot {
     }
 
     /// What auto.conf held for `name`.
-    pub fn value(&self, name: &str) -> AutoConfValue {
+    pub fn value(&self, name: &str) -> Previous {
         match &self.entries {
-            None => AutoConfValue::Unknown,
+            None => Previous::Unknown,
             Some(e) => e
                 .iter()
                 .rev()
                 .find(|(n, _)| n.eq_ignore_ascii_case(name))
-                .map(|(_, v)| AutoConfValue::Value(v.clone()))
-                .unwrap_or(AutoConfValue::Absent),
+                .map(|(_, v)| Previous::Value(v.clone()))
+                .unwrap_or(Previous::Absent),
         }
     }
 }
@@ -151,12 +152,12 @@ mod tests {
             ("log_line_prefix".to_string(), "%m [%p] 'x' \\ ".to_string())
         );
         assert_eq!(e[2], ("shared_buffers".to_string(), "2048".to_string()));
-        let s = Snapshot {
+        let s = AutoConf {
             entries: Some(e),
             auto_conf_path: None,
             auto_conf_text: None,
         };
-        assert_eq!(s.value("work_mem"), AutoConfValue::Value("16MB".into()));
-        assert_eq!(s.value("port"), AutoConfValue::Absent);
+        assert_eq!(s.value("work_mem"), Previous::Value("16MB".into()));
+        assert_eq!(s.value("port"), Previous::Absent);
     }
 }

@@ -2,7 +2,6 @@
 //! `sudo -n` fallback. Every command runs without a shell, with a timeout (the whole process
 //! group is killed when it runs out) and with its output captured up to a bound.
 
-use super::Restarter;
 use crate::error::{Error, Kind, Result};
 use std::io::Read;
 use std::os::unix::process::CommandExt;
@@ -10,6 +9,14 @@ use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
+
+/// How PostgreSQL gets restarted when a restart-only knob changes.
+pub trait Restarter: Send + Sync {
+    /// Restarts PostgreSQL (or starts it when it is down), giving up after `deadline`.
+    fn restart(&self, deadline: Duration) -> Result<()>;
+    /// For messages: `restart script /usr/local/bin/x`, `systemctl restart postgresql`.
+    fn describe(&self) -> String;
+}
 
 /// Output kept per command (the tail is what explains a failure).
 const OUTPUT_LIMIT: usize = 4096;
@@ -84,6 +91,7 @@ pub fn run_bounded(mut cmd: Command, timeout: Duration) -> std::io::Result<Comma
         if let Some(st) = child.try_wait()? {
             break (st.code(), false);
         }
+        crate::apply::wait::tick();
         if start.elapsed() >= timeout {
             let pgid = child.id() as i32;
             // SAFETY: kill(2) on the child's own process group; no memory is involved.
@@ -131,6 +139,7 @@ fn with_output(msg: String, r: &CommandResult) -> String {
 }
 
 /// The operator's restart script, executed directly (no shell, no arguments).
+#[derive(Clone, Debug)]
 pub struct ScriptRestarter {
     pub path: PathBuf,
     pub timeout: Duration,
@@ -177,6 +186,7 @@ impl Restarter for ScriptRestarter {
 }
 
 /// `systemctl restart <unit>`, then `sudo -n systemctl restart <unit>` (never prompts).
+#[derive(Clone, Debug)]
 pub struct SystemctlRestarter {
     pub unit: String,
     pub timeout: Duration,
