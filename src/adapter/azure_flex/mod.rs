@@ -59,9 +59,13 @@ impl AzureFlex {
         arm.base = c.arm_url.clone();
         let url = cfg.postgresql.connection_url.expose();
         let pg = if c.entra {
-            let password: Arc<dyn PasswordSource> =
-                Arc::new(EntraPassword(arm.tokens.clone()));
-            Pg::with_password(url, cfg.postgresql.pool_size, SessionLimits::default(), password)
+            let password: Arc<dyn PasswordSource> = Arc::new(EntraPassword(arm.tokens.clone()));
+            Pg::with_password(
+                url,
+                cfg.postgresql.pool_size,
+                SessionLimits::default(),
+                password,
+            )
         } else {
             Pg::new(url, cfg.postgresql.pool_size, SessionLimits::default())
         }
