@@ -35,7 +35,8 @@ pub fn hex(bytes: &[u8]) -> String {
     s
 }
 
-fn write_value(out: &mut String, v: &Value) -> Result<(), String> {
+/// Appends `v`'s Go encoding to `out` (the streaming encoder writes rows with it).
+pub fn write_value(out: &mut String, v: &Value) -> Result<(), String> {
     match v {
         Value::Null => out.push_str("null"),
         Value::Bool(b) => out.push_str(if *b { "true" } else { "false" }),
@@ -106,27 +107,59 @@ pub fn write_float(out: &mut String, f: f64) -> Result<(), String> {
     Ok(())
 }
 
-fn write_str(out: &mut String, s: &str) {
+/// Appends `s` as a Go JSON string. Runs of bytes that need no escape are copied at once (the
+/// catalog payloads are mostly plain names); every escape Go makes is ASCII except U+2028/U+2029.
+pub fn write_str(out: &mut String, s: &str) {
     out.push('"');
-    for c in s.chars() {
-        match c {
-            '"' => out.push_str("\\\""),
-            '\\' => out.push_str("\\\\"),
-            '\n' => out.push_str("\\n"),
-            '\r' => out.push_str("\\r"),
-            '\t' => out.push_str("\\t"),
-            '\u{8}' => out.push_str("\\b"),
-            '\u{c}' => out.push_str("\\f"),
-            '<' => out.push_str("\\u003c"),
-            '>' => out.push_str("\\u003e"),
-            '&' => out.push_str("\\u0026"),
-            '\u{2028}' => out.push_str("\\u2028"),
-            '\u{2029}' => out.push_str("\\u2029"),
-            c if (c as u32) < 0x20 => out.push_str(&format!("\\u{:04x}", c as u32)),
-            c => out.push(c),
+    write_str_body(out, s);
+    out.push('"');
+}
+
+/// [`write_str`] without the quotes, so a long text can be written in pieces (split at char
+/// boundaries).
+pub fn write_str_body(out: &mut String, s: &str) {
+    let b = s.as_bytes();
+    let mut run = 0;
+    let mut i = 0;
+    while i < b.len() {
+        let c = b[i];
+        let esc: Option<&str> = match c {
+            b'"' => Some("\\\""),
+            b'\\' => Some("\\\\"),
+            b'\n' => Some("\\n"),
+            b'\r' => Some("\\r"),
+            b'\t' => Some("\\t"),
+            0x08 => Some("\\b"),
+            0x0c => Some("\\f"),
+            b'<' => Some("\\u003c"),
+            b'>' => Some("\\u003e"),
+            b'&' => Some("\\u0026"),
+            0xE2 if b.get(i + 1) == Some(&0x80)
+                && matches!(b.get(i + 2), Some(0xA8) | Some(0xA9)) =>
+            {
+                Some(if b[i + 2] == 0xA8 {
+                    "\\u2028"
+                } else {
+                    "\\u2029"
+                })
+            }
+            c if c < 0x20 => Some(""),
+            _ => None,
+        };
+        let Some(e) = esc else {
+            i += 1;
+            continue;
+        };
+        out.push_str(&s[run..i]);
+        if e.is_empty() {
+            out.push_str(&format!("\\u{:04x}", c));
+        } else {
+            out.push_str(e);
         }
+        i += if c == 0xE2 { 3 } else { 1 };
+        run = i;
     }
-    out.push('"');
+    out.push_str(&s[run..]);
 }
 
 /// Rounds to three decimals, halves away from zero (Go's `math.Round(v*1000)/1000`).
@@ -167,6 +200,10 @@ mod tests {
             to_string(&v).unwrap(),
             r#"{"a\u003cb":"x \u0026 y \u003e z\u2028\u0001\"\\/"}"#
         );
+        // Other characters starting with byte 0xE2 (€, …) pass unescaped; U+2029 is escaped.
+        let mut s = String::new();
+        write_str(&mut s, "€ é\u{2029}…\u{1f}");
+        assert_eq!(s, r#""€ é\u2029…\u001f""#);
     }
 
     #[test]

@@ -4,6 +4,7 @@
 //! `collectors` / `metrics` / `pg` / `host` / `cloud`; everything sent goes through `platform`.
 
 pub mod adapter;
+pub mod alloc;
 pub mod apply;
 pub mod checks;
 pub mod cli;

@@ -12,6 +12,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 fn main() {
+    dbtune_agent::alloc::tune();
     std::process::exit(real_main());
 }
 

@@ -69,3 +69,66 @@ fn the_agent_marker_survives_in_pg_stat_statements_on_this_major() {
     assert!(agent.1, "the agent's statement is recognised: {seen:?}");
     assert!(!user.1, "a user's statement is not: {seen:?}");
 }
+
+#[test]
+fn statements_are_prepared_once_per_session_and_rows_stream() {
+    let pg = PgCluster::start();
+    let pool = Pg::new(&pg.url(), 1, SessionLimits::default()).unwrap();
+    for _ in 0..3 {
+        let r = pool.query("SELECT $1::int + 1 AS x", &[&41i32]).unwrap();
+        assert_eq!(r[0].get::<_, i32>(0), 42);
+    }
+    let listed = |pool: &Pg| -> Vec<String> {
+        pool.query(
+            "SELECT statement FROM pg_catalog.pg_prepared_statements ORDER BY statement",
+            &[],
+        )
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect()
+    };
+    let names = listed(&pool);
+    let same: Vec<&String> = names.iter().filter(|s| s.contains("$1::int + 1")).collect();
+    assert_eq!(same.len(), 1, "prepared once for three runs: {names:?}");
+    assert!(
+        same[0].starts_with("/*dbtune*/ SELECT /*dbtune*/"),
+        "{}",
+        same[0]
+    );
+
+    // Rows arrive one at a time; an error from the consumer stops the query and the session
+    // stays usable.
+    let mut seen = 0;
+    let err = pool
+        .for_each_row("SELECT g FROM generate_series(1, 100000) g", &[], |r| {
+            seen += 1;
+            if r.get::<_, i32>(0) == 10 {
+                return Err(dbtune_agent::error::Error::other("enough"));
+            }
+            Ok(())
+        })
+        .unwrap_err();
+    assert_eq!((seen, err.to_string().contains("enough")), (10, true));
+    let n = pool
+        .for_each_row(
+            "SELECT g FROM generate_series(1, 100000) g",
+            &[],
+            |_| Ok(()),
+        )
+        .unwrap();
+    assert_eq!(n, 100_000);
+
+    // A statement that fails on execution is dropped from the cache and prepared again.
+    pg.client()
+        .batch_execute("CREATE TABLE prep_t (a int); INSERT INTO prep_t VALUES (1)")
+        .unwrap();
+    assert_eq!(pool.query("SELECT * FROM prep_t", &[]).unwrap().len(), 1);
+    pg.client()
+        .batch_execute("ALTER TABLE prep_t ADD COLUMN b int")
+        .unwrap();
+    // "cached plan must not change result type": fails once, then works re-prepared.
+    let first = pool.query("SELECT * FROM prep_t", &[]);
+    let second = pool.query("SELECT * FROM prep_t", &[]).unwrap();
+    assert_eq!(second[0].len(), 2, "re-prepared after {:?}", first.err());
+}

@@ -9,17 +9,48 @@
 
 use super::rowmap::{not_exclusively_locked, table_of};
 use super::skip::SkipUnchanged;
-use super::{CatalogCollector, CollectCtx};
+use super::{CatalogCollector, CollectCtx, PayloadSink};
 use crate::error::{Context, Result};
 use postgres::Row;
-use serde_json::{Map, Value};
+use serde_json::Value;
 use std::collections::HashSet;
 use std::fmt::Write;
 
 #[derive(Default)]
 pub struct Ddl {
     skip: SkipUnchanged,
+    /// The catalogs' signature at the last dump, and the runs since then it stayed the same.
+    signature: Option<String>,
+    same_signature: u32,
 }
+
+/// A cheap fingerprint of every catalog the dump reads: row count and sum of `xmin` per catalog.
+/// Any DDL writes new catalog rows (a new `xmin`); statistics updates by VACUUM/ANALYZE are
+/// in-place and leave it alone. The dump skips relations under an AccessExclusiveLock, so the
+/// number of such locks is part of it too. While it is unchanged the (costly) dump is not run;
+/// the dump still runs on every 30th unchanged collection, as skip-unchanged sends then anyway
+/// (which also picks up what the signature cannot see, such as a role rename: pg_authid is
+/// not readable without superuser).
+const SIGNATURE_SQL: &str = "SELECT concat_ws('/', \
+     (SELECT count(*) || ':' || COALESCE(sum(xmin::text::bigint), 0) FROM pg_catalog.pg_class), \
+     (SELECT count(*) || ':' || COALESCE(sum(xmin::text::bigint), 0) FROM pg_catalog.pg_attribute), \
+     (SELECT count(*) || ':' || COALESCE(sum(xmin::text::bigint), 0) FROM pg_catalog.pg_attrdef), \
+     (SELECT count(*) || ':' || COALESCE(sum(xmin::text::bigint), 0) FROM pg_catalog.pg_constraint), \
+     (SELECT count(*) || ':' || COALESCE(sum(xmin::text::bigint), 0) FROM pg_catalog.pg_index), \
+     (SELECT count(*) || ':' || COALESCE(sum(xmin::text::bigint), 0) FROM pg_catalog.pg_namespace), \
+     (SELECT count(*) || ':' || COALESCE(sum(xmin::text::bigint), 0) FROM pg_catalog.pg_type), \
+     (SELECT count(*) || ':' || COALESCE(sum(xmin::text::bigint), 0) FROM pg_catalog.pg_enum), \
+     (SELECT count(*) || ':' || COALESCE(sum(xmin::text::bigint), 0) FROM pg_catalog.pg_extension), \
+     (SELECT count(*) || ':' || COALESCE(sum(xmin::text::bigint), 0) FROM pg_catalog.pg_inherits), \
+     (SELECT count(*) || ':' || COALESCE(sum(xmin::text::bigint), 0) FROM pg_catalog.pg_policy), \
+     (SELECT count(*) || ':' || COALESCE(sum(xmin::text::bigint), 0) FROM pg_catalog.pg_proc), \
+     (SELECT count(*) || ':' || COALESCE(sum(xmin::text::bigint), 0) FROM pg_catalog.pg_sequence), \
+     (SELECT count(*) || ':' || COALESCE(sum(xmin::text::bigint), 0) FROM pg_catalog.pg_trigger), \
+     (SELECT count(*) || ':' || COALESCE(sum(xmin::text::bigint), 0) FROM pg_catalog.pg_depend), \
+     (SELECT count(*) || ':' || COALESCE(sum(xmin::text::bigint), 0) FROM pg_catalog.pg_collation), \
+     (SELECT count(*) || ':' || COALESCE(sum(xmin::text::bigint), 0) FROM pg_catalog.pg_tablespace), \
+     (SELECT count(*) FROM pg_catalog.pg_locks l WHERE l.locktype = 'relation' AND l.mode = 'AccessExclusiveLock' \
+      AND l.database = (SELECT d.oid FROM pg_catalog.pg_database d WHERE d.datname = current_database())))";
 
 const COLTYPES: &str = "SELECT DISTINCT a.atttypid FROM pg_catalog.pg_attribute a \
      JOIN pg_catalog.pg_class c ON c.oid = a.attrelid JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace \
@@ -733,22 +764,33 @@ pub fn dump(ctx: &CollectCtx<'_>) -> Result<String> {
 }
 
 impl CatalogCollector for Ddl {
-    fn collect(&mut self, ctx: &CollectCtx<'_>) -> Result<Option<Value>> {
+    fn collect_into(&mut self, ctx: &CollectCtx<'_>, out: &mut PayloadSink) -> Result<bool> {
+        let sig: String = ctx
+            .pg
+            .query_one(SIGNATURE_SQL, &[])
+            .context("failed to collect DDL: catalog signature")?
+            .get(0);
+        if self.signature.as_deref() == Some(sig.as_str())
+            && self.same_signature + 1 < crate::collectors::skip::FORCE_AFTER
+        {
+            self.same_signature += 1;
+            return Ok(false);
+        }
+        let forced = self.signature.as_deref() == Some(sig.as_str());
         let ddl = dump(ctx)?;
+        // Remembered only once the dump worked, so a failed dump is retried next time.
+        self.same_signature = 0;
+        self.signature = Some(sig);
         if ddl.is_empty() {
-            return Ok(None);
+            return Ok(false);
         }
         let hash = crate::gojson::sha256_hex(ddl.as_bytes());
-        let mut m = Map::new();
-        m.insert("ddl".into(), Value::from(ddl));
-        m.insert("ddl_hash".into(), Value::from(hash));
-        let payload = Value::Object(m);
-        if !self
-            .skip
-            .should_send(&serde_json::to_vec(&payload).unwrap_or_default())
-        {
-            return Ok(None);
+        // The text's SHA-256 stands for the whole payload in skip-unchanged.
+        if !self.skip.should_send(hash.as_bytes()) && !forced {
+            return Ok(false);
         }
-        Ok(Some(payload))
+        out.begin_with_text("ddl", &ddl)?;
+        out.member("ddl_hash", &Value::from(hash))?;
+        Ok(true)
     }
 }

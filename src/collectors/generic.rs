@@ -1,13 +1,11 @@
-//! The generic collector (collectors.md §2.6.2): one query → rows mapped by name → the
-//! `{"collected_at", "rows"}` envelope, with optional skip-unchanged and "send nothing when empty".
+//! The generic collector (collectors.md §2.6.2): one query → rows mapped by name, streamed into
+//! the `{"collected_at", "rows"}` envelope, with optional skip-unchanged and "send nothing when empty".
 //! Each collector is a [`Spec`]: its query (built from the probed server facts), its field list
 //! and its gates.
 
-use super::rowmap::map_rows;
 use super::skip::SkipUnchanged;
-use super::{envelope, CatalogCollector, CollectCtx, ServerInfo};
+use super::{stream_rows, CatalogCollector, CollectCtx, PayloadSink, ServerInfo};
 use crate::error::{Context, Result};
-use serde_json::Value;
 use std::time::SystemTime;
 
 pub struct Spec {
@@ -53,32 +51,21 @@ impl Generic {
 }
 
 impl CatalogCollector for Generic {
-    fn collect(&mut self, ctx: &CollectCtx<'_>) -> Result<Option<Value>> {
+    fn collect_into(&mut self, ctx: &CollectCtx<'_>, out: &mut PayloadSink) -> Result<bool> {
         let s = self.spec;
         if !available(ctx.server, s.requires, s.min_major) {
-            return Ok(None);
+            return Ok(false);
         }
         let collected_at = SystemTime::now();
         let sql = (s.sql)(ctx.server, self.param);
-        let rows = ctx
-            .pg
-            .query(&sql, &[])
+        let (n, hash) = stream_rows(ctx, out, collected_at, &sql, &[], s.fields, s.omitempty)
             .with_context(|| format!("failed to query {}", s.name))?;
-        let rows = map_rows(&rows, s.fields, s.omitempty)
-            .with_context(|| format!("failed to read {}", s.name))?;
-        if rows.is_empty() && !s.send_empty {
-            return Ok(None);
+        if n == 0 && !s.send_empty {
+            return Ok(false);
         }
-        let rows = Value::Array(rows);
-        if s.dedup {
-            let bytes = serde_json::to_vec(&rows).unwrap_or_default();
-            if !self.skip.should_send(&bytes) {
-                return Ok(None);
-            }
+        if s.dedup && !self.skip.should_send_hash(hash) {
+            return Ok(false);
         }
-        let Value::Array(rows) = rows else {
-            unreachable!()
-        };
-        Ok(Some(envelope(collected_at, rows)))
+        Ok(true)
     }
 }

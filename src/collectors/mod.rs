@@ -1,5 +1,6 @@
-//! Catalog collectors: each reads one PostgreSQL view or catalog and produces plain data (a JSON
-//! value); `platform` encodes and sends it to `POST /api/v1/agent/<name>`.
+//! Catalog collectors: each reads one PostgreSQL view or catalog and writes its rows, as they
+//! arrive, into a `platform` payload sink that encodes them straight into the compressed body
+//! sent to `POST /api/v1/agent/<name>` (no whole-payload value is ever built).
 //!
 //! Adding a collector = one new file in this folder plus one line in [`registry::REGISTRY`].
 
@@ -19,6 +20,7 @@ pub mod stats_views;
 
 use crate::error::Result;
 use crate::pg::{Pg, ServerVersion};
+pub use crate::platform::stream::PayloadSink;
 use serde_json::Value;
 use std::collections::BTreeSet;
 use std::time::Duration;
@@ -48,10 +50,24 @@ pub struct CollectCtx<'a> {
     pub server: &'a ServerInfo,
 }
 
-/// One catalog collector. `collect` returns `Ok(None)` for "nothing to send this tick".
+/// One catalog collector. `collect_into` writes this tick's payload into `out` and returns
+/// `Ok(false)` for "nothing to send this tick" (the sink is then dropped).
 /// Collector state (dedup hashes, deltas) lives in `self`; runs of one collector never overlap.
 pub trait CatalogCollector: Send {
-    fn collect(&mut self, ctx: &CollectCtx<'_>) -> Result<Option<Value>>;
+    fn collect_into(&mut self, ctx: &CollectCtx<'_>, out: &mut PayloadSink) -> Result<bool>;
+
+    /// The payload as a JSON value: streamed exactly as for sending, then parsed back. For
+    /// tests and tools; the daemon sends the streamed bytes.
+    fn collect(&mut self, ctx: &CollectCtx<'_>) -> Result<Option<Value>> {
+        let mut sink = PayloadSink::new(false);
+        if !self.collect_into(ctx, &mut sink)? {
+            return Ok(None);
+        }
+        let p = sink.finish()?;
+        serde_json::from_slice(&p.body)
+            .map(Some)
+            .map_err(|e| crate::error::Error::other(format!("re-reading a streamed payload: {e}")))
+    }
 }
 
 /// Options of one collector after config parsing (see `config::collectors`).
@@ -108,13 +124,22 @@ pub fn build_enabled(
         .collect()
 }
 
-/// The generic catalog envelope `{"collected_at": ..., "rows": [...]}`.
-pub fn envelope(collected_at: std::time::SystemTime, rows: Vec<Value>) -> Value {
-    let mut m = serde_json::Map::new();
-    m.insert(
-        "collected_at".into(),
-        Value::from(crate::timefmt::utc_nanos(collected_at)),
-    );
-    m.insert("rows".into(), Value::Array(rows));
-    Value::Object(m)
+/// Streams a query's rows as the generic envelope `{"collected_at", "rows":[…]}`, each row mapped
+/// onto `fields` (collectors.md §2.6.4). Returns the row count and the hash of the rows' bytes.
+pub fn stream_rows(
+    ctx: &CollectCtx<'_>,
+    out: &mut PayloadSink,
+    collected_at: std::time::SystemTime,
+    sql: &str,
+    params: &[&(dyn postgres::types::ToSql + Sync)],
+    fields: &[&str],
+    omitempty: &[&str],
+) -> Result<(u64, u64)> {
+    out.begin(collected_at)?;
+    out.begin_rows()?;
+    let n = ctx
+        .pg
+        .for_each_row(sql, params, |r| out.pg_row(&r, fields, omitempty))?;
+    let h = out.end_rows()?;
+    Ok((n, h))
 }

@@ -1,12 +1,12 @@
 //! `pg_class` (collectors.md §3.4): paged backfill of tables, indexes and matviews, then every
 //! minute only the tables (auto)vacuumed/analyzed since the last poll, with a full rescan every
-//! 30th tick. Relations under an AccessExclusiveLock are skipped.
+//! 30th tick. Relations under an AccessExclusiveLock are skipped. State: an offset and a
+//! timestamp (nothing per relation).
 
 use super::catalog::has_column;
-use super::rowmap::{map_rows, not_exclusively_locked, table_of};
-use super::{envelope, CatalogCollector, CollectCtx, CollectorSettings};
+use super::rowmap::{not_exclusively_locked, table_of};
+use super::{stream_rows, CatalogCollector, CollectCtx, CollectorSettings, PayloadSink};
 use crate::error::{Context, Result};
-use serde_json::Value;
 use std::time::SystemTime;
 
 const FIELDS: &[&str] = &[
@@ -66,7 +66,7 @@ fn select(relallfrozen: bool) -> String {
 }
 
 impl CatalogCollector for PgClass {
-    fn collect(&mut self, ctx: &CollectCtx<'_>) -> Result<Option<Value>> {
+    fn collect_into(&mut self, ctx: &CollectCtx<'_>, out: &mut PayloadSink) -> Result<bool> {
         let collected_at = SystemTime::now();
         let base = select(has_column(ctx.server, "pg_class.relallfrozen", 18));
         let all_where = format!(
@@ -74,25 +74,33 @@ impl CatalogCollector for PgClass {
             not_exclusively_locked("c.oid"),
             not_exclusively_locked(&table_of("c.oid"))
         );
-        let rows = if !self.backfill_done {
+        let omit = &["relallfrozen"];
+        let n = if !self.backfill_done {
             let sql =
                 format!("{base} {all_where} ORDER BY n.nspname, c.relname LIMIT $1 OFFSET $2");
-            let rows = ctx
-                .pg
-                .query(&sql, &[&self.batch, &self.offset])
-                .context("failed to query pg_class backfill")?;
-            if rows.is_empty() {
+            let (n, _) = stream_rows(
+                ctx,
+                out,
+                collected_at,
+                &sql,
+                &[&self.batch, &self.offset],
+                FIELDS,
+                omit,
+            )
+            .context("failed to query pg_class backfill")?;
+            if n == 0 {
                 self.backfill_done = true;
                 self.last_poll = Some(collected_at);
-                return Ok(None);
+                return Ok(false);
             }
             self.offset += self.batch;
-            rows
+            n
         } else {
             self.ticks += 1;
             let since = self.last_poll.unwrap_or(collected_at);
-            let rows = if self.ticks % FULL_RESCAN_EVERY == 0 {
-                ctx.pg.query(&format!("{base} {all_where} ORDER BY n.nspname, c.relname"), &[])
+            let (n, _) = if self.ticks % FULL_RESCAN_EVERY == 0 {
+                let sql = format!("{base} {all_where} ORDER BY n.nspname, c.relname");
+                stream_rows(ctx, out, collected_at, &sql, &[], FIELDS, omit)
             } else {
                 let sql = format!(
                     "{base} JOIN pg_catalog.pg_stat_user_tables pst ON n.nspname = pst.schemaname AND c.relname = pst.relname \
@@ -100,16 +108,12 @@ impl CatalogCollector for PgClass {
                      AND {} ORDER BY n.nspname, c.relname",
                     not_exclusively_locked("c.oid")
                 );
-                ctx.pg.query(&sql, &[&since])
+                stream_rows(ctx, out, collected_at, &sql, &[&since], FIELDS, omit)
             }
             .context("failed to query pg_class")?;
             self.last_poll = Some(collected_at);
-            rows
+            n
         };
-        if rows.is_empty() {
-            return Ok(None);
-        }
-        let rows = map_rows(&rows, FIELDS, &["relallfrozen"]).context("failed to read pg_class")?;
-        Ok(Some(envelope(collected_at, rows)))
+        Ok(n > 0)
     }
 }

@@ -1,10 +1,11 @@
 //! `pg_stats` (collectors.md §3.4): a bootstrap snapshot of every user table's column statistics
 //! (never with distribution values), an optional paged backfill with values
 //! (`include_table_data`), then only tables analyzed since the last poll. Tables under an
-//! AccessExclusiveLock are skipped.
+//! AccessExclusiveLock are skipped. Rows are streamed one at a time; state is an offset and a
+//! timestamp (nothing per table).
 
-use super::rowmap::{map_rows, not_exclusively_locked};
-use super::{envelope, CatalogCollector, CollectCtx, CollectorSettings};
+use super::rowmap::{map_row, not_exclusively_locked};
+use super::{CatalogCollector, CollectCtx, CollectorSettings, PayloadSink};
 use crate::error::{Context, Error, Result};
 use serde_json::Value;
 use std::time::SystemTime;
@@ -150,8 +151,27 @@ fn convert_values(rows: &mut [Value]) -> Result<()> {
     Ok(())
 }
 
+/// Streams the rows of one pg_stats query, each reshaped on its own (value arrays parsed).
+fn stream(
+    ctx: &CollectCtx<'_>,
+    out: &mut PayloadSink,
+    collected_at: SystemTime,
+    sql: &str,
+    params: &[&(dyn postgres::types::ToSql + Sync)],
+) -> Result<u64> {
+    out.begin(collected_at)?;
+    out.begin_rows()?;
+    let n = ctx.pg.for_each_row(sql, params, |r| {
+        let mut row = [map_row(&r, FIELDS, &[]).context("failed to read pg_stats")?];
+        convert_values(&mut row)?;
+        out.value_row(&row[0])
+    })?;
+    out.end_rows()?;
+    Ok(n)
+}
+
 impl CatalogCollector for PgStats {
-    fn collect(&mut self, ctx: &CollectCtx<'_>) -> Result<Option<Value>> {
+    fn collect_into(&mut self, ctx: &CollectCtx<'_>, out: &mut PayloadSink) -> Result<bool> {
         let collected_at = SystemTime::now();
         let order = "ORDER BY ps.schemaname, ps.tablename, ps.attname";
         let rows = if !self.bootstrapped {
@@ -161,9 +181,7 @@ impl CatalogCollector for PgStats {
                 select(false),
                 not_exclusively_locked("pst.relid")
             );
-            let rows = ctx
-                .pg
-                .query(&sql, &[])
+            let rows = stream(ctx, out, collected_at, &sql, &[])
                 .context("failed to query pg_stats bootstrap")?;
             self.bootstrapped = true;
             self.last_poll = Some(collected_at);
@@ -175,9 +193,7 @@ impl CatalogCollector for PgStats {
                 select(true),
                 not_exclusively_locked("batch.relid")
             );
-            let rows = ctx
-                .pg
-                .query(&sql, &[&self.batch, &self.offset])
+            let rows = stream(ctx, out, collected_at, &sql, &[&self.batch, &self.offset])
                 .context("failed to query pg_stats backfill")?;
             // An empty page may also be a batch of tables without statistics: check for more tables.
             let more: bool = ctx
@@ -188,10 +204,10 @@ impl CatalogCollector for PgStats {
                 )
                 .context("failed to count tables for pg_stats backfill")?
                 .get(0);
-            if rows.is_empty() && (!more || self.batch == 0) {
+            if rows == 0 && (!more || self.batch == 0) {
                 self.backfill_done = true;
                 self.last_poll = Some(collected_at);
-                return Ok(None);
+                return Ok(false);
             }
             self.offset += self.batch;
             rows
@@ -203,19 +219,12 @@ impl CatalogCollector for PgStats {
                 select(self.include_data),
                 not_exclusively_locked("pst.relid")
             );
-            let rows = ctx
-                .pg
-                .query(&sql, &[&since])
+            let rows = stream(ctx, out, collected_at, &sql, &[&since])
                 .context("failed to query pg_stats")?;
             self.last_poll = Some(collected_at);
             rows
         };
-        if rows.is_empty() {
-            return Ok(None);
-        }
-        let mut rows = map_rows(&rows, FIELDS, &[]).context("failed to read pg_stats")?;
-        convert_values(&mut rows)?;
-        Ok(Some(envelope(collected_at, rows)))
+        Ok(rows > 0)
     }
 }
 

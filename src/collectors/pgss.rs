@@ -4,11 +4,11 @@
 //! Cheaper than the Go agent (DECISIONS.md): counters are read every tick with
 //! `pg_stat_statements(false)` (no query texts); texts — and the §4.1 exclusion filter, which
 //! needs them — are fetched only for statement keys not seen before, and kept in a cache bounded
-//! by a byte budget (least recently sent texts are dropped first and re-fetched when needed).
+//! by a byte budget of compressed text (least recently sent texts are dropped first and re-fetched when needed).
 //! Keys that disappear (dealloc, reset) leave the cache. The extension is never reset; resets and
 //! upgrades are inferred (negative diffs → no delta; version change → fresh baseline).
 
-use super::{envelope, CatalogCollector, CollectCtx};
+use super::{CatalogCollector, CollectCtx, PayloadSink};
 use crate::config::collectors::CollectorSettings;
 use crate::error::{Context, Error, Result};
 use serde_json::{Map, Value};
@@ -16,7 +16,7 @@ use std::collections::HashMap;
 use std::time::SystemTime;
 
 /// Bytes of query text kept in memory at most.
-pub const DEFAULT_TEXT_BUDGET: usize = 16 << 20;
+pub const DEFAULT_TEXT_BUDGET: usize = 2 << 20;
 
 /// §4.1 exclusion pattern, anchored at both ends (deliberately as narrow as the Go agent's).
 const EXCLUDE_PATTERN: &str = r"^[[:space:]]*(BEGIN|COMMIT|ROLLBACK|SET |SHOW |SELECT (pg_|\$1$|version[[:space:]]*\([[:space:]]*\)))[[:space:]]*;?[[:space:]]*$";
@@ -87,6 +87,8 @@ const FIELDS: &[(&str, Ty, Agg)] = &[
     ("jit_emission_count", Ty::I, Agg::Sum),
     ("jit_emission_time", Ty::F, Agg::Sum),
 ];
+const NF: usize = 41;
+const _: () = assert!(FIELDS.len() == NF);
 const OMITEMPTY: &[&str] = &["local_blk_read_time", "local_blk_write_time"];
 
 fn idx(name: &str) -> usize {
@@ -251,7 +253,8 @@ pub fn counter_columns(v: (u32, u32)) -> String {
 pub struct StatRow {
     key: Option<Key>,
     ids: [Num; 3], // userid, dbid, queryid as read
-    vals: Vec<Num>,
+    /// Inline (no allocation per row): the tick's rows are one contiguous buffer, freed after.
+    vals: [Num; NF],
 }
 
 #[derive(Clone, Copy, Default, Debug)]
@@ -385,9 +388,29 @@ pub fn aggregate(rows: Vec<StatRow>) -> Vec<StatRow> {
 #[derive(Clone, Debug)]
 struct TextEntry {
     excluded: bool,
-    query: Option<String>,
+    /// The text, deflate-compressed (statement texts shrink 4-10x): the budget counts these bytes.
+    query: Option<Box<[u8]>>,
     query_len: Option<i64>,
     last_used: u64,
+}
+
+fn pack(text: &str) -> Box<[u8]> {
+    use std::io::Write;
+    let mut e = flate2::write::DeflateEncoder::new(
+        Vec::with_capacity(text.len() / 4 + 16),
+        flate2::Compression::fast(),
+    );
+    let _ = e.write_all(text.as_bytes());
+    e.finish().unwrap_or_default().into_boxed_slice()
+}
+
+fn unpack(packed: &[u8]) -> Option<String> {
+    use std::io::Read;
+    let mut s = String::new();
+    flate2::read::DeflateDecoder::new(packed)
+        .read_to_string(&mut s)
+        .ok()?;
+    Some(s)
 }
 
 /// Bounded cache of statement texts and exclusion verdicts, keyed like the snapshot.
@@ -411,9 +434,9 @@ impl TextCache {
         self.bytes = 0;
     }
     fn insert(&mut self, k: Key, e: TextEntry) {
-        self.bytes += e.query.as_ref().map_or(0, String::len);
+        self.bytes += e.query.as_ref().map_or(0, |q| q.len());
         if let Some(old) = self.map.insert(k, e) {
-            self.bytes -= old.query.as_ref().map_or(0, String::len);
+            self.bytes -= old.query.as_ref().map_or(0, |q| q.len());
         }
     }
     /// Keeps only `live` keys (statements deallocated or reset away leave the cache).
@@ -422,7 +445,7 @@ impl TextCache {
         self.map.retain(|k, e| {
             let keep = live.contains_key(k);
             if !keep {
-                freed += e.query.as_ref().map_or(0, String::len);
+                freed += e.query.as_ref().map_or(0, |q| q.len());
             }
             keep
         });
@@ -498,13 +521,16 @@ impl PgStatStatements {
         format!("{}.pg_stat_statements", crate::pg::quote_ident(schema))
     }
 
-    /// Fetches verdicts (and texts when wanted) for `keys`.
+    /// Fetches verdicts (and texts when wanted) for `keys`, streaming. Texts of `sent` keys are
+    /// always kept; the others only while the cache is under its budget (reading the text file
+    /// costs the server the same for one text as for all, so one fetch fills the cache).
     fn fetch_texts(
         &mut self,
         ctx: &CollectCtx<'_>,
         schema: &str,
         keys: &[Key],
         with_text: bool,
+        sent: &std::collections::HashSet<Key>,
     ) -> Result<()> {
         if keys.is_empty() {
             return Ok(());
@@ -531,110 +557,120 @@ impl PgStatStatements {
         let qids: Vec<i64> = keys.iter().map(|k| k.0).collect();
         let uids: Vec<u32> = keys.iter().map(|k| k.1).collect();
         let dids: Vec<u32> = keys.iter().map(|k| k.2).collect();
-        let rows = ctx
-            .pg
-            .query(&sql, &[&qids, &uids, &dids])
-            .context("failed to query pg_stat_statements texts")?;
-        for r in rows {
-            let k: Key = (r.get(0), r.get(1), r.get(2));
-            let excluded: bool = r.get(3);
-            let query: Option<String> = r.get(4);
-            let query_len: Option<i64> = r.get(5);
-            // toplevel/nested rows share the key and the text: the first one wins.
-            if with_text {
-                if let Some(e) = self.texts.map.get(&k) {
-                    if e.query.is_some() {
-                        continue;
+        let tick = self.tick;
+        let texts = &mut self.texts;
+        ctx.pg
+            .for_each_row(&sql, &[&qids, &uids, &dids], |r| {
+                let k: Key = (r.get(0), r.get(1), r.get(2));
+                let excluded: bool = r.get(3);
+                // toplevel/nested rows share the key and the text: the first one wins.
+                if with_text {
+                    if let Some(e) = texts.map.get(&k) {
+                        if e.query.is_some() {
+                            return Ok(());
+                        }
                     }
+                } else if texts.map.contains_key(&k) {
+                    return Ok(());
                 }
-            } else if self.texts.map.contains_key(&k) {
-                continue;
-            }
-            let e = TextEntry {
-                excluded,
-                query,
-                query_len,
-                last_used: self.tick,
-            };
-            self.texts.insert(k, e);
-        }
+                let query = if texts.bytes < texts.budget || sent.contains(&k) {
+                    r.get::<_, Option<&str>>(4).map(pack)
+                } else {
+                    None
+                };
+                let e = TextEntry {
+                    excluded,
+                    query,
+                    query_len: r.get(5),
+                    last_used: tick,
+                };
+                texts.insert(k, e);
+                Ok(())
+            })
+            .context("failed to query pg_stat_statements texts")?;
         Ok(())
     }
 
+    /// Reads the counters, streaming: each row becomes a compact [`StatRow`] as it arrives.
+    /// Also returns the extension version the server reports now (read in the same statement,
+    /// so an upgrade is noticed without a separate query each tick).
     fn read_counters(
         &self,
         ctx: &CollectCtx<'_>,
         v: (u32, u32),
         schema: &str,
-    ) -> Result<Vec<StatRow>> {
+    ) -> Result<(Vec<StatRow>, Option<String>)> {
         let sql = format!(
-            "SELECT {} FROM {}(false)",
+            "SELECT {}, (SELECT e.extversion FROM pg_catalog.pg_extension e WHERE e.extname = 'pg_stat_statements') \
+             AS dbtune_extversion FROM {}(false)",
             counter_columns(v),
             Self::relation(schema)
         );
-        let rows = ctx
-            .pg
-            .query(&sql, &[])
-            .context("failed to query pg_stat_statements")?;
-        let mut out = Vec::with_capacity(rows.len());
-        let cols: Vec<Option<usize>> = {
-            let names: Vec<&str> = rows
-                .first()
-                .map(|r| r.columns().iter().map(|c| c.name()).collect())
-                .unwrap_or_default();
-            FIELDS
-                .iter()
-                .map(|f| names.iter().position(|n| *n == f.0))
-                .collect()
-        };
-        for r in &rows {
-            let userid: Option<u32> = r
-                .try_get(0)
-                .map_err(|e| Error::other(format!("reading pg_stat_statements.userid: {e}")))?;
-            let dbid: Option<u32> = r
-                .try_get(1)
-                .map_err(|e| Error::other(format!("reading pg_stat_statements.dbid: {e}")))?;
-            let queryid: Option<i64> = r
-                .try_get(2)
-                .map_err(|e| Error::other(format!("reading pg_stat_statements.queryid: {e}")))?;
-            let mut vals = Vec::with_capacity(FIELDS.len());
-            for (fi, (name, ty, _)) in FIELDS.iter().enumerate() {
-                let v = match cols[fi] {
-                    None => Num::Null,
-                    Some(ci) => {
-                        let err = |e: postgres::Error| {
-                            Error::other(format!("reading pg_stat_statements.{name}: {e}"))
-                        };
-                        match ty {
-                            Ty::I => r
-                                .try_get::<_, Option<i64>>(ci)
-                                .map_err(err)?
-                                .map_or(Num::Null, Num::I),
-                            Ty::F => r
-                                .try_get::<_, Option<f64>>(ci)
-                                .map_err(err)?
-                                .map_or(Num::Null, Num::F),
-                            Ty::B => r
-                                .try_get::<_, Option<bool>>(ci)
-                                .map_err(err)?
-                                .map_or(Num::Null, Num::B),
+        let mut out = Vec::new();
+        let mut cols: Option<Vec<Option<usize>>> = None;
+        let mut version = None;
+        ctx.pg
+            .for_each_row(&sql, &[], |r| {
+                let cols = cols.get_or_insert_with(|| {
+                    let names: Vec<&str> = r.columns().iter().map(|c| c.name()).collect();
+                    version = names
+                        .iter()
+                        .position(|n| *n == "dbtune_extversion")
+                        .and_then(|i| r.get::<_, Option<String>>(i));
+                    FIELDS
+                        .iter()
+                        .map(|f| names.iter().position(|n| *n == f.0))
+                        .collect()
+                });
+                let userid: Option<u32> = r
+                    .try_get(0)
+                    .map_err(|e| Error::other(format!("reading pg_stat_statements.userid: {e}")))?;
+                let dbid: Option<u32> = r
+                    .try_get(1)
+                    .map_err(|e| Error::other(format!("reading pg_stat_statements.dbid: {e}")))?;
+                let queryid: Option<i64> = r.try_get(2).map_err(|e| {
+                    Error::other(format!("reading pg_stat_statements.queryid: {e}"))
+                })?;
+                let mut vals = [Num::Null; NF];
+                for (fi, (name, ty, _)) in FIELDS.iter().enumerate() {
+                    let v = match cols[fi] {
+                        None => Num::Null,
+                        Some(ci) => {
+                            let err = |e: postgres::Error| {
+                                Error::other(format!("reading pg_stat_statements.{name}: {e}"))
+                            };
+                            match ty {
+                                Ty::I => r
+                                    .try_get::<_, Option<i64>>(ci)
+                                    .map_err(err)?
+                                    .map_or(Num::Null, Num::I),
+                                Ty::F => r
+                                    .try_get::<_, Option<f64>>(ci)
+                                    .map_err(err)?
+                                    .map_or(Num::Null, Num::F),
+                                Ty::B => r
+                                    .try_get::<_, Option<bool>>(ci)
+                                    .map_err(err)?
+                                    .map_or(Num::Null, Num::B),
+                            }
                         }
-                    }
+                    };
+                    vals[fi] = v;
+                }
+                let key = match (queryid, userid, dbid) {
+                    (Some(q), Some(u), Some(d)) => Some((q, u, d)),
+                    _ => None,
                 };
-                vals.push(v);
-            }
-            let key = match (queryid, userid, dbid) {
-                (Some(q), Some(u), Some(d)) => Some((q, u, d)),
-                _ => None,
-            };
-            let ids = [
-                userid.map_or(Num::Null, |u| Num::I(u as i64)),
-                dbid.map_or(Num::Null, |d| Num::I(d as i64)),
-                queryid.map_or(Num::Null, Num::I),
-            ];
-            out.push(StatRow { key, ids, vals });
-        }
-        Ok(out)
+                let ids = [
+                    userid.map_or(Num::Null, |u| Num::I(u as i64)),
+                    dbid.map_or(Num::Null, |d| Num::I(d as i64)),
+                    queryid.map_or(Num::Null, Num::I),
+                ];
+                out.push(StatRow { key, ids, vals });
+                Ok(())
+            })
+            .context("failed to query pg_stat_statements")?;
+        Ok((out, version))
     }
 
     fn extension(&self, ctx: &CollectCtx<'_>) -> Result<((u32, u32), String)> {
@@ -672,7 +708,7 @@ impl PgStatStatements {
                     .texts
                     .map
                     .get(&k)
-                    .map(|e| (e.query.clone(), e.query_len))
+                    .map(|e| (e.query.as_deref().and_then(unpack), e.query_len))
                     .unwrap_or((None, None)),
                 None => {
                     let q: String = HIDDEN_TEXT.chars().take(self.max_len as usize).collect();
@@ -703,17 +739,40 @@ struct Delta {
 }
 
 impl CatalogCollector for PgStatStatements {
-    fn collect(&mut self, ctx: &CollectCtx<'_>) -> Result<Option<Value>> {
+    fn collect_into(&mut self, ctx: &CollectCtx<'_>, out: &mut PayloadSink) -> Result<bool> {
         self.tick += 1;
         let collected_at = SystemTime::now();
-        let (v, schema) = self.extension(ctx)?;
-        if self.ext.as_ref() != Some(&(v, schema.clone())) {
-            // New extension version (or first run): new column set, fresh baseline.
-            self.snapshot = None;
-            self.texts.clear();
-            self.ext = Some((v, schema.clone()));
-        }
-        let raw = self.read_counters(ctx, v, &schema)?;
+        // The extension's version and schema are read once; the counters statement reports
+        // the current version, and a change (upgrade) or a failure makes this tick re-read them.
+        let mut attempt = 0;
+        let (raw, schema) = loop {
+            attempt += 1;
+            let (v, schema) = match self.ext.clone() {
+                Some(e) => e,
+                None => {
+                    let e = self.extension(ctx)?;
+                    // New extension version (or first run): new column set, fresh baseline.
+                    self.snapshot = None;
+                    self.texts.clear();
+                    self.ext = Some(e.clone());
+                    e
+                }
+            };
+            match self.read_counters(ctx, v, &schema) {
+                Ok((_, Some(now))) if parse_ext_version(&now) != Some(v) && attempt == 1 => {
+                    self.ext = None;
+                }
+                Ok((raw, _)) => break (raw, schema),
+                Err(e) if attempt == 1 => {
+                    log::debug!("pg_stat_statements: re-reading the extension after: {e}");
+                    self.ext = None;
+                }
+                Err(e) => {
+                    self.ext = None;
+                    return Err(e);
+                }
+            }
+        };
 
         // Verdicts and texts for statements not seen before.
         let mut live: HashMap<Key, ()> = HashMap::with_capacity(raw.len());
@@ -727,9 +786,9 @@ impl CatalogCollector for PgStatStatements {
         }
         // Texts come along when the new statements fit in one payload; otherwise only the
         // verdicts, and texts later for the rows actually sent (bounds memory and transfer).
-        let small =
-            self.diff_limit == 0 && unknown.len() <= 500 || unknown.len() <= self.diff_limit;
-        self.fetch_texts(ctx, &schema, &unknown, small)?;
+        // Texts come along (compressed, within the budget); rows sent without one yet get
+        // theirs below.
+        self.fetch_texts(ctx, &schema, &unknown, true, &Default::default())?;
         self.texts.retain(&live);
 
         // Excluded statements are dropped; statements whose text vanished between the two reads
@@ -805,12 +864,25 @@ impl CatalogCollector for PgStatStatements {
                 .filter(|k| self.texts.map.get(k).is_some_and(|e| e.query.is_none()))
                 .collect();
             if !missing.is_empty() {
+                let sent: std::collections::HashSet<Key> = missing.iter().copied().collect();
                 for k in &missing {
                     if let Some(e) = self.texts.map.remove(k) {
-                        self.texts.bytes -= e.query.as_ref().map_or(0, String::len);
+                        self.texts.bytes -= e.query.as_ref().map_or(0, |q| q.len());
                     }
                 }
-                self.fetch_texts(ctx, &schema, &missing, true)?;
+                // The same fetch fills the cache with the other texts still missing (within
+                // the budget), so the next ticks need none.
+                let mut keys = missing;
+                if self.texts.bytes < self.texts.budget {
+                    keys.extend(
+                        self.texts
+                            .map
+                            .iter()
+                            .filter(|(k, e)| e.query.is_none() && !e.excluded && !sent.contains(k))
+                            .map(|(k, _)| *k),
+                    );
+                }
+                self.fetch_texts(ctx, &schema, &keys, true, &sent)?;
             }
         }
         for &i in &order {
@@ -819,19 +891,37 @@ impl CatalogCollector for PgStatStatements {
             }
         }
 
-        let mut out_rows = Vec::with_capacity(order.len());
-        let mut out_deltas = Vec::new();
+        out.begin(collected_at)?;
+        out.begin_rows()?;
         for &i in &order {
-            out_rows.push(self.row_json(&rows[i]));
-            if let (Some(d), Some(r)) = (&deltas[i], rows.get(i)) {
-                let mut m = Map::new();
-                m.insert("userid".into(), r.ids[0].json());
-                m.insert("dbid".into(), r.ids[1].json());
-                m.insert("queryid".into(), r.ids[2].json());
-                m.insert("calls".into(), Value::from(d.calls));
-                m.insert("total_exec_time".into(), Num::F(d.exec).json());
-                out_deltas.push(Value::Object(m));
-            }
+            out.value_row(&self.row_json(&rows[i]))?;
+        }
+        out.end_rows()?;
+        if order.iter().any(|&i| deltas[i].is_some()) {
+            out.member_with("deltas", |out| {
+                out.scratch().push('[');
+                let mut first = true;
+                for &i in &order {
+                    let (Some(d), r) = (&deltas[i], &rows[i]) else {
+                        continue;
+                    };
+                    let mut m = Map::new();
+                    m.insert("userid".into(), r.ids[0].json());
+                    m.insert("dbid".into(), r.ids[1].json());
+                    m.insert("queryid".into(), r.ids[2].json());
+                    m.insert("calls".into(), Value::from(d.calls));
+                    m.insert("total_exec_time".into(), Num::F(d.exec).json());
+                    if !first {
+                        out.scratch().push(',');
+                    }
+                    first = false;
+                    crate::gojson::write_value(out.scratch(), &Value::Object(m))
+                        .map_err(Error::other)?;
+                    out.flush_member()?;
+                }
+                out.scratch().push(']');
+                Ok(())
+            })?;
         }
         self.texts.enforce_budget();
         self.snapshot = Some(
@@ -839,20 +929,14 @@ impl CatalogCollector for PgStatStatements {
                 .filter_map(|r| r.key.map(|k| (k, counters(r))))
                 .collect(),
         );
-
-        let mut payload = envelope(collected_at, out_rows);
-        let m = payload.as_object_mut().expect("envelope is an object");
-        if !out_deltas.is_empty() {
-            m.insert("deltas".into(), Value::Array(out_deltas));
-        }
-        m.insert("delta_count".into(), Value::from(delta_count));
+        out.member("delta_count", &Value::from(delta_count))?;
         let avg = if sum_calls > 0 {
             sum_exec / sum_calls as f64
         } else {
             0.0
         };
-        m.insert("average_query_runtime".into(), Num::F(avg).json());
-        Ok(Some(payload))
+        out.member("average_query_runtime", &Num::F(avg).json())?;
+        Ok(true)
     }
 }
 
@@ -869,7 +953,7 @@ mod tests {
         min: f64,
         max: f64,
     ) -> StatRow {
-        let mut vals = vec![Num::Null; FIELDS.len()];
+        let mut vals = [Num::Null; NF];
         vals[idx("calls")] = Num::I(calls);
         vals[idx("total_exec_time")] = Num::F(total);
         vals[idx("mean_exec_time")] = Num::F(mean);

@@ -43,7 +43,13 @@ pub static REGISTRY: &[CollectorDef] = &[
         configurable: false,
         build: |_| Box::new(ddl::Ddl::default()),
     },
-    generic!(live::SYSTEM_DB_SIZE, S5),
+    CollectorDef {
+        name: "system_db_size",
+        default_interval: S5,
+        bootstrap: false,
+        configurable: true,
+        build: |_| Box::new(live::SystemDbSize::default()),
+    },
     generic!(catalog::PG_ATTRIBUTE, M5, true, true),
     generic!(catalog::PG_CONSTRAINT, M5),
     generic!(catalog::PG_DATABASE, M1),
@@ -141,7 +147,6 @@ pub fn find(name: &str) -> Option<&'static CollectorDef> {
 pub static GENERIC_SPECS: &[&Spec] = &[
     &live::AUTOVACUUM_COUNT,
     &live::DATABASE_CONNECTIONS,
-    &live::SYSTEM_DB_SIZE,
     &live::WAIT_EVENTS,
     &catalog::PG_ATTRIBUTE,
     &catalog::PG_CONSTRAINT,
@@ -232,6 +237,6 @@ mod tests {
                 );
             }
         }
-        assert_eq!(GENERIC_SPECS.len() + 7, REGISTRY.len());
+        assert_eq!(GENERIC_SPECS.len() + 8, REGISTRY.len());
     }
 }

@@ -209,6 +209,45 @@ pub fn decode(ty: &Type, raw: &[u8]) -> Result<Value, BoxErr> {
     })
 }
 
+/// Appends the Go JSON encoding of one non-NULL binary value to `out` (the streaming path).
+/// The frequent scalar types are written directly; the others go through [`decode`], so both
+/// paths render every type the same way.
+pub fn encode(ty: &Type, raw: &[u8], out: &mut String) -> Result<(), BoxErr> {
+    use std::fmt::Write as _;
+    let float = |out: &mut String, f: f64| {
+        if f.is_finite() {
+            crate::gojson::write_float(out, f).map_err(BoxErr::from)
+        } else {
+            out.push_str("null");
+            Ok(())
+        }
+    };
+    match *ty {
+        Type::BOOL => out.push_str(if *raw.first().ok_or("short bool")? != 0 {
+            "true"
+        } else {
+            "false"
+        }),
+        Type::INT2 => write!(out, "{}", be_i16(raw)?)?,
+        Type::INT4 => write!(out, "{}", be_i32(raw)?)?,
+        Type::INT8 => write!(out, "{}", be_i64(raw)?)?,
+        Type::OID
+        | Type::REGCLASS
+        | Type::REGPROC
+        | Type::REGTYPE
+        | Type::REGNAMESPACE
+        | Type::REGROLE => write!(out, "{}", be_i32(raw)? as u32)?,
+        Type::XID | Type::CID => write!(out, "\"{}\"", be_i32(raw)? as u32)?,
+        Type::FLOAT4 => float(out, f32::from_bits(be_i32(raw)? as u32) as f64)?,
+        Type::FLOAT8 => float(out, f64::from_bits(be_i64(raw)? as u64))?,
+        Type::TEXT | Type::NAME | Type::VARCHAR | Type::BPCHAR | Type::UNKNOWN | Type::CHAR => {
+            crate::gojson::write_str(out, &String::from_utf8_lossy(raw))
+        }
+        _ => crate::gojson::write_value(out, &decode(ty, raw)?)?,
+    }
+    Ok(())
+}
+
 /// Maps one row onto `fields` by column name: missing columns → `null`, extra columns dropped.
 /// `omitempty` fields are left out when NULL.
 pub fn map_row(row: &Row, fields: &[&str], omitempty: &[&str]) -> crate::error::Result<Value> {
@@ -230,14 +269,6 @@ pub fn map_row(row: &Row, fields: &[&str], omitempty: &[&str]) -> crate::error::
         m.insert((*f).to_string(), v);
     }
     Ok(Value::Object(m))
-}
-
-pub fn map_rows(
-    rows: &[Row],
-    fields: &[&str],
-    omitempty: &[&str],
-) -> crate::error::Result<Vec<Value>> {
-    rows.iter().map(|r| map_row(r, fields, omitempty)).collect()
 }
 
 /// SQL condition: the relation `rel_oid_expr` is not locked (or waited for) in

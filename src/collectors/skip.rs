@@ -2,7 +2,7 @@
 //! unchanged collection as a liveness signal.
 
 use std::collections::hash_map::DefaultHasher;
-use std::hash::{Hash, Hasher};
+use std::hash::Hasher;
 
 pub const FORCE_AFTER: u32 = 30;
 
@@ -16,8 +16,12 @@ impl SkipUnchanged {
     /// Returns true when this payload should be sent.
     pub fn should_send(&mut self, rows_json: &[u8]) -> bool {
         let mut h = DefaultHasher::new();
-        rows_json.hash(&mut h);
-        let hash = h.finish();
+        h.write(rows_json);
+        self.should_send_hash(h.finish())
+    }
+
+    /// Like [`SkipUnchanged::should_send`] with the rows' hash computed while streaming them.
+    pub fn should_send_hash(&mut self, hash: u64) -> bool {
         if self.last != Some(hash) {
             self.last = Some(hash);
             self.unchanged = 0;

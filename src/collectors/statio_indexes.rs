@@ -1,8 +1,10 @@
 //! `pg_statio_user_indexes` (collectors.md §3.4): pages through the view one batch per tick;
 //! after the first full pass only indexes whose block counters changed (or that are new) are sent.
+//! State: two counters per index (12 bytes of values) and the ids met in the current pass; both
+//! are bounded by the number of indexes and forgotten when an index is dropped.
 
-use super::rowmap::map_rows;
-use super::{envelope, CatalogCollector, CollectCtx, CollectorSettings};
+use super::rowmap::map_row;
+use super::{CatalogCollector, CollectCtx, CollectorSettings, PayloadSink};
 use crate::error::{Context, Result};
 use serde_json::Value;
 use std::collections::{HashMap, HashSet};
@@ -40,55 +42,56 @@ impl StatioUserIndexes {
 }
 
 impl CatalogCollector for StatioUserIndexes {
-    fn collect(&mut self, ctx: &CollectCtx<'_>) -> Result<Option<Value>> {
+    fn collect_into(&mut self, ctx: &CollectCtx<'_>, out: &mut PayloadSink) -> Result<bool> {
         let collected_at = SystemTime::now();
-        let rows = ctx
+        out.begin(collected_at)?;
+        out.begin_rows()?;
+        let mut emitted = 0u64;
+        let n = ctx
             .pg
-            .query(
+            .for_each_row(
                 "SELECT * FROM pg_catalog.pg_statio_user_indexes ORDER BY indexrelid LIMIT $1 OFFSET $2",
                 &[&self.batch, &self.offset],
+                |r| {
+                    let row = map_row(&r, FIELDS, &[])?;
+                    let id = row
+                        .get("indexrelid")
+                        .and_then(Value::as_u64)
+                        .map(|v| v as u32);
+                    if let Some(id) = id {
+                        self.this_pass.insert(id);
+                    }
+                    let read = row
+                        .get("idx_blks_read")
+                        .and_then(Value::as_i64)
+                        .unwrap_or(0);
+                    let hit = row.get("idx_blks_hit").and_then(Value::as_i64).unwrap_or(0);
+                    let emit = match id {
+                        _ if !self.backfill_done => {
+                            if let Some(id) = id {
+                                self.seen.insert(id, (read, hit));
+                            }
+                            true
+                        }
+                        None => false,
+                        Some(id) => self.seen.insert(id, (read, hit)) != Some((read, hit)),
+                    };
+                    if emit {
+                        emitted += 1;
+                        out.value_row(&row)?;
+                    }
+                    Ok(())
+                },
             )
             .context("failed to query pg_statio_user_indexes")?;
-        if rows.is_empty() {
+        if n == 0 {
             self.backfill_done = true;
             self.offset = 0;
             let pass = std::mem::take(&mut self.this_pass);
             self.seen.retain(|id, _| pass.contains(id));
-            return Ok(None);
+            return Ok(false);
         }
         self.offset += self.batch;
-        let mapped =
-            map_rows(&rows, FIELDS, &[]).context("failed to read pg_statio_user_indexes")?;
-        let mut emit = Vec::new();
-        for row in mapped {
-            let id = row
-                .get("indexrelid")
-                .and_then(Value::as_u64)
-                .map(|v| v as u32);
-            if let Some(id) = id {
-                self.this_pass.insert(id);
-            }
-            let read = row
-                .get("idx_blks_read")
-                .and_then(Value::as_i64)
-                .unwrap_or(0);
-            let hit = row.get("idx_blks_hit").and_then(Value::as_i64).unwrap_or(0);
-            if !self.backfill_done {
-                if let Some(id) = id {
-                    self.seen.insert(id, (read, hit));
-                }
-                emit.push(row);
-                continue;
-            }
-            let Some(id) = id else { continue };
-            if self.seen.get(&id) != Some(&(read, hit)) {
-                self.seen.insert(id, (read, hit));
-                emit.push(row);
-            }
-        }
-        if emit.is_empty() {
-            return Ok(None);
-        }
-        Ok(Some(envelope(collected_at, emit)))
+        Ok(emitted > 0)
     }
 }

@@ -1,10 +1,12 @@
-//! The pool's connection manager: `postgres::Config` + rustls, plus an optional
-//! [`PasswordSource`] asked for a password on every new connection (RDS IAM auth tokens expire,
-//! so a password fixed at start-up would stop working). Without a source it behaves like
-//! `r2d2_postgres`' manager.
+//! The pool's connection manager: r2d2_postgres over rustls, wrapping each connection in a
+//! [`Session`] (its prepared statements), plus an optional [`PasswordSource`] asked for a
+//! password on every new connection (RDS IAM and Entra tokens expire, so a password fixed at
+//! start-up would stop working).
 
 use std::fmt;
 use std::sync::Arc;
+use super::session::Session;
+use r2d2_postgres::PostgresConnectionManager;
 use tokio_postgres_rustls::MakeRustlsConnect;
 
 /// Supplies the password for each new PostgreSQL connection (e.g. a fresh RDS IAM token).
@@ -45,32 +47,51 @@ impl From<postgres::Error> for ConnectError {
     }
 }
 
+/// Makes pooled [`Session`]s: r2d2_postgres connects and checks connections; a
+/// [`PasswordSource`], when set, supplies the password of each new one.
 pub struct Manager {
-    pub config: postgres::Config,
-    pub tls: MakeRustlsConnect,
-    pub password: Option<Arc<dyn PasswordSource>>,
+    inner: PostgresConnectionManager<MakeRustlsConnect>,
+    config: postgres::Config,
+    tls: MakeRustlsConnect,
+    password: Option<Arc<dyn PasswordSource>>,
+}
+
+impl Manager {
+    pub fn new(
+        config: postgres::Config,
+        tls: MakeRustlsConnect,
+        password: Option<Arc<dyn PasswordSource>>,
+    ) -> Manager {
+        Manager {
+            inner: PostgresConnectionManager::new(config.clone(), tls.clone()),
+            config,
+            tls,
+            password,
+        }
+    }
 }
 
 impl r2d2::ManageConnection for Manager {
-    type Connection = postgres::Client;
+    type Connection = Session;
     type Error = ConnectError;
 
-    fn connect(&self) -> Result<postgres::Client, ConnectError> {
-        match &self.password {
+    fn connect(&self) -> Result<Session, ConnectError> {
+        let client = match &self.password {
             Some(src) => {
                 let mut cfg = self.config.clone();
                 cfg.password(src.password().map_err(ConnectError::Password)?);
-                Ok(cfg.connect(self.tls.clone())?)
+                PostgresConnectionManager::new(cfg, self.tls.clone()).connect()?
             }
-            None => Ok(self.config.connect(self.tls.clone())?),
-        }
+            None => self.inner.connect()?,
+        };
+        Ok(Session::new(client))
     }
 
-    fn is_valid(&self, c: &mut postgres::Client) -> Result<(), ConnectError> {
-        Ok(c.simple_query("")?).map(|_| ())
+    fn is_valid(&self, s: &mut Session) -> Result<(), ConnectError> {
+        Ok(self.inner.is_valid(s.client_mut())?)
     }
 
-    fn has_broken(&self, c: &mut postgres::Client) -> bool {
-        c.is_closed()
+    fn has_broken(&self, s: &mut Session) -> bool {
+        self.inner.has_broken(s.client_mut())
     }
 }

@@ -7,6 +7,7 @@ pub mod alter;
 pub mod conninfo;
 pub mod manager;
 pub mod queries;
+pub mod session;
 pub mod tls;
 pub mod version;
 
@@ -97,8 +98,8 @@ pub struct Pg {
 #[derive(Debug)]
 struct SessionSetup(SessionLimits);
 
-impl CustomizeConnection<postgres::Client, ConnectError> for SessionSetup {
-    fn on_acquire(&self, c: &mut postgres::Client) -> std::result::Result<(), ConnectError> {
+impl CustomizeConnection<session::Session, ConnectError> for SessionSetup {
+    fn on_acquire(&self, c: &mut session::Session) -> std::result::Result<(), ConnectError> {
         let ms = |d: Duration| d.as_millis().to_string();
         c.execute(
             &prefixed(
@@ -139,11 +140,7 @@ impl Pg {
         cfg.application_name("dbtune-agent");
         cfg.connect_timeout(limits.connect_timeout);
         let tls = tls::make_tls(&info).context("setting up TLS for PostgreSQL")?;
-        let manager = Manager {
-            config: cfg,
-            tls,
-            password,
-        };
+        let manager = Manager::new(cfg, tls, password);
         let last_error = LastConnectError::default();
         let pool = Pool::builder()
             .max_size(pool_size.max(1))
@@ -199,15 +196,66 @@ impl Pg {
         })
     }
 
-    /// Runs a query (prefixed) on a pooled session.
+    /// Runs a query (prefixed) on a pooled session, prepared once per session.
     pub fn query(&self, sql: &str, params: &[&(dyn ToSql + Sync)]) -> Result<Vec<Row>> {
-        let mut c = self.conn()?;
-        query(&mut c, sql, params)
+        let mut rows = Vec::new();
+        self.for_each_row(sql, params, |r| {
+            rows.push(r);
+            Ok(())
+        })?;
+        Ok(rows)
     }
 
     pub fn query_one(&self, sql: &str, params: &[&(dyn ToSql + Sync)]) -> Result<Row> {
+        let mut rows = self.query(sql, params)?;
+        match rows.len() {
+            1 => Ok(rows.remove(0)),
+            0 => Err(Error::other("query returned no rows (expected one)")),
+            n => Err(Error::other(format!(
+                "query returned {n} rows (expected one)"
+            ))),
+        }
+    }
+
+    /// Runs a query (prefixed, prepared once per session) and hands each row to `f` as it
+    /// arrives: the driver reads the socket only as rows are consumed, so memory stays at one
+    /// row plus the socket buffers whatever the result size. Returns the number of rows.
+    /// An error from `f` stops the query (the rest of the result is discarded).
+    pub fn for_each_row(
+        &self,
+        sql: &str,
+        params: &[&(dyn ToSql + Sync)],
+        mut f: impl FnMut(Row) -> Result<()>,
+    ) -> Result<u64> {
+        use postgres::fallible_iterator::FallibleIterator;
         let mut c = self.conn()?;
-        query_one(&mut c, sql, params)
+        let text = prefixed(sql);
+        let stmt = c.statement(&text).map_err(Error::from)?;
+        let mut n = 0u64;
+        // A failure of the statement itself (not of `f`) drops it from the session's cache.
+        let mut driver_failed = false;
+        let r = (|| {
+            let mut it = c
+                .query_raw(&stmt, params.iter().map(|p| *p as &dyn ToSql))
+                .map_err(|e| {
+                    driver_failed = true;
+                    Error::from(e)
+                })?;
+            loop {
+                let row = it.next().map_err(|e| {
+                    driver_failed = true;
+                    Error::from(e)
+                })?;
+                let Some(row) = row else { break };
+                n += 1;
+                f(row)?;
+            }
+            Ok(())
+        })();
+        if driver_failed {
+            c.forget(&text);
+        }
+        r.map(|_| n)
     }
 
     /// `SELECT 1` with a short deadline: used by the health gate and readiness waits.

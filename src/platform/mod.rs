@@ -6,6 +6,7 @@ pub mod dryrun;
 pub mod http;
 pub mod payload;
 pub mod recommendation;
+pub mod stream;
 
 use crate::error::{Error, Result};
 use crate::gojson;
@@ -239,14 +240,38 @@ impl Platform {
         )
     }
 
-    /// A catalog collector's payload (gzip), within `budget`.
-    pub fn catalog(&self, name: &str, body: &Value, budget: Duration) -> Result<()> {
-        self.send(
-            Method::Post,
-            name,
-            body,
-            true,
-            budget.min(self.budgets.catalog),
-        )
+    /// A sink for one catalog payload: gzip for HTTP, plain JSON for dry-run (same bytes).
+    pub fn catalog_sink(&self) -> stream::PayloadSink {
+        stream::PayloadSink::new(!self.is_dry_run())
+    }
+
+    /// Sends a catalog collector's streamed payload (gzip), within `budget`.
+    pub fn catalog(&self, name: &str, payload: &stream::Payload, budget: Duration) -> Result<()> {
+        let budget = budget.min(self.budgets.catalog);
+        match &self.transport {
+            Transport::DryRun(d) => d.write(Method::Post, name, true, &payload.json()?),
+            Transport::Http(h) => {
+                let url = self.url(name);
+                let r = h
+                    .send_with(
+                        Method::Post,
+                        &url,
+                        Some(&payload.body),
+                        payload.gzipped,
+                        budget,
+                        true,
+                    )
+                    .map_err(|e| e.context(format!("sending {name}")))?;
+                if (200..300).contains(&r.status) {
+                    Ok(())
+                } else {
+                    Err(Error::other(format!(
+                        "failed to send {name}, code: {}, body: {}",
+                        r.status,
+                        String::from_utf8_lossy(&r.body[..r.body.len().min(4096)])
+                    )))
+                }
+            }
+        }
     }
 }

@@ -291,6 +291,9 @@ pub fn raw_logs(sh: &Shared) -> Result<()> {
     Ok(())
 }
 
+/// A payload above this size (uncompressed) is followed by giving freed memory back.
+const LARGE_PAYLOAD: u64 = 256 << 10;
+
 pub fn catalog(sh: &Shared, slot: &CatalogSlot) -> Result<()> {
     let name = slot.def.name;
     let server = sh.server.read().unwrap_or_else(|p| p.into_inner()).clone();
@@ -298,11 +301,20 @@ pub fn catalog(sh: &Shared, slot: &CatalogSlot) -> Result<()> {
         pg: sh.adapter.pg(),
         server: &server,
     };
+    // Rows are encoded into the compressed body as they arrive (platform::stream).
+    let mut sink = sh.platform.catalog_sink();
     let result = slot
         .collector
         .lock()
         .unwrap_or_else(|p| p.into_inner())
-        .collect(&ctx);
+        .collect_into(&ctx, &mut sink)
+        .and_then(|send| {
+            if send {
+                sink.finish().map(Some)
+            } else {
+                Ok(None)
+            }
+        });
     match result {
         Ok(None) => {
             slot.timing_out.store(false, Ordering::SeqCst);
@@ -313,6 +325,10 @@ pub fn catalog(sh: &Shared, slot: &CatalogSlot) -> Result<()> {
             // The send budget never exceeds the collector's own interval.
             if let Err(e) = sh.platform.catalog(name, &payload, slot.interval) {
                 log::error!("{name} error: {e}");
+            }
+            if payload.json_len > LARGE_PAYLOAD {
+                drop(payload);
+                crate::alloc::release();
             }
             Ok(())
         }

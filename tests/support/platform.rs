@@ -225,6 +225,17 @@ impl PlatformStandIn {
         self.state.lock().unwrap().recommendation = json.to_string();
     }
 
+    /// Bytes received on the wire so far (bodies as sent, e.g. gzipped), without copying them.
+    pub fn wire_bytes(&self) -> u64 {
+        self.state
+            .lock()
+            .unwrap()
+            .requests
+            .iter()
+            .map(|r| r.wire_len as u64)
+            .sum()
+    }
+
     pub fn requests(&self) -> Vec<Recorded> {
         self.state.lock().unwrap().requests.clone()
     }
