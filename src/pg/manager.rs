@@ -3,10 +3,10 @@
 //! password on every new connection (RDS IAM and Entra tokens expire, so a password fixed at
 //! start-up would stop working).
 
-use std::fmt;
-use std::sync::Arc;
 use super::session::Session;
 use r2d2_postgres::PostgresConnectionManager;
+use std::fmt;
+use std::sync::Arc;
 use tokio_postgres_rustls::MakeRustlsConnect;
 
 /// Supplies the password for each new PostgreSQL connection (e.g. a fresh RDS IAM token).
