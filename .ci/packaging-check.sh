@@ -44,8 +44,9 @@ BUILD_DATE=$(date -u -d "@$SOURCE_DATE_EPOCH" +%Y-%m-%dT%H:%M:%SZ)
 VERSION=$(cargo metadata --no-deps --format-version 1 |
     python3 -c 'import json,sys; print([p for p in json.load(sys.stdin)["packages"] if p["name"]=="dbtune-agent"][0]["version"])')
 
-section "release binary ($TARGET)"
-cargo build --release --locked --target "$TARGET"
+section "release binary ($TARGET) and packages: packaging/build-release.sh $TARGET"
+rm -rf "$OUT"
+packaging/build-release.sh "$TARGET"
 BIN=target/$TARGET/release/dbtune-agent
 check "no program interpreter (static)" bash -c "! readelf -lW '$BIN' | grep -q INTERP"
 check "no shared-library dependencies" bash -c "! readelf -dW '$BIN' | grep -q NEEDED"
@@ -58,10 +59,6 @@ check "--version embeds commit $COMMIT" grep -qF "commit: $COMMIT" <<<"$VERSION_
 check "--version embeds build date $BUILD_DATE (SOURCE_DATE_EPOCH)" grep -qF "built: $BUILD_DATE" <<<"$VERSION_LINE"
 
 section "packages"
-rm -rf "$OUT"
-mkdir -p "$OUT"
-cargo deb --no-build --target "$TARGET" --output "$OUT/" >/dev/null
-cargo generate-rpm --target "$TARGET" --output "$OUT/" >/dev/null
 DEB=$(ls "$OUT"/*_amd64.deb)
 RPM=$(ls "$OUT"/*.x86_64.rpm)
 echo "  $DEB"
@@ -234,8 +231,7 @@ if command -v kubectl >/dev/null; then
 fi
 
 section "container image (assembled without Docker)"
-python3 packaging/build-image-rootfs.py "$BIN" "$OUT/image" --version "$VERSION" | sed 's/^/  /'
-check "umoci unpacks the OCI layout" umoci unpack --image "$OUT/image/oci:dbtune-agent" "$WORK/bundle"
+check "umoci unpacks the OCI layout (image-amd64)" umoci unpack --image "$OUT/image-amd64/oci:dbtune-agent" "$WORK/bundle"
 IMG=$WORK/bundle/rootfs
 for f in usr/bin/dbtune-agent etc/ssl/certs/ca-certificates.crt etc/passwd etc/group; do
     check "image has /$f" test -f "$IMG/$f"
@@ -258,35 +254,16 @@ check "configuration from DBT_* variables (only the connection URL reported miss
 expect_eq "binary runs in the otherwise empty image root" \
     "$(chroot --userspec=10001:10001 "$IMG" /usr/bin/dbtune-agent --version | awk '{print $2}')" "$VERSION"
 
-if [[ ${DBTUNE_PACKAGING_AARCH64:-0} == 1 ]]; then
-    section "aarch64 cross build (optional)"
-    # ring's C code needs a C compiler for the target; the musl target's self-contained C
-    # runtime is linked with rust-lld.
-    CC_aarch64_unknown_linux_musl=aarch64-linux-gnu-gcc \
-        AR_aarch64_unknown_linux_musl=aarch64-linux-gnu-ar \
-        CARGO_TARGET_AARCH64_UNKNOWN_LINUX_MUSL_LINKER=rust-lld \
-        cargo build --release --locked --target aarch64-unknown-linux-musl
-    ARM_BIN=target/aarch64-unknown-linux-musl/release/dbtune-agent
-    check "aarch64 binary is static" bash -c "! readelf -lW '$ARM_BIN' | grep -q INTERP"
-    expect_eq "aarch64 binary runs (qemu-aarch64)" "$(qemu-aarch64 "$ARM_BIN" --version | awk '{print $2}')" "$VERSION"
-    cargo deb --no-build --target aarch64-unknown-linux-musl --output "$OUT/" >/dev/null
-    cargo generate-rpm --target aarch64-unknown-linux-musl --output "$OUT/" >/dev/null
-    expect_eq "arm64 .deb architecture" "$(dpkg-deb -f "$OUT"/*_arm64.deb Architecture)" "arm64"
-    expect_eq "aarch64 .rpm architecture" "$(rpm -qp --qf '%{ARCH}' "$OUT"/*.aarch64.rpm 2>/dev/null)" "aarch64"
-fi
+# The aarch64 and armv7 builds, packages, images and emulated runs: .ci/arm-check.sh.
 
 section "sizes"
 size() { stat -c %s "$1"; }
-LAYER=$OUT/image/rootfs.tar.gz
+LAYER=$OUT/image-amd64/rootfs.tar.gz
 printf '  %-34s %10d bytes\n' "binary (static, stripped)" "$(size "$BIN")" \
     ".deb" "$(size "$DEB")" ".rpm" "$(size "$RPM")" \
     "image layer (rootfs.tar.gz)" "$(size "$LAYER")" \
     "image layer uncompressed" "$(gzip -dc "$LAYER" | wc -c)"
-if [[ ${DBTUNE_PACKAGING_AARCH64:-0} == 1 ]]; then
-    printf '  %-34s %10d bytes\n' "aarch64 binary" "$(size "$ARM_BIN")" \
-        "arm64 .deb" "$(size "$OUT"/*_arm64.deb)" "aarch64 .rpm" "$(size "$OUT"/*.aarch64.rpm)"
-fi
-echo "  (docker build and run of the image: .ci/image-check.sh)"
+echo "  (docker build and run of the image: .ci/image-check.sh; ARM sizes: .ci/arm-check.sh)"
 
 echo
 echo "packaging-check: $passed passed, $failed failed"

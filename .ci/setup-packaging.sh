@@ -5,8 +5,10 @@
 #   PATH                      with ~/.cargo/bin (cargo-deb, cargo-generate-rpm)
 #   DBTUNE_PACKAGING_CHROOT   a pristine Debian 12 minbase root (cached outside the checkout;
 #                             the check copies it before installing anything into it)
-# With DBTUNE_PACKAGING_AARCH64=1 it also installs the aarch64 cross build (target, cross gcc
-# for ring's C code, qemu-user to run the result) and exports the same variable.
+# Unless DBTUNE_PACKAGING_ARM=0 it also installs the ARM cross builds and their emulation
+# (.ci/arm-check.sh, packaging/build-release.sh): the aarch64 and armv7 musl targets (rust-src
+# for armv7 when rustup has no prebuilt std for it), Debian's cross gcc for ring's C code,
+# musl-dev:armhf (armv7's C runtime), qemu-user-static and binfmt-support.
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
@@ -30,6 +32,18 @@ command -v umoci >/dev/null || need+=(umoci)
 command -v systemd-nspawn >/dev/null || need+=(systemd-container)
 command -v readelf >/dev/null || need+=(binutils)
 command -v node >/dev/null || need+=(nodejs)
+ARM=${DBTUNE_PACKAGING_ARM:-1}
+if [[ $ARM == 1 ]]; then
+    command -v aarch64-linux-gnu-gcc >/dev/null || need+=(gcc-aarch64-linux-gnu)
+    [[ -d /usr/aarch64-linux-gnu/include ]] || need+=(libc6-dev-arm64-cross)
+    command -v arm-linux-gnueabihf-gcc >/dev/null || need+=(gcc-arm-linux-gnueabihf)
+    [[ -d /usr/arm-linux-gnueabihf/include ]] || need+=(libc6-dev-armhf-cross)
+    [[ -f /usr/lib/arm-linux-musleabihf/libc.a ]] || need+=(musl-dev:armhf)
+    command -v qemu-aarch64-static >/dev/null && command -v qemu-arm-static >/dev/null || need+=(qemu-user-static)
+    command -v update-binfmts >/dev/null || need+=(binfmt-support)
+    # musl-dev:armhf is a foreign-architecture package (Multi-Arch: same).
+    dpkg --print-foreign-architectures | grep -qx armhf || dpkg --add-architecture armhf
+fi
 if ((${#need[@]})); then
     log "apt-get install ${need[*]}"
     apt-get update -qq
@@ -41,19 +55,19 @@ if ! rustup target list --installed | grep -qx "$TARGET"; then
     rustup target add "$TARGET"
 fi
 
-if [[ ${DBTUNE_PACKAGING_AARCH64:-0} == 1 ]]; then
-    need=()
-    command -v aarch64-linux-gnu-gcc >/dev/null || need+=(gcc-aarch64-linux-gnu)
-    [[ -d /usr/aarch64-linux-gnu/include ]] || need+=(libc6-dev-arm64-cross)
-    command -v qemu-aarch64 >/dev/null || need+=(qemu-user)
-    if ((${#need[@]})); then
-        log "apt-get install ${need[*]}"
-        apt-get update -qq
-        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
-    fi
+if [[ $ARM == 1 ]]; then
     if ! rustup target list --installed | grep -qx aarch64-unknown-linux-musl; then
         log "rustup target add aarch64-unknown-linux-musl"
         rustup target add aarch64-unknown-linux-musl
+    fi
+    # Where rustup has no prebuilt armv7 musl std (the mirror this CI reaches answers 404),
+    # build-release.sh builds std from rust-src instead.
+    if ! rustup target list --installed | grep -qx armv7-unknown-linux-musleabihf &&
+        ! rustup target add armv7-unknown-linux-musleabihf >/dev/null 2>&1; then
+        if ! rustup component list --installed | grep -q '^rust-src'; then
+            log "no prebuilt rust-std for armv7-unknown-linux-musleabihf: rustup component add rust-src"
+            rustup component add rust-src
+        fi
     fi
 fi
 
@@ -100,6 +114,6 @@ mkdir -p "$ROOT/.cache"
 cat >"$ROOT/.cache/packaging.env" <<ENV
 export PATH="$HOME/.cargo/bin:\$PATH"
 export DBTUNE_PACKAGING_CHROOT="$CHROOT"
-export DBTUNE_PACKAGING_AARCH64="${DBTUNE_PACKAGING_AARCH64:-0}"
+export DBTUNE_PACKAGING_ARM="$ARM"
 ENV
 log "ready (env in .cache/packaging.env)"

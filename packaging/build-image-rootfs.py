@@ -6,7 +6,10 @@ binary, CA bundle, passwd/group lines for uid 10001, state directory) as a repro
 gzipped tar, and wraps it in an OCI image layout (oci-layout, index.json, blobs/) that
 `skopeo copy oci:DIR:dbtune-agent docker-daemon:dbtune-agent:TAG` or `podman load` accept.
 
-usage: build-image-rootfs.py BINARY OUTDIR [--ca-bundle PATH] [--arch amd64]
+usage: build-image-rootfs.py BINARY OUTDIR [--ca-bundle PATH] [--arch amd64] [--variant v7]
+
+--arch/--variant are the OCI platform of the binary (amd64; arm64 v8; arm v7): one image per
+architecture, each from that architecture's static binary.
 """
 import argparse
 import gzip
@@ -71,6 +74,7 @@ def main():
     ap.add_argument("outdir")
     ap.add_argument("--ca-bundle", default="/etc/ssl/certs/ca-certificates.crt")
     ap.add_argument("--arch", default="amd64")
+    ap.add_argument("--variant", help="CPU variant of --arch (v8 for arm64, v7 for arm)")
     ap.add_argument("--version", default="dev")
     args = ap.parse_args()
 
@@ -114,6 +118,9 @@ def main():
                    "diff_ids": ["sha256:" + hashlib.sha256(raw).hexdigest()]},
         "history": [{"created_by": "packaging/build-image-rootfs.py"}],
     }
+    platform = {"architecture": args.arch, "os": "linux"}
+    if args.variant:
+        config["variant"] = platform["variant"] = args.variant
     cfg_digest, cfg_size = write_blob(oci, json.dumps(config, sort_keys=True).encode())
     manifest = {
         "schemaVersion": 2,
@@ -128,7 +135,7 @@ def main():
         "schemaVersion": 2,
         "mediaType": "application/vnd.oci.image.index.v1+json",
         "manifests": [{"mediaType": "application/vnd.oci.image.manifest.v1+json",
-                       "digest": man_digest, "size": man_size,
+                       "digest": man_digest, "size": man_size, "platform": platform,
                        "annotations": {"org.opencontainers.image.ref.name": "dbtune-agent"}}],
     }
     with open(os.path.join(oci, "index.json"), "w") as fh:

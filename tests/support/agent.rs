@@ -36,6 +36,22 @@ pub fn temp_dir(tag: &str) -> PathBuf {
     d
 }
 
+/// The agent binary under test: this build's, or the program in `DBTUNE_TEST_AGENT` (with its
+/// leading arguments, space-separated, e.g. `qemu-arm-static target/armv7-.../dbtune-agent`) so
+/// the same end-to-end checks run against a cross-built binary under emulation
+/// (.ci/arm-check.sh).
+pub fn command() -> Command {
+    match std::env::var("DBTUNE_TEST_AGENT") {
+        Ok(v) if !v.trim().is_empty() => {
+            let mut words = v.split_whitespace();
+            let mut cmd = Command::new(words.next().unwrap());
+            cmd.args(words);
+            cmd
+        }
+        _ => Command::new(env!("CARGO_BIN_EXE_dbtune-agent")),
+    }
+}
+
 /// Runs the binary to completion with `yaml` as its config; returns (status, stdout, stderr).
 pub fn run(
     yaml: &str,
@@ -66,7 +82,7 @@ impl Agent {
         std::fs::write(&cfg, yaml).unwrap();
         let stdout = dir.join("stdout");
         let stderr = dir.join("stderr");
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_dbtune-agent"));
+        let mut cmd = command();
         cmd.arg("--config").arg(&cfg).args(args).current_dir(&dir);
         // A clean environment: no DBT_* from the developer's shell leaks into tests.
         for (k, _) in std::env::vars() {
