@@ -472,11 +472,14 @@ impl Runner {
                     f();
                 }
             }
+            // A task still running is not due: its end wakes the loop through `done_rx`
+            // (otherwise a tick that came due during a long run would spin this loop).
             let next_due = due
                 .iter()
-                .flatten()
+                .zip(running.iter())
+                .filter(|(_, r)| r.is_none())
+                .filter_map(|(d, _)| *d)
                 .min()
-                .copied()
                 .unwrap_or(now + Duration::from_secs(1));
             let wait = next_due
                 .saturating_duration_since(Instant::now())
