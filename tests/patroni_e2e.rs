@@ -155,7 +155,7 @@ fn the_leader_agent_applies_reload_and_restart_knobs_through_patroni_and_rolls_b
     let restart_s = timed(
         &a,
         "Applying Config: restart",
-        "configuration applied: Restarted",
+        "applied with a restart",
         Duration::from_secs(120),
     );
     platform.wait_for(

@@ -184,20 +184,22 @@ impl PatroniTarget {
     /// it is pending a restart). Knobs absent from the DCS and backend-context knobs (existing
     /// sessions never show them) are not waited for.
     fn wait_applied(&self, pg: &Pg, knobs: &[KnobChange], deadline: Duration) -> Result<()> {
-        let dcs = self.rest.parameters().map_err(rest_err)?;
-        let want: Vec<(&KnobChange, String)> = knobs
-            .iter()
-            .filter(|k| !matches!(k.context.as_str(), "backend" | "superuser-backend"))
-            .filter_map(|k| dcs.get(&k.name).map(|v| (k, text(v))))
-            .collect();
-        if want.is_empty() {
-            return Ok(());
-        }
         wait::until(
             &format!("Patroni to apply the configuration on {}", self.node_name),
             deadline,
-            Duration::from_millis(250),
+            Duration::from_millis(500),
             |last| {
+                // The DCS is read on every poll: right after a PATCH, Patroni's REST API can
+                // still answer with its previous view of the configuration.
+                let dcs = self.rest.parameters().map_err(rest_err)?;
+                let want: Vec<(&KnobChange, String)> = knobs
+                    .iter()
+                    .filter(|k| !matches!(k.context.as_str(), "backend" | "superuser-backend"))
+                    .filter_map(|k| dcs.get(&k.name).map(|v| (k, text(v))))
+                    .collect();
+                if want.is_empty() {
+                    return Ok(Some(()));
+                }
                 let settings = with_conn(pg, queries::pg_settings)?;
                 let mut missing = Vec::new();
                 for (k, v) in &want {
