@@ -481,7 +481,14 @@ impl Runner {
                 .filter_map(|(d, _)| *d)
                 .min()
                 .unwrap_or(now + Duration::from_secs(1));
-            let wait = next_due
+            // Wake for the next due task or the next liveness ping, whichever comes first
+            // (no ping is due while a task is wedged: that must not spin the loop either).
+            let wake = if wedged {
+                next_due
+            } else {
+                next_due.min(last_alive + self.opts.alive_every)
+            };
+            let wait = wake
                 .saturating_duration_since(Instant::now())
                 .min(Duration::from_secs(1));
             select! {
