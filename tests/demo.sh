@@ -32,9 +32,12 @@ psql -q -h 127.0.0.1 -p "$port" -U postgres -c 'CREATE EXTENSION pg_stat_stateme
   -c 'SELECT count(*) FROM demo WHERE v LIKE $$a%$$' >/dev/null
 out=${DEMO_OUTPUT:-/tmp/dbtune-demo-payloads.jsonl}
 echo "--- dbtune-agent --local --dry-run --once --output $out (PostgreSQL on 127.0.0.1:$port) ---" >&2
-DBT_POSTGRESQL_CONNECTION_URL="postgres://postgres@127.0.0.1:$port/postgres?sslmode=disable" \
+# Run from the throwaway directory: the checkout holds both sample files (dbtune.yaml and
+# dbtune.toml), and a directory with both is refused; the demo is configured by DBT_* alone.
+agent="$PWD/target/debug/dbtune-agent"
+(cd "$dir" && DBT_POSTGRESQL_CONNECTION_URL="postgres://postgres@127.0.0.1:$port/postgres?sslmode=disable" \
   DBT_STATE_DIR="$dir/state" \
-  ./target/debug/dbtune-agent --local --dry-run --once --output "$out" "$@" 2> >(grep -v ' INFO \| DEBUG ' >&2)
+  "$agent" --local --dry-run --once --output "$out" "$@") 2> >(grep -v ' INFO \| DEBUG ' >&2)
 wait
 echo "--- $(wc -l <"$out") JSON lines in $out; the first one: ---" >&2
 head -c 400 "$out" >&2; echo >&2
