@@ -5,23 +5,7 @@ mod support;
 use std::time::Duration;
 use support::agent::{self, Agent};
 use support::pgcluster::PgCluster;
-use support::platform::{PlatformStandIn, Recorded};
-
-fn setting_in(cf: &Recorded, name: &str) -> serde_json::Value {
-    cf.json()["config"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|r| r["name"] == name)
-        .unwrap()["setting"]
-        .clone()
-}
-
-fn rec(knob: &str, setting: i64, unit: &str, context: &str, application: &str) -> String {
-    format!(
-        r#"[{{"config":[{{"name":"{knob}","setting":{setting},"unit":"{unit}","vartype":"integer","context":"{context}"}}],"knobs_overrides":["{knob}"],"knob_application":"{application}"}}]"#
-    )
-}
+use support::platform::{recommend_one as rec, setting_in, PlatformStandIn};
 
 #[test]
 fn a_reload_recommendation_is_applied_once_and_reported_in_the_next_payload() {

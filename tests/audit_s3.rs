@@ -11,15 +11,9 @@ use support::agent::{self, Agent};
 use support::cloud::moto::moto_binary;
 use support::cloud::s3::{S3Peer, KEY_ID, SECRET};
 use support::pgcluster::PgCluster;
-use support::platform::PlatformStandIn;
+use support::platform::{recommend_one as rec, PlatformStandIn};
 
 const BUCKET: &str = "dbtune-audit";
-
-fn rec(knob: &str, setting: i64, unit: &str, context: &str, application: &str) -> String {
-    format!(
-        r#"[{{"config":[{{"name":"{knob}","setting":{setting},"unit":"{unit}","vartype":"integer","context":"{context}"}}],"knobs_overrides":["{knob}"],"knob_application":"{application}"}}]"#
-    )
-}
 
 fn aws_env(secret: &str) -> Vec<(&'static str, String)> {
     vec![

@@ -4,44 +4,12 @@
 //! password and verifies in pg_settings.
 mod support;
 
-use serde_json::Value;
 use std::time::Duration;
 use support::agent::{self, Agent};
+use support::apply::setting;
 use support::azure::{Azure, CLIENT_SECRET, PG_TOKEN};
 use support::pgcluster::PgCluster;
-use support::platform::{PlatformStandIn, Recorded};
-
-fn setting_in(cf: &Recorded, name: &str) -> Value {
-    cf.json()["config"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|r| r["name"] == name)
-        .map(|r| r["setting"].clone())
-        .unwrap_or(Value::Null)
-}
-
-fn rec(knobs: &[(&str, i64, &str, &str)], application: &str) -> String {
-    let config: Vec<String> = knobs
-        .iter()
-        .map(|(k, v, unit, ctx)| {
-            format!(r#"{{"name":"{k}","setting":{v},"unit":"{unit}","vartype":"integer","context":"{ctx}"}}"#)
-        })
-        .collect();
-    let names: Vec<String> = knobs.iter().map(|(k, ..)| format!("\"{k}\"")).collect();
-    format!(
-        r#"[{{"config":[{}],"knobs_overrides":[{}],"knob_application":"{application}"}}]"#,
-        config.join(","),
-        names.join(",")
-    )
-}
-
-fn pg_setting(pg: &PgCluster, name: &str) -> String {
-    pg.client()
-        .query_one("SELECT setting FROM pg_settings WHERE name = $1", &[&name])
-        .unwrap()
-        .get(0)
-}
+use support::platform::{recommendation as rec, setting_in, PlatformStandIn, Recorded};
 
 struct Rig {
     pg: PgCluster,
@@ -154,7 +122,7 @@ fn reload_parameters_are_put_with_entra_login_metrics_and_cached_tokens() {
                 && setting_in(x, "work_mem") == 8192
         })
     });
-    assert_eq!(pg_setting(&r.pg, "work_mem"), "8192");
+    assert_eq!(setting(&r.pg, "work_mem").0, "8192");
     assert_eq!(r.azure.value("work_mem").as_deref(), Some("8192"));
     assert_eq!(r.azure.calls("Configurations_Put"), 1);
     assert!(
@@ -252,8 +220,8 @@ fn a_restart_parameter_is_put_then_the_server_restarted() {
 fn a_failed_operation_mid_apply_puts_the_earlier_knobs_back() {
     let r = rig();
     let (wm, mwm) = (
-        pg_setting(&r.pg, "work_mem"),
-        pg_setting(&r.pg, "maintenance_work_mem"),
+        setting(&r.pg, "work_mem").0,
+        setting(&r.pg, "maintenance_work_mem").0,
     );
     r.azure.state.lock().unwrap().fail_config = Some("maintenance_work_mem".into());
     r.platform.set_recommendation(&rec(
@@ -282,8 +250,8 @@ fn a_failed_operation_mid_apply_puts_the_earlier_knobs_back() {
     );
     assert!(msg.contains("rolled back"), "{msg}");
     // work_mem had been changed by then: it is back, on the server and in PostgreSQL.
-    assert_eq!(pg_setting(&r.pg, "work_mem"), wm);
-    assert_eq!(pg_setting(&r.pg, "maintenance_work_mem"), mwm);
+    assert_eq!(setting(&r.pg, "work_mem").0, wm);
+    assert_eq!(setting(&r.pg, "maintenance_work_mem").0, mwm);
     assert_eq!(r.azure.value("work_mem").as_deref(), Some(wm.as_str()));
     assert!(
         r.azure.calls("Configurations_Put") >= 3,

@@ -6,41 +6,10 @@ mod support;
 use serde_json::Value;
 use std::time::Duration;
 use support::agent::{self, Agent};
+use support::apply::setting;
 use support::cloudsql::{Google, INSTANCE, PROJECT};
 use support::pgcluster::PgCluster;
-use support::platform::{PlatformStandIn, Recorded};
-
-fn setting_in(cf: &Recorded, name: &str) -> Value {
-    cf.json()["config"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|r| r["name"] == name)
-        .map(|r| r["setting"].clone())
-        .unwrap_or(Value::Null)
-}
-
-fn rec(knobs: &[(&str, i64, &str, &str)], application: &str) -> String {
-    let config: Vec<String> = knobs
-        .iter()
-        .map(|(k, v, unit, ctx)| {
-            format!(r#"{{"name":"{k}","setting":{v},"unit":"{unit}","vartype":"integer","context":"{ctx}"}}"#)
-        })
-        .collect();
-    let names: Vec<String> = knobs.iter().map(|(k, ..)| format!("\"{k}\"")).collect();
-    format!(
-        r#"[{{"config":[{}],"knobs_overrides":[{}],"knob_application":"{application}"}}]"#,
-        config.join(","),
-        names.join(",")
-    )
-}
-
-fn pg_setting(pg: &PgCluster, name: &str) -> String {
-    pg.client()
-        .query_one("SELECT setting FROM pg_settings WHERE name = $1", &[&name])
-        .unwrap()
-        .get(0)
-}
+use support::platform::{recommendation as rec, setting_in, PlatformStandIn, Recorded};
 
 struct Rig {
     pg: PgCluster,
@@ -148,7 +117,7 @@ fn reload_flags_are_patched_awaited_and_verified_with_metrics_and_no_secrets() {
             })
         },
     );
-    assert_eq!(pg_setting(&r.pg, "work_mem"), "8192");
+    assert_eq!(setting(&r.pg, "work_mem").0, "8192");
     // The whole flag list was sent: the flag the instance already had is kept.
     assert_eq!(r.google.flag("work_mem").as_deref(), Some("8192"));
     assert_eq!(
@@ -262,7 +231,7 @@ fn a_restart_flag_is_applied_by_the_operation_and_verified_after_the_restart() {
             })
         },
     );
-    assert_eq!(pg_setting(&r.pg, "shared_buffers"), "4096");
+    assert_eq!(setting(&r.pg, "shared_buffers").0, "4096");
     let after: std::time::SystemTime =
         r.pg.client()
             .query_one("SELECT pg_postmaster_start_time()", &[])
@@ -283,8 +252,8 @@ fn a_restart_flag_is_applied_by_the_operation_and_verified_after_the_restart() {
 fn a_failure_mid_apply_is_rolled_back_and_a_failed_operation_is_a_failure() {
     let r = rig();
     let (wm, mwm) = (
-        pg_setting(&r.pg, "work_mem"),
-        pg_setting(&r.pg, "maintenance_work_mem"),
+        setting(&r.pg, "work_mem").0,
+        setting(&r.pg, "maintenance_work_mem").0,
     );
     // The operation reports success but only the first flag reached PostgreSQL.
     r.google.state.lock().unwrap().partial_once = true;
@@ -317,8 +286,8 @@ fn a_failure_mid_apply_is_rolled_back_and_a_failed_operation_is_a_failure() {
         "{msg}"
     );
     // Nothing left changed: PostgreSQL and the instance's flag list are as before.
-    assert_eq!(pg_setting(&r.pg, "work_mem"), wm);
-    assert_eq!(pg_setting(&r.pg, "maintenance_work_mem"), mwm);
+    assert_eq!(setting(&r.pg, "work_mem").0, wm);
+    assert_eq!(setting(&r.pg, "maintenance_work_mem").0, mwm);
     assert_eq!(r.google.flag("work_mem"), None);
     assert_eq!(r.google.flag("maintenance_work_mem"), None);
     assert_eq!(
@@ -349,7 +318,7 @@ fn a_failure_mid_apply_is_rolled_back_and_a_failed_operation_is_a_failure() {
         "{msg}"
     );
     assert!(msg.contains("rolled back"), "{msg}");
-    assert_eq!(pg_setting(&r.pg, "work_mem"), wm);
+    assert_eq!(setting(&r.pg, "work_mem").0, wm);
     assert_eq!(r.google.flag("work_mem"), None);
     assert!(
         r.google.violations().is_empty(),

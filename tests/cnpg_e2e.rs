@@ -11,23 +11,7 @@ use std::time::{Duration, Instant};
 use support::agent::{self, Agent};
 use support::cnpg_api::{Behaviour, CnpgApi};
 use support::pgcluster::PgCluster;
-use support::platform::{PlatformStandIn, Recorded};
-
-fn setting_in(cf: &Recorded, name: &str) -> Value {
-    cf.json()["config"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|r| r["name"] == name)
-        .map(|r| r["setting"].clone())
-        .unwrap_or(Value::Null)
-}
-
-fn rec(knob: &str, setting: i64, unit: &str, context: &str, application: &str) -> String {
-    format!(
-        r#"[{{"config":[{{"name":"{knob}","setting":{setting},"unit":"{unit}","vartype":"integer","context":"{context}"}}],"knobs_overrides":["{knob}"],"knob_application":"{application}"}}]"#
-    )
-}
+use support::platform::{recommend_one as rec, setting_in, PlatformStandIn};
 
 struct Setup {
     pg: PgCluster,

@@ -8,7 +8,7 @@ mod support;
 use std::time::Duration;
 use support::agent::{self, Agent, API_KEY};
 use support::docker::{engine, PgContainer};
-use support::platform::{PlatformStandIn, Recorded};
+use support::platform::{setting_in, PlatformStandIn};
 
 fn yaml(c: &PgContainer, platform: &PlatformStandIn, extra: &str) -> String {
     agent::config_yaml(
@@ -36,16 +36,6 @@ fn rec(knob: &str, setting: serde_json::Value, vartype: &str, context: &str, how
     format!(
         r#"[{{"config":[{{"name":"{knob}","setting":{setting},"unit":null,"vartype":"{vartype}","context":"{context}"}}],"knobs_overrides":["{knob}"],"knob_application":"{how}"}}]"#
     )
-}
-
-fn setting_in(cf: &Recorded, name: &str) -> serde_json::Value {
-    cf.json()["config"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|r| r["name"] == name)
-        .map(|r| r["setting"].clone())
-        .unwrap_or_default()
 }
 
 fn errors(platform: &PlatformStandIn) -> Vec<serde_json::Value> {

@@ -9,13 +9,7 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 use support::agent::{self, Agent, API_KEY};
 use support::pgcluster::PgCluster;
-use support::platform::{Mode, PlatformStandIn};
-
-fn rec(knob: &str, setting: i64, unit: &str, context: &str, application: &str) -> String {
-    format!(
-        r#"[{{"config":[{{"name":"{knob}","setting":{setting},"unit":"{unit}","vartype":"integer","context":"{context}"}}],"knobs_overrides":["{knob}"],"knob_application":"{application}"}}]"#
-    )
-}
+use support::platform::{recommend_one as rec, Mode, PlatformStandIn};
 
 /// Runs `dbtune-agent <args>` with `yaml` (same state_dir as the daemon): (exit code, stdout).
 fn cmd(yaml: &str, args: &[&str]) -> (i32, String, String) {

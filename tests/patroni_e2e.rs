@@ -7,7 +7,7 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 use support::agent::{self, Agent};
 use support::patroni::{PatroniCluster, REST_PASSWORD, REST_USER};
-use support::platform::{PlatformStandIn, Recorded};
+use support::platform::{recommend_one as rec, setting_in, PlatformStandIn, Recorded};
 
 /// One cluster at a time: each is etcd + two Patroni + two PostgreSQL on a 2-core machine.
 static SERIAL: Mutex<()> = Mutex::new(());
@@ -22,27 +22,12 @@ fn yaml(c: &PatroniCluster, node: usize, api_url: &str, platform: &str) -> Strin
     )
 }
 
-fn rec(knob: &str, setting: i64, unit: &str, context: &str, application: &str) -> String {
-    format!(
-        r#"[{{"config":[{{"name":"{knob}","setting":{setting},"unit":"{unit}","vartype":"integer","context":"{context}"}}],"knobs_overrides":["{knob}"],"knob_application":"{application}"}}]"#
-    )
-}
-
-fn setting_in(cf: &Recorded, name: &str) -> Option<serde_json::Value> {
-    cf.json()["config"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|r| r["name"] == name)
-        .map(|r| r["setting"].clone())
-}
-
 fn configurations_with(r: &[Recorded], name: &str, v: i64) -> Option<Recorded> {
     r.iter()
         .find(|x| {
             x.segment() == "configurations"
                 && x.method == "POST"
-                && setting_in(x, name) == Some(serde_json::json!(v))
+                && setting_in(x, name) == serde_json::json!(v)
         })
         .cloned()
 }
@@ -127,9 +112,9 @@ fn the_leader_agent_applies_reload_and_restart_knobs_through_patroni_and_rolls_b
     // Active config leaves out what Patroni manages (spec §8.1).
     let cf = platform.by_segment("configurations");
     let last = cf.last().unwrap();
-    assert!(setting_in(last, "max_connections").is_none());
-    assert!(setting_in(last, "wal_level").is_none());
-    assert!(setting_in(last, "shared_buffers").is_some());
+    assert!(setting_in(last, "max_connections").is_null());
+    assert!(setting_in(last, "wal_level").is_null());
+    assert!(!setting_in(last, "shared_buffers").is_null());
 
     // 2. A Patroni-managed knob is refused with Patroni's reason, nothing written.
     platform.set_recommendation(&rec("max_connections", 200, "", "postmaster", "restart"));

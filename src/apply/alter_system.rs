@@ -33,8 +33,9 @@ pub fn write(pg: &Pg, knobs: &[KnobChange]) -> std::result::Result<(), WriteErro
     Ok(())
 }
 
-/// Puts the previous `postgresql.auto.conf` entries of `knobs` back while PostgreSQL is up.
-pub fn restore_live(pg: &Pg, knobs: &[KnobChange]) -> Result<()> {
+/// Puts the previous `postgresql.auto.conf` entries of `knobs` back while PostgreSQL is up;
+/// returns what was done (for the rollback message).
+pub fn restore_live(pg: &Pg, knobs: &[KnobChange]) -> Result<String> {
     for k in knobs.iter().rev() {
         with_conn(pg, |c| match &k.previous {
             Previous::Value(v) => sql::alter_set(c, &k.name, v),
@@ -43,7 +44,7 @@ pub fn restore_live(pg: &Pg, knobs: &[KnobChange]) -> Result<()> {
         })
         .map_err(|e| e.context(format!("restoring {}", k.name)))?;
     }
-    Ok(())
+    Ok("ALTER SYSTEM restored the previous entries".into())
 }
 
 /// `ALTER SYSTEM RESET` of each name that has an entry (Patroni: its configuration must not

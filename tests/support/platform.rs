@@ -281,3 +281,42 @@ impl Drop for PlatformStandIn {
         self.stop.store(true, Ordering::SeqCst);
     }
 }
+
+/// The `setting` of `name` in a recorded `configurations` payload (Null when the row is absent).
+pub fn setting_in(cf: &Recorded, name: &str) -> serde_json::Value {
+    cf.json()["config"]
+        .as_array()
+        .expect("a configurations payload has a config array")
+        .iter()
+        .find(|r| r["name"] == name)
+        .map(|r| r["setting"].clone())
+        .unwrap_or(serde_json::Value::Null)
+}
+
+/// A recommendation body (as the platform serves it) changing integer knobs
+/// `(name, setting, unit, context)`.
+pub fn recommendation(knobs: &[(&str, i64, &str, &str)], application: &str) -> String {
+    let config: Vec<String> = knobs
+        .iter()
+        .map(|(k, v, unit, ctx)| {
+            format!(r#"{{"name":"{k}","setting":{v},"unit":"{unit}","vartype":"integer","context":"{ctx}"}}"#)
+        })
+        .collect();
+    let names: Vec<String> = knobs.iter().map(|(k, ..)| format!("\"{k}\"")).collect();
+    format!(
+        r#"[{{"config":[{}],"knobs_overrides":[{}],"knob_application":"{application}"}}]"#,
+        config.join(","),
+        names.join(",")
+    )
+}
+
+/// [`recommendation`] of one knob.
+pub fn recommend_one(
+    knob: &str,
+    setting: i64,
+    unit: &str,
+    context: &str,
+    application: &str,
+) -> String {
+    recommendation(&[(knob, setting, unit, context)], application)
+}

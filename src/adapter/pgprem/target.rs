@@ -71,8 +71,7 @@ impl Target for LocalTarget {
 
     fn restore(&self, pg: &Pg, entry: &Entry, knobs: &[KnobChange], pg_up: bool) -> Result<String> {
         if pg_up {
-            alter_system::restore_live(pg, knobs)?;
-            return Ok("ALTER SYSTEM restored the previous entries".into());
+            return alter_system::restore_live(pg, knobs);
         }
         let (Some(path), Some(text)) = (&entry.auto_conf_path, &entry.auto_conf_before) else {
             return Err(Error::other(
