@@ -19,7 +19,7 @@ use crate::metrics::MetricCollector;
 use crate::model::{ConfigRow, ErrorReport, GuardrailSignal, Metric, Recommendation};
 use crate::pg::Pg;
 use select::Provider;
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, Mutex, RwLock};
 
 /// Builds the adapter for `provider`. Each provider adds its arm here (one line) and its
 /// folder under `src/adapter/`.
@@ -99,17 +99,34 @@ pub trait Adapter: Send + Sync {
 }
 
 /// Active config rows from pg_settings (shared by every adapter that reads PostgreSQL).
+///
+/// The config sync sends them every 5 s, but they change only on a reload, a restart or in a new
+/// session: a one-row epoch query (see [`crate::pg::queries::settings_epoch`]) decides whether
+/// pg_settings is read again (reading it cost ~3 ms of server time per call, most of the
+/// agent's PostgreSQL time on a small server). One cached copy per connection string.
 pub fn active_config_from_pg(pg: &Pg) -> Result<Vec<ConfigRow>> {
+    static CACHE: Mutex<Option<(String, Vec<ConfigRow>)>> = Mutex::new(None);
     let mut c = pg.conn()?;
-    let rows = crate::pg::queries::pg_settings(&mut c)?;
-    Ok(rows
+    let epoch = format!(
+        "{}|{}",
+        pg.display_url,
+        crate::pg::queries::settings_epoch(&mut c)?
+    );
+    if let Some((e, rows)) = &*CACHE.lock().unwrap_or_else(|p| p.into_inner()) {
+        if *e == epoch {
+            return Ok(rows.clone());
+        }
+    }
+    let rows: Vec<ConfigRow> = crate::pg::queries::active_settings(&mut c)?
         .into_iter()
-        .map(|s| ConfigRow {
-            setting: crate::platform::payload::typed_setting(&s.vartype, &s.setting),
-            name: s.name,
-            unit: s.unit,
-            vartype: s.vartype,
-            context: s.context,
+        .map(|(name, setting, unit, vartype, context)| ConfigRow {
+            setting: crate::platform::payload::typed_setting(&vartype, &setting),
+            name,
+            unit,
+            vartype,
+            context,
         })
-        .collect())
+        .collect();
+    *CACHE.lock().unwrap_or_else(|p| p.into_inner()) = Some((epoch, rows.clone()));
+    Ok(rows)
 }

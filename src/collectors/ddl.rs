@@ -113,8 +113,67 @@ fn trim_def(d: &str) -> &str {
     d.trim_end_matches([';', ' ', '\n', '\t'])
 }
 
-/// Builds the DDL text (empty when the database has no user schema).
-pub fn dump(ctx: &CollectCtx<'_>) -> Result<String> {
+/// The DDL text on its way into the payload: a few tens of KiB are kept, then hashed and
+/// written (escaped) into the sink's compressed body, so the dump is never held whole.
+struct Text<'a> {
+    sink: &'a mut PayloadSink,
+    sha: ring::digest::Context,
+    buf: String,
+    started: bool,
+}
+
+impl Text<'_> {
+    const PIECE: usize = 32 << 10;
+
+    /// Passes the buffer on once it holds a piece's worth.
+    fn spill(&mut self) -> Result<()> {
+        if self.buf.len() >= Self::PIECE {
+            self.flush()?;
+        }
+        Ok(())
+    }
+
+    fn flush(&mut self) -> Result<()> {
+        if self.buf.is_empty() {
+            return Ok(());
+        }
+        if !self.started {
+            self.sink.begin_text("ddl")?;
+            self.started = true;
+        }
+        self.sha.update(self.buf.as_bytes());
+        self.sink.text_piece(&self.buf)?;
+        self.buf.clear();
+        Ok(())
+    }
+
+    /// Closes the text: its SHA-256 (hex), or `None` when the dump is empty.
+    fn finish(mut self) -> Result<Option<String>> {
+        self.flush()?;
+        if !self.started {
+            return Ok(None);
+        }
+        self.sink.end_text()?;
+        Ok(Some(crate::gojson::hex(self.sha.finish().as_ref())))
+    }
+}
+
+/// Runs one of the dump's statements on its session, handing each row over as it arrives.
+fn each(
+    c: &mut postgres::Client,
+    what: &str,
+    sql: &str,
+    params: &[&(dyn postgres::types::ToSql + Sync)],
+    f: impl FnMut(Row) -> Result<()>,
+) -> Result<u64> {
+    crate::pg::for_each_row(c, sql, params, f)
+        .with_context(|| format!("failed to collect DDL: {what}"))
+}
+
+/// Writes the DDL text into `sink` as `{"ddl":"<text>"` while it is generated, section by
+/// section and row by row (peak memory: a piece of text plus one row, whatever the schema's
+/// size). Returns the text's SHA-256, or `None` (nothing written) when there is nothing to dump.
+pub fn dump_into(ctx: &CollectCtx<'_>, sink: &mut PayloadSink) -> Result<Option<String>> {
     let mut c = ctx.pg.conn().context("failed to collect DDL")?;
     let q = |c: &mut crate::pg::Conn,
              what: &str,
@@ -130,7 +189,7 @@ pub fn dump(ctx: &CollectCtx<'_>) -> Result<String> {
         &[],
     )?;
     if schemas.is_empty() {
-        return Ok(String::new());
+        return Ok(None);
     }
     let names: Vec<String> = schemas.iter().map(|r| s(r, "nspname")).collect();
     let quoted: Vec<String> = schemas.iter().map(|r| s(r, "quoted")).collect();
@@ -176,67 +235,66 @@ pub fn dump(ctx: &CollectCtx<'_>) -> Result<String> {
         ),
         &p,
     )?;
-    let functions = q(
-        &mut c,
-        "functions",
-        &format!(
+    let functions_sql = format!(
             "SELECT p.oid, p.proname::text AS name, pg_get_functiondef(p.oid) AS function_def FROM pg_catalog.pg_proc p \
              JOIN pg_catalog.pg_namespace n ON n.oid = p.pronamespace \
              WHERE n.nspname = ANY($1) AND p.prokind IN ('f', 'p') AND {} ORDER BY n.nspname, p.proname, p.oid",
             not_ext_owned("p.oid")
-        ),
-        &p,
-    )?;
+    );
     let lock_ok = not_exclusively_locked("c.oid");
-    let tables = q(
-        &mut c,
-        "tables",
-        &format!(
-            "SELECT c.oid, c.relname::text AS name, {QNAME} AS quoted_name, c.relkind::text AS relkind, \
-             c.relpersistence::text AS persistence, \
-             CASE WHEN c.reloptions IS NOT NULL THEN array_to_string(c.reloptions, ', ') END AS rel_options, \
-             CASE WHEN c.reltablespace <> 0 THEN (SELECT quote_ident(spcname) FROM pg_catalog.pg_tablespace WHERE oid = c.reltablespace) END AS tablespace, \
-             CASE WHEN c.relkind = 'p' THEN pg_get_partkeydef(c.oid) END AS partition_key, \
-             (SELECT string_agg(quote_ident(pn.nspname) || '.' || quote_ident(pc.relname), ', ' ORDER BY i.inhseqno) \
-               FROM pg_catalog.pg_inherits i JOIN pg_catalog.pg_class pc ON pc.oid = i.inhparent \
-               JOIN pg_catalog.pg_namespace pn ON pn.oid = pc.relnamespace WHERE i.inhrelid = c.oid AND pc.relkind = 'r') AS inherits_from \
-             FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace \
-             WHERE n.nspname = ANY($1) AND c.relkind IN ('r', 'p') AND {NOT_PARTITION_CHILD} AND {lock_ok} \
-             ORDER BY n.nspname, c.relname"
-        ),
-        &p,
-    )?;
-    let columns = q(
-        &mut c,
-        "columns",
-        &format!(
-            "SELECT c.oid AS table_oid, {QNAME} AS table_name, a.attnum::int AS attnum, quote_ident(a.attname) AS name, \
-             format_type(a.atttypid, a.atttypmod) AS type_name, \
-             CASE WHEN a.attcollation <> 0 AND a.attcollation <> t.typcollation \
-               THEN (SELECT quote_ident(collname) FROM pg_catalog.pg_collation WHERE oid = a.attcollation) END AS collation, \
-             NULLIF(a.attidentity::text, '') AS identity, NULLIF(a.attgenerated::text, '') AS generated, \
-             a.attnotnull AS not_null, CASE WHEN d.adbin IS NOT NULL THEN pg_get_expr(d.adbin, d.adrelid) END AS default_expr, \
-             CASE WHEN a.attstorage <> t.typstorage THEN a.attstorage::text END AS storage, \
-             CASE WHEN a.attstattarget >= 0 THEN a.attstattarget::int END AS statistics \
-             FROM pg_catalog.pg_attribute a JOIN pg_catalog.pg_class c ON c.oid = a.attrelid \
-             JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace JOIN pg_catalog.pg_type t ON t.oid = a.atttypid \
-             LEFT JOIN pg_catalog.pg_attrdef d ON d.adrelid = a.attrelid AND d.adnum = a.attnum \
-             WHERE n.nspname = ANY($1) AND c.relkind IN ('r', 'p') AND a.attnum > 0 AND NOT a.attisdropped \
-             AND {NOT_PARTITION_CHILD} AND (a.attislocal OR a.attinhcount = 0) AND {lock_ok} ORDER BY c.oid, a.attnum"
-        ),
-        &p,
-    )?;
-    let constraints = q(
-        &mut c,
-        "constraints",
-        &format!(
+    // One row per table with its columns as arrays (in attnum order), so the dump is written
+    // table by table as rows arrive instead of holding every column of every table.
+    let tables_sql = format!(
+        "SELECT c.oid, c.relname::text AS name, {QNAME} AS quoted_name, c.relkind::text AS relkind, \
+         c.relpersistence::text AS persistence, \
+         CASE WHEN c.reloptions IS NOT NULL THEN array_to_string(c.reloptions, ', ') END AS rel_options, \
+         CASE WHEN c.reltablespace <> 0 THEN (SELECT quote_ident(spcname) FROM pg_catalog.pg_tablespace WHERE oid = c.reltablespace) END AS tablespace, \
+         CASE WHEN c.relkind = 'p' THEN pg_get_partkeydef(c.oid) END AS partition_key, \
+         (SELECT string_agg(quote_ident(pn.nspname) || '.' || quote_ident(pc.relname), ', ' ORDER BY i.inhseqno) \
+           FROM pg_catalog.pg_inherits i JOIN pg_catalog.pg_class pc ON pc.oid = i.inhparent \
+           JOIN pg_catalog.pg_namespace pn ON pn.oid = pc.relnamespace WHERE i.inhrelid = c.oid AND pc.relkind = 'r') AS inherits_from, \
+         cols.names AS col_names, cols.types AS col_types, cols.collations AS col_collations, \
+         cols.identities AS col_identities, cols.generated AS col_generated, cols.not_null AS col_not_null, \
+         cols.defaults AS col_defaults, cols.in_pk AS col_in_pk \
+         FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace \
+         LEFT JOIN LATERAL (SELECT array_agg(quote_ident(a.attname) ORDER BY a.attnum) AS names, \
+           array_agg(format_type(a.atttypid, a.atttypmod) ORDER BY a.attnum) AS types, \
+           array_agg(CASE WHEN a.attcollation <> 0 AND a.attcollation <> t.typcollation \
+             THEN (SELECT quote_ident(collname) FROM pg_catalog.pg_collation WHERE oid = a.attcollation) END ORDER BY a.attnum) AS collations, \
+           array_agg(NULLIF(a.attidentity::text, '') ORDER BY a.attnum) AS identities, \
+           array_agg(NULLIF(a.attgenerated::text, '') ORDER BY a.attnum) AS generated, \
+           array_agg(a.attnotnull ORDER BY a.attnum) AS not_null, \
+           array_agg(CASE WHEN d.adbin IS NOT NULL THEN pg_get_expr(d.adbin, d.adrelid) END ORDER BY a.attnum) AS defaults, \
+           array_agg(EXISTS (SELECT 1 FROM pg_catalog.pg_constraint k WHERE k.conrelid = c.oid AND k.contype = 'p' \
+             AND a.attnum = ANY(k.conkey)) ORDER BY a.attnum) AS in_pk \
+           FROM pg_catalog.pg_attribute a JOIN pg_catalog.pg_type t ON t.oid = a.atttypid \
+           LEFT JOIN pg_catalog.pg_attrdef d ON d.adrelid = a.attrelid AND d.adnum = a.attnum \
+           WHERE a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped AND (a.attislocal OR a.attinhcount = 0)) cols ON true \
+         WHERE n.nspname = ANY($1) AND c.relkind IN ('r', 'p') AND {NOT_PARTITION_CHILD} AND {lock_ok} \
+         ORDER BY n.nspname, c.relname"
+    );
+    // The columns whose storage or statistics target differ from the default (few), in the
+    // order the ALTER statements are written.
+    let col_from = format!(
+        "FROM pg_catalog.pg_attribute a JOIN pg_catalog.pg_class c ON c.oid = a.attrelid \
+         JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace JOIN pg_catalog.pg_type t ON t.oid = a.atttypid \
+         WHERE n.nspname = ANY($1) AND c.relkind IN ('r', 'p') AND a.attnum > 0 AND NOT a.attisdropped \
+         AND {NOT_PARTITION_CHILD} AND (a.attislocal OR a.attinhcount = 0) AND {lock_ok}"
+    );
+    let storage_sql = format!(
+        "SELECT {QNAME} AS table_name, quote_ident(a.attname) AS name, a.attstorage::text AS storage {col_from} \
+         AND a.attstorage <> t.typstorage ORDER BY c.oid, a.attnum"
+    );
+    let statistics_sql = format!(
+        "SELECT {QNAME} AS table_name, quote_ident(a.attname) AS name, a.attstattarget::int AS statistics {col_from} \
+         AND a.attstattarget >= 0 ORDER BY c.oid, a.attnum"
+    );
+    let constraints_sql = format!(
             "SELECT {QNAME} AS quoted_table, quote_ident(con.conname) AS quoted_con_name, pg_get_constraintdef(con.oid) AS constraint_def \
              FROM pg_catalog.pg_constraint con JOIN pg_catalog.pg_class c ON c.oid = con.conrelid \
              JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace \
              WHERE n.nspname = ANY($1) AND con.contype IN ('p', 'u', 'c', 'x') AND {lock_ok} ORDER BY n.nspname, c.relname, con.conname"
-        ),
-        &p,
-    )?;
+    );
     let dep = "FROM pg_catalog.pg_depend d WHERE d.objid = c.oid AND d.refclassid = 'pg_catalog.pg_class'::regclass";
     let sequences = q(
         &mut c,
@@ -271,22 +329,14 @@ pub fn dump(ctx: &CollectCtx<'_>) -> Result<String> {
         ),
         &p,
     )?;
-    let partitions = q(
-        &mut c,
-        "partitions",
-        &format!(
+    let partitions_sql = format!(
             "SELECT {QNAME} AS child_name, quote_ident(pn.nspname) || '.' || quote_ident(pc.relname) AS parent_name, \
              pg_get_expr(c.relpartbound, c.oid) AS bound_expr FROM pg_catalog.pg_inherits i \
              JOIN pg_catalog.pg_class c ON c.oid = i.inhrelid JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace \
              JOIN pg_catalog.pg_class pc ON pc.oid = i.inhparent JOIN pg_catalog.pg_namespace pn ON pn.oid = pc.relnamespace \
              WHERE n.nspname = ANY($1) AND pc.relkind = 'p' AND {lock_ok} ORDER BY pn.nspname, pc.relname, c.relname"
-        ),
-        &p,
-    )?;
-    let indexes = q(
-        &mut c,
-        "indexes",
-        &format!(
+    );
+    let indexes_sql = format!(
             "SELECT x.indexname::text AS indexname, x.indexdef FROM pg_catalog.pg_indexes x \
              JOIN pg_catalog.pg_namespace n ON n.nspname = x.schemaname \
              JOIN pg_catalog.pg_class c ON c.relnamespace = n.oid AND c.relname = x.indexname \
@@ -294,57 +344,32 @@ pub fn dump(ctx: &CollectCtx<'_>) -> Result<String> {
                JOIN pg_catalog.pg_class ic ON ic.oid = con.conindid JOIN pg_catalog.pg_namespace inn ON inn.oid = ic.relnamespace \
                WHERE inn.nspname = ANY($1)) AND {lock_ok} AND {} ORDER BY x.schemaname, x.indexname",
             not_exclusively_locked(&table_of("c.oid"))
-        ),
-        &p,
-    )?;
-    let fks = q(
-        &mut c,
-        "foreign keys",
-        &format!(
+    );
+    let fks_sql = format!(
             "SELECT {QNAME} AS table_name, quote_ident(con.conname) AS con_name, pg_get_constraintdef(con.oid) AS constraint_def \
              FROM pg_catalog.pg_constraint con JOIN pg_catalog.pg_class c ON c.oid = con.conrelid \
              JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace \
              WHERE n.nspname = ANY($1) AND con.contype = 'f' AND {lock_ok} ORDER BY n.nspname, c.relname, con.conname"
-        ),
-        &p,
-    )?;
+    );
     let opts = "CASE WHEN c.reloptions IS NOT NULL THEN array_to_string(c.reloptions, ', ') END AS rel_options";
-    let views = q(
-        &mut c,
-        "views",
-        &format!(
+    let views_sql = format!(
             "SELECT {QNAME} AS name, pg_get_viewdef(c.oid) AS view_def, {opts} \
              FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace \
              WHERE n.nspname = ANY($1) AND c.relkind = 'v' AND {} AND {lock_ok} ORDER BY n.nspname, c.relname",
             not_ext_owned("c.oid")
-        ),
-        &p,
-    )?;
-    let matviews = q(
-        &mut c,
-        "materialized views",
-        &format!(
+    );
+    let matviews_sql = format!(
             "SELECT {QNAME} AS name, pg_get_viewdef(c.oid) AS view_def, {opts}, \
              CASE WHEN c.reltablespace <> 0 THEN (SELECT quote_ident(spcname) FROM pg_catalog.pg_tablespace WHERE oid = c.reltablespace) END AS tablespace \
              FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace \
              WHERE n.nspname = ANY($1) AND c.relkind = 'm' AND {lock_ok} ORDER BY n.nspname, c.relname"
-        ),
-        &p,
-    )?;
-    let rls = q(
-        &mut c,
-        "row level security",
-        &format!(
+    );
+    let rls_sql = format!(
             "SELECT {QNAME} AS table_name, c.relforcerowsecurity AS force FROM pg_catalog.pg_class c \
              JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace WHERE n.nspname = ANY($1) AND c.relrowsecurity \
              ORDER BY n.nspname, c.relname"
-        ),
-        &p,
-    )?;
-    let policies = q(
-        &mut c,
-        "policies",
-        &format!(
+    );
+    let policies_sql = format!(
             "SELECT quote_ident(pol.polname) AS policy_name, {QNAME} AS table_name, pol.polcmd::text AS command, \
              pol.polpermissive AS permissive, \
              CASE WHEN pol.polroles = '{{0}}'::oid[] THEN ARRAY['PUBLIC']::text[] \
@@ -353,30 +378,12 @@ pub fn dump(ctx: &CollectCtx<'_>) -> Result<String> {
              FROM pg_catalog.pg_policy pol JOIN pg_catalog.pg_class c ON c.oid = pol.polrelid \
              JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace WHERE n.nspname = ANY($1) \
              ORDER BY n.nspname, c.relname, pol.polname"
-        ),
-        &p,
-    )?;
-    let triggers = q(
-        &mut c,
-        "triggers",
-        &format!(
+    );
+    let triggers_sql = format!(
             "SELECT pg_get_triggerdef(t.oid) AS trigger_def FROM pg_catalog.pg_trigger t \
              JOIN pg_catalog.pg_class c ON c.oid = t.tgrelid JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace \
              WHERE n.nspname = ANY($1) AND NOT t.tgisinternal AND {lock_ok} ORDER BY n.nspname, c.relname, t.tgname"
-        ),
-        &p,
-    )?;
-    let pk: HashSet<(u32, i32)> = q(
-        &mut c,
-        "primary keys",
-        "SELECT con.conrelid, k::int AS attnum FROM pg_catalog.pg_constraint con \
-         JOIN pg_catalog.pg_class c ON c.oid = con.conrelid JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace, \
-         unnest(con.conkey) AS k WHERE n.nspname = ANY($1) AND con.contype = 'p'",
-        &p,
-    )?
-    .iter()
-    .map(|r| (r.get::<_, u32>(0), r.get::<_, i32>(1)))
-    .collect();
+    );
     // Extension statements; a failure here only loses these lines (as in the Go agent).
     let extensions = crate::pg::query(
         &mut c,
@@ -386,8 +393,6 @@ pub fn dump(ctx: &CollectCtx<'_>) -> Result<String> {
         &[],
     )
     .unwrap_or_default();
-    drop(c);
-
     let seqs: Vec<Seq> = sequences
         .iter()
         .map(|r| Seq {
@@ -443,21 +448,27 @@ pub fn dump(ctx: &CollectCtx<'_>) -> Result<String> {
     let serial_cols = owned(&serial);
     let identity_cols = owned(&identity);
 
-    let mut out = String::new();
+    let mut t = Text {
+        sink,
+        sha: ring::digest::Context::new(&ring::digest::SHA256),
+        buf: String::new(),
+        started: false,
+    };
+    let out = &mut t;
     for r in &extensions {
-        out.push_str(&r.get::<_, String>(0));
-        out.push_str("\n\n");
+        out.buf.push_str(&r.get::<_, String>(0));
+        out.buf.push_str("\n\n");
     }
     for (raw, qn) in names.iter().zip(&quoted) {
         if raw != "public" {
-            let _ = write!(out, "CREATE SCHEMA IF NOT EXISTS {qn};\n\n");
+            let _ = write!(out.buf, "CREATE SCHEMA IF NOT EXISTS {qn};\n\n");
         }
     }
     let mut extra_schemas: Vec<String> = Vec::new();
     for r in enums.iter().chain(&domains).chain(&composites) {
         let sn = s(r, "schema_name");
         if !quoted.contains(&sn) && !extra_schemas.contains(&sn) {
-            let _ = write!(out, "CREATE SCHEMA IF NOT EXISTS {sn};\n\n");
+            let _ = write!(out.buf, "CREATE SCHEMA IF NOT EXISTS {sn};\n\n");
             extra_schemas.push(sn);
         }
     }
@@ -468,7 +479,7 @@ pub fn dump(ctx: &CollectCtx<'_>) -> Result<String> {
             .map(|l| format!("'{}'", l.replace('\'', "''")))
             .collect();
         emit(
-            &mut out,
+            &mut out.buf,
             &format!(
                 "CREATE TYPE {}.{} AS ENUM ({});",
                 s(r, "schema_name"),
@@ -496,11 +507,11 @@ pub fn dump(ctx: &CollectCtx<'_>) -> Result<String> {
             let _ = write!(d, " DEFAULT {def}");
         }
         d.push(';');
-        emit(&mut out, &d);
+        emit(&mut out.buf, &d);
     }
     for r in &composites {
         emit(
-            &mut out,
+            &mut out.buf,
             &format!(
                 "CREATE TYPE {}.{} AS (\n    {}\n);",
                 s(r, "schema_name"),
@@ -511,7 +522,7 @@ pub fn dump(ctx: &CollectCtx<'_>) -> Result<String> {
     }
     for q in standalone.iter().chain(&serial) {
         emit(
-            &mut out,
+            &mut out.buf,
             &format!(
                 "CREATE SEQUENCE {}\n    AS {}{};",
                 q.name,
@@ -519,23 +530,39 @@ pub fn dump(ctx: &CollectCtx<'_>) -> Result<String> {
                 q.options("\n    ")
             ),
         );
+        out.spill()?;
     }
-    for t in &tables {
-        let oid: u32 = t.get("oid");
-        let tq = s(t, "quoted_name");
-        let mut lines = Vec::new();
-        for col in columns
-            .iter()
-            .filter(|c| c.get::<_, u32>("table_oid") == oid)
-        {
-            let name = s(col, "name");
+    each(&mut c, "tables", &tables_sql, &p, |t| {
+        let tq = s(&t, "quoted_name");
+        let names: Vec<String> = t
+            .get::<_, Option<Vec<String>>>("col_names")
+            .unwrap_or_default();
+        let strs = |col: &str| -> Vec<Option<String>> {
+            t.get::<_, Option<Vec<Option<String>>>>(col)
+                .unwrap_or_default()
+        };
+        let flags = |col: &str| -> Vec<Option<bool>> {
+            t.get::<_, Option<Vec<Option<bool>>>>(col)
+                .unwrap_or_default()
+        };
+        let (types, collations, identities, generated, defaults) = (
+            strs("col_types"),
+            strs("col_collations"),
+            strs("col_identities"),
+            strs("col_generated"),
+            strs("col_defaults"),
+        );
+        let (not_null, in_pk) = (flags("col_not_null"), flags("col_in_pk"));
+        let at = |v: &[Option<String>], i: usize| v.get(i).cloned().flatten();
+        let mut lines = Vec::with_capacity(names.len());
+        for (i, name) in names.iter().enumerate() {
             let key = format!("{tq}.{name}");
-            let mut l = format!("    {name} {}", s(col, "type_name"));
-            if let Some(coll) = os(col, "collation") {
+            let mut l = format!("    {name} {}", at(&types, i).unwrap_or_default());
+            if let Some(coll) = at(&collations, i) {
                 let _ = write!(l, " COLLATE {coll}");
             }
-            let ident = os(col, "identity").is_some() || identity_cols.contains(&key);
-            match (os(col, "generated").as_deref(), os(col, "default_expr")) {
+            let ident = at(&identities, i).is_some() || identity_cols.contains(&key);
+            match (at(&generated, i).as_deref(), at(&defaults, i)) {
                 (Some("s"), Some(e)) => {
                     let _ = write!(l, " GENERATED ALWAYS AS ({e}) STORED");
                 }
@@ -547,48 +574,51 @@ pub fn dump(ctx: &CollectCtx<'_>) -> Result<String> {
                 }
                 _ => {}
             }
-            let attnum: i32 = col.get("attnum");
-            if ident || (col.get::<_, bool>("not_null") && !pk.contains(&(oid, attnum))) {
+            let nn = not_null.get(i).copied().flatten().unwrap_or(false);
+            let pk = in_pk.get(i).copied().flatten().unwrap_or(false);
+            if ident || (nn && !pk) {
                 l.push_str(" NOT NULL");
             }
             lines.push(l);
         }
-        let mut text = String::from(if s(t, "persistence") == "u" {
+        let mut text = String::from(if s(&t, "persistence") == "u" {
             "CREATE UNLOGGED TABLE "
         } else {
             "CREATE TABLE "
         });
         let _ = write!(text, "{tq} (\n{}\n)", lines.join(",\n"));
-        if let Some(x) = os(t, "inherits_from") {
+        if let Some(x) = os(&t, "inherits_from") {
             let _ = write!(text, "\nINHERITS ({x})");
         }
-        if let Some(x) = os(t, "partition_key") {
+        if let Some(x) = os(&t, "partition_key") {
             let _ = write!(text, "\nPARTITION BY {x}");
         }
-        if let Some(x) = os(t, "rel_options") {
+        if let Some(x) = os(&t, "rel_options") {
             let _ = write!(text, "\nWITH ({x})");
         }
-        if let Some(x) = os(t, "tablespace") {
+        if let Some(x) = os(&t, "tablespace") {
             let _ = write!(text, "\nTABLESPACE {x}");
         }
         text.push_str(";\n");
-        out.push('\n');
-        out.push_str(&text);
-    }
-    for r in &partitions {
+        out.buf.push('\n');
+        out.buf.push_str(&text);
+        out.spill()
+    })?;
+    each(&mut c, "partitions", &partitions_sql, &p, |r| {
         emit(
-            &mut out,
+            &mut out.buf,
             &format!(
                 "CREATE TABLE {} PARTITION OF {} {};",
-                s(r, "child_name"),
-                s(r, "parent_name"),
-                s(r, "bound_expr")
+                s(&r, "child_name"),
+                s(&r, "parent_name"),
+                s(&r, "bound_expr")
             ),
         );
-    }
+        out.spill()
+    })?;
     for q in &serial {
         emit(
-            &mut out,
+            &mut out.buf,
             &format!(
                 "ALTER TABLE ONLY {} ALTER COLUMN {} SET DEFAULT {};",
                 q.owner_table.as_deref().unwrap_or(""),
@@ -596,6 +626,7 @@ pub fn dump(ctx: &CollectCtx<'_>) -> Result<String> {
                 q.default_expr.as_deref().unwrap_or("")
             ),
         );
+        out.spill()?;
     }
     for q in &identity {
         let alter = if q.owner_relkind.as_deref() == Some("p") {
@@ -609,7 +640,7 @@ pub fn dump(ctx: &CollectCtx<'_>) -> Result<String> {
             "BY DEFAULT"
         };
         emit(
-            &mut out,
+            &mut out.buf,
             &format!(
                 "{alter} {} ALTER COLUMN {} ADD GENERATED {how} AS IDENTITY (\n    SEQUENCE NAME {}{}\n);",
                 q.owner_table.as_deref().unwrap_or(""),
@@ -618,10 +649,11 @@ pub fn dump(ctx: &CollectCtx<'_>) -> Result<String> {
                 q.options("\n    ")
             ),
         );
+        out.spill()?;
     }
     for q in &serial {
         emit(
-            &mut out,
+            &mut out.buf,
             &format!(
                 "ALTER SEQUENCE {} OWNED BY {}.{};",
                 q.name,
@@ -629,115 +661,125 @@ pub fn dump(ctx: &CollectCtx<'_>) -> Result<String> {
                 q.owner_column.as_deref().unwrap_or("")
             ),
         );
+        out.spill()?;
     }
-    for col in &columns {
-        if let Some(st) = os(col, "storage") {
-            let word = match st.as_str() {
-                "p" => "PLAIN",
-                "e" => "EXTERNAL",
-                "m" => "MAIN",
-                _ => "EXTENDED",
-            };
-            emit(
-                &mut out,
-                &format!(
-                    "ALTER TABLE ONLY {} ALTER COLUMN {} SET STORAGE {word};",
-                    s(col, "table_name"),
-                    s(col, "name")
-                ),
-            );
-        }
-    }
-    for col in &columns {
-        if let Some(n) = col.get::<_, Option<i32>>("statistics") {
-            emit(
-                &mut out,
-                &format!(
-                    "ALTER TABLE ONLY {} ALTER COLUMN {} SET STATISTICS {n};",
-                    s(col, "table_name"),
-                    s(col, "name")
-                ),
-            );
-        }
-    }
-    for v in &views {
-        let with = os(v, "rel_options")
+    each(&mut c, "column storage", &storage_sql, &p, |col| {
+        let word = match s(&col, "storage").as_str() {
+            "p" => "PLAIN",
+            "e" => "EXTERNAL",
+            "m" => "MAIN",
+            _ => "EXTENDED",
+        };
+        emit(
+            &mut out.buf,
+            &format!(
+                "ALTER TABLE ONLY {} ALTER COLUMN {} SET STORAGE {word};",
+                s(&col, "table_name"),
+                s(&col, "name")
+            ),
+        );
+        out.spill()
+    })?;
+    each(&mut c, "column statistics", &statistics_sql, &p, |col| {
+        let n: i32 = col.get("statistics");
+        emit(
+            &mut out.buf,
+            &format!(
+                "ALTER TABLE ONLY {} ALTER COLUMN {} SET STATISTICS {n};",
+                s(&col, "table_name"),
+                s(&col, "name")
+            ),
+        );
+        out.spill()
+    })?;
+    each(&mut c, "views", &views_sql, &p, |v| {
+        let with = os(&v, "rel_options")
             .map(|o| format!(" WITH ({o})"))
             .unwrap_or_default();
         emit(
-            &mut out,
+            &mut out.buf,
             &format!(
                 "CREATE VIEW {}{with} AS\n{};",
-                s(v, "name"),
-                trim_def(&s(v, "view_def"))
+                s(&v, "name"),
+                trim_def(&s(&v, "view_def"))
             ),
         );
-    }
-    for v in &matviews {
-        let with = os(v, "rel_options")
+        out.spill()
+    })?;
+    each(&mut c, "materialized views", &matviews_sql, &p, |v| {
+        let with = os(&v, "rel_options")
             .map(|o| format!("\nWITH ({o})"))
             .unwrap_or_default();
-        let ts = os(v, "tablespace")
+        let ts = os(&v, "tablespace")
             .map(|o| format!("\nTABLESPACE {o}"))
             .unwrap_or_default();
         emit(
-            &mut out,
+            &mut out.buf,
             &format!(
                 "CREATE MATERIALIZED VIEW {}{with}{ts} AS\n{}\nWITH NO DATA;",
-                s(v, "name"),
-                trim_def(&s(v, "view_def"))
+                s(&v, "name"),
+                trim_def(&s(&v, "view_def"))
             ),
         );
-    }
-    for (i, f) in functions.iter().enumerate() {
+        out.spill()
+    })?;
+    let mut i = 0usize;
+    each(&mut c, "functions", &functions_sql, &p, |f| {
         if i > 0 {
-            out.push('\n');
+            out.buf.push('\n');
         }
-        let _ = writeln!(out, "\n{};", s(f, "function_def"));
-    }
-    for r in &constraints {
+        i += 1;
+        let _ = writeln!(out.buf, "\n{};", s(&f, "function_def"));
+        out.spill()
+    })?;
+    each(&mut c, "constraints", &constraints_sql, &p, |r| {
         emit(
-            &mut out,
+            &mut out.buf,
             &format!(
                 "ALTER TABLE ONLY {}\n    ADD CONSTRAINT {} {};",
-                s(r, "quoted_table"),
-                s(r, "quoted_con_name"),
-                s(r, "constraint_def")
+                s(&r, "quoted_table"),
+                s(&r, "quoted_con_name"),
+                s(&r, "constraint_def")
             ),
         );
-    }
-    for r in &fks {
+        out.spill()
+    })?;
+    each(&mut c, "foreign keys", &fks_sql, &p, |r| {
         emit(
-            &mut out,
+            &mut out.buf,
             &format!(
                 "ALTER TABLE ONLY {}\n    ADD CONSTRAINT {} {};",
-                s(r, "table_name"),
-                s(r, "con_name"),
-                s(r, "constraint_def")
+                s(&r, "table_name"),
+                s(&r, "con_name"),
+                s(&r, "constraint_def")
             ),
         );
-    }
-    for r in &indexes {
-        emit(&mut out, &format!("{};", s(r, "indexdef")));
-    }
-    for r in &triggers {
-        emit(&mut out, &format!("{};", s(r, "trigger_def")));
-    }
-    for r in &rls {
-        let t = s(r, "table_name");
+        out.spill()
+    })?;
+    each(&mut c, "indexes", &indexes_sql, &p, |r| {
+        emit(&mut out.buf, &format!("{};", s(&r, "indexdef")));
+        out.spill()
+    })?;
+    each(&mut c, "triggers", &triggers_sql, &p, |r| {
+        emit(&mut out.buf, &format!("{};", s(&r, "trigger_def")));
+        out.spill()
+    })?;
+    each(&mut c, "row level security", &rls_sql, &p, |r| {
+        let t = s(&r, "table_name");
         let mut x = format!("ALTER TABLE {t} ENABLE ROW LEVEL SECURITY;");
         if r.get::<_, bool>("force") {
             let _ = write!(x, "\nALTER TABLE {t} FORCE ROW LEVEL SECURITY;");
         }
-        emit(&mut out, &x);
-    }
-    for r in &policies {
+        emit(&mut out.buf, &x);
+        out.spill()
+    })?;
+    each(&mut c, "policies", &policies_sql, &p, |r| {
         let mut x = format!(
             "CREATE POLICY {} ON {}",
-            s(r, "policy_name"),
-            s(r, "table_name")
+            s(&r, "policy_name"),
+            s(&r, "table_name")
         );
-        match s(r, "command").as_str() {
+        match s(&r, "command").as_str() {
             "r" => x.push_str(" FOR SELECT"),
             "a" => x.push_str(" FOR INSERT"),
             "w" => x.push_str(" FOR UPDATE"),
@@ -751,16 +793,18 @@ pub fn dump(ctx: &CollectCtx<'_>) -> Result<String> {
         if !roles.is_empty() && roles != ["PUBLIC"] {
             let _ = write!(x, " TO {}", roles.join(", "));
         }
-        if let Some(u) = os(r, "using_expr") {
+        if let Some(u) = os(&r, "using_expr") {
             let _ = write!(x, "\n  USING ({u})");
         }
-        if let Some(w) = os(r, "with_check") {
+        if let Some(w) = os(&r, "with_check") {
             let _ = write!(x, "\n  WITH CHECK ({w})");
         }
         x.push(';');
-        emit(&mut out, &x);
-    }
-    Ok(out)
+        emit(&mut out.buf, &x);
+        out.spill()
+    })?;
+    drop(c);
+    t.finish()
 }
 
 impl CatalogCollector for Ddl {
@@ -777,19 +821,18 @@ impl CatalogCollector for Ddl {
             return Ok(false);
         }
         let forced = self.signature.as_deref() == Some(sig.as_str());
-        let ddl = dump(ctx)?;
+        // Streamed into the body as it is generated; an unchanged dump's body is dropped.
+        let hash = dump_into(ctx, out)?;
         // Remembered only once the dump worked, so a failed dump is retried next time.
         self.same_signature = 0;
         self.signature = Some(sig);
-        if ddl.is_empty() {
+        let Some(hash) = hash else {
             return Ok(false);
-        }
-        let hash = crate::gojson::sha256_hex(ddl.as_bytes());
+        };
         // The text's SHA-256 stands for the whole payload in skip-unchanged.
         if !self.skip.should_send(hash.as_bytes()) && !forced {
             return Ok(false);
         }
-        out.begin_with_text("ddl", &ddl)?;
         out.member("ddl_hash", &Value::from(hash))?;
         Ok(true)
     }

@@ -275,6 +275,27 @@ pub fn query(
     c.query(&prefixed(sql), params).map_err(Error::from)
 }
 
+/// Runs `sql` (prefixed, not prepared: for rarely run statements) on `c` and hands each row to
+/// `f` as it arrives, so a large result is never held whole. Returns the number of rows.
+pub fn for_each_row(
+    c: &mut postgres::Client,
+    sql: &str,
+    params: &[&(dyn ToSql + Sync)],
+    mut f: impl FnMut(Row) -> Result<()>,
+) -> Result<u64> {
+    use postgres::fallible_iterator::FallibleIterator;
+    let text = prefixed(sql);
+    let mut it = c
+        .query_raw(text.as_str(), params.iter().map(|p| *p as &dyn ToSql))
+        .map_err(Error::from)?;
+    let mut n = 0u64;
+    while let Some(row) = it.next().map_err(Error::from)? {
+        n += 1;
+        f(row)?;
+    }
+    Ok(n)
+}
+
 pub fn query_one(
     c: &mut postgres::Client,
     sql: &str,

@@ -61,6 +61,45 @@ pub fn pg_settings(c: &mut Client) -> Result<Vec<Setting>> {
         .collect())
 }
 
+/// The active settings as the config sync sends them: (name, setting, unit, vartype, context).
+pub fn active_settings(
+    c: &mut Client,
+) -> Result<Vec<(String, String, Option<String>, String, String)>> {
+    let rows = query(
+        c,
+        "SELECT name, setting, unit, vartype, context FROM pg_catalog.pg_settings",
+        &[],
+    )
+    .context("reading pg_settings")?;
+    Ok(rows
+        .iter()
+        .map(|r| {
+            (
+                r.get(0),
+                r.get::<_, Option<String>>(1).unwrap_or_default(),
+                r.get(2),
+                r.get(3),
+                r.get(4),
+            )
+        })
+        .collect())
+}
+
+/// What this session's settings depend on: when it last loaded the configuration files (per
+/// session: a reload shows here once the backend has processed it), the postmaster's start and
+/// the backend itself (ALTER ROLE/DATABASE SET take effect in new sessions). While it is the
+/// same, `pg_settings` read in this session is the same.
+pub fn settings_epoch(c: &mut Client) -> Result<String> {
+    Ok(query_one(
+        c,
+        "SELECT pg_catalog.pg_conf_load_time()::text || '/' || pg_catalog.pg_postmaster_start_time()::text \
+         || '/' || pg_catalog.pg_backend_pid()",
+        &[],
+    )
+    .context("reading the configuration load time")?
+    .get(0))
+}
+
 /// Names among `names` whose context is `postmaster` (need a restart).
 pub fn postmaster_knobs(c: &mut Client, names: &[String]) -> Result<Vec<String>> {
     let rows = query(

@@ -266,22 +266,40 @@ impl PayloadSink {
     }
 
     /// Writes `{"<key>":"<text>"` with the text escaped and flushed in 64 KiB pieces, so a
-    /// long text (the DDL dump) is never copied whole; members follow with [`PayloadSink::member`].
+    /// long text is never copied whole; members follow with [`PayloadSink::member`].
     pub fn begin_with_text(&mut self, key: &str, text: &str) -> Result<()> {
-        debug_assert_eq!(self.state, State::Empty);
-        self.buf.push('{');
-        gojson::write_str(&mut self.buf, key);
-        self.buf.push_str(":\"");
+        self.begin_text(key)?;
         let mut rest = text;
         while !rest.is_empty() {
             let mut cut = rest.len().min(64 << 10);
             while !rest.is_char_boundary(cut) {
                 cut -= 1;
             }
-            gojson::write_str_body(&mut self.buf, &rest[..cut]);
-            self.flush_buf()?;
+            self.text_piece(&rest[..cut])?;
             rest = &rest[cut..];
         }
+        self.end_text()
+    }
+
+    /// Opens `{"<key>":"` for a text written piece by piece ([`PayloadSink::text_piece`], then
+    /// [`PayloadSink::end_text`]): the DDL dump is encoded as it is generated, row by row.
+    pub fn begin_text(&mut self, key: &str) -> Result<()> {
+        debug_assert_eq!(self.state, State::Empty);
+        self.buf.push('{');
+        gojson::write_str(&mut self.buf, key);
+        self.buf.push_str(":\"");
+        self.flush_buf()
+    }
+
+    /// Appends `piece` (escaped) to the open text.
+    pub fn text_piece(&mut self, piece: &str) -> Result<()> {
+        debug_assert_eq!(self.state, State::Empty);
+        gojson::write_str_body(&mut self.buf, piece);
+        self.flush_buf()
+    }
+
+    /// Closes the text opened by [`PayloadSink::begin_text`]; members may follow.
+    pub fn end_text(&mut self) -> Result<()> {
         self.buf.push('"');
         self.state = State::Members;
         self.flush_buf()
