@@ -164,9 +164,9 @@ fn each(
     what: &str,
     sql: &str,
     params: &[&(dyn postgres::types::ToSql + Sync)],
-    f: impl FnMut(Row) -> Result<()>,
+    mut f: impl FnMut(Row) -> Result<()>,
 ) -> Result<u64> {
-    crate::pg::for_each_row(c, sql, params, f)
+    crate::pg::for_each_row(c, sql, params, &mut f)
         .with_context(|| format!("failed to collect DDL: {what}"))
 }
 

@@ -227,6 +227,16 @@ impl Pg {
         params: &[&(dyn ToSql + Sync)],
         mut f: impl FnMut(Row) -> Result<()>,
     ) -> Result<u64> {
+        self.each_row(sql, params, &mut f)
+    }
+
+    /// [`Pg::for_each_row`] with a dynamic callback: one copy of the driver loop for every caller.
+    fn each_row(
+        &self,
+        sql: &str,
+        params: &[&(dyn ToSql + Sync)],
+        f: &mut dyn FnMut(Row) -> Result<()>,
+    ) -> Result<u64> {
         use postgres::fallible_iterator::FallibleIterator;
         let mut c = self.conn()?;
         let text = prefixed(sql);
@@ -277,11 +287,12 @@ pub fn query(
 
 /// Runs `sql` (prefixed, not prepared: for rarely run statements) on `c` and hands each row to
 /// `f` as it arrives, so a large result is never held whole. Returns the number of rows.
+/// (`f` is dynamic: one copy of the driver loop serves every caller, which keeps the binary small.)
 pub fn for_each_row(
     c: &mut postgres::Client,
     sql: &str,
     params: &[&(dyn ToSql + Sync)],
-    mut f: impl FnMut(Row) -> Result<()>,
+    f: &mut dyn FnMut(Row) -> Result<()>,
 ) -> Result<u64> {
     use postgres::fallible_iterator::FallibleIterator;
     let text = prefixed(sql);
