@@ -52,29 +52,43 @@ pub static DATABASE_CONNECTIONS: Spec = Spec {
 const DB_SIZE_SQL: &str = "SELECT COALESCE(sum(pg_catalog.pg_database_size(oid)), 0)::bigint AS total_size_bytes \
      FROM pg_catalog.pg_database WHERE has_database_privilege(oid, 'CONNECT') OR pg_has_role('pg_read_all_stats', 'USAGE')";
 
-/// How long a computed database size is sent again before it is recomputed.
+/// How long a computed database size is sent again before it is recomputed, at least.
 /// `pg_database_size()` walks every file of every database (~0.5 s at 10,000 tables), while
-/// the size moves slowly: it is computed once a minute and sent every 5 s.
+/// the size moves slowly: it is computed at most once a minute and sent every 5 s.
 pub const DB_SIZE_REFRESH: Duration = Duration::from_secs(60);
 
-/// `system_db_size`: the total size of the databases, recomputed every [`DB_SIZE_REFRESH`].
+/// A slow computation is repeated less often: after [`DB_SIZE_COST_FACTOR`] times the time it
+/// took (so it costs the server at most ~0.2 % of one backend's time), at most every
+/// [`DB_SIZE_REFRESH_MAX`]. A small database (a few ms) stays at [`DB_SIZE_REFRESH`].
+pub const DB_SIZE_COST_FACTOR: u32 = 500;
+pub const DB_SIZE_REFRESH_MAX: Duration = Duration::from_secs(600);
+
+/// The wait before the next computation of the size, given how long the last one took.
+pub fn db_size_refresh(took: Duration) -> Duration {
+    (took * DB_SIZE_COST_FACTOR).clamp(DB_SIZE_REFRESH, DB_SIZE_REFRESH_MAX)
+}
+
+/// `system_db_size`: the total size of the databases, recomputed every [`DB_SIZE_REFRESH`] or
+/// less often when computing it is slow ([`db_size_refresh`]).
 #[derive(Default)]
 pub struct SystemDbSize {
-    last: Option<(Instant, i64)>,
+    /// (computed at, valid for, size).
+    last: Option<(Instant, Duration, i64)>,
 }
 
 impl CatalogCollector for SystemDbSize {
     fn collect_into(&mut self, ctx: &CollectCtx<'_>, out: &mut PayloadSink) -> Result<bool> {
         let collected_at = SystemTime::now();
         let size = match self.last {
-            Some((at, size)) if at.elapsed() < DB_SIZE_REFRESH => size,
+            Some((at, valid, size)) if at.elapsed() < valid => size,
             _ => {
+                let started = Instant::now();
                 let size: i64 = ctx
                     .pg
                     .query_one(DB_SIZE_SQL, &[])
                     .context("failed to query system_db_size")?
                     .get(0);
-                self.last = Some((Instant::now(), size));
+                self.last = Some((Instant::now(), db_size_refresh(started.elapsed()), size));
                 size
             }
         };
@@ -219,5 +233,20 @@ impl CatalogCollector for ServerUptime {
             );
         }
         one_row(out, collected_at, &Value::Object(m))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_slow_database_size_is_recomputed_less_often() {
+        assert_eq!(db_size_refresh(Duration::from_millis(3)), DB_SIZE_REFRESH);
+        assert_eq!(
+            db_size_refresh(Duration::from_millis(480)),
+            Duration::from_secs(240)
+        );
+        assert_eq!(db_size_refresh(Duration::from_secs(5)), DB_SIZE_REFRESH_MAX);
     }
 }
