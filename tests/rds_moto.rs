@@ -16,6 +16,7 @@ use support::cloud::moto::{moto_binary, Moto};
 use support::cloud::stand_in::StandIn;
 use support::pgcluster::PgCluster;
 use support::platform::{PlatformStandIn, Recorded};
+use support::rds_fault_front::{Fault, FaultFront, Rule};
 use support::rds_mirror::{start_pi, MirrorConfig, RdsMirror};
 
 const REGION: &str = "us-east-1";
@@ -213,8 +214,12 @@ fn setup(kind: Kind, pi: bool) -> Option<World> {
 
 impl World {
     fn spawn(&self, flag: &str, extra_env: &[(&str, &str)]) -> Agent {
-        let url = self.mirror.url();
-        let env = self.env(&url, extra_env);
+        self.spawn_via(&self.mirror.url(), flag, extra_env)
+    }
+
+    /// The agent with its AWS endpoint at `url` (a fault front before the mirror).
+    fn spawn_via(&self, url: &str, flag: &str, extra_env: &[(&str, &str)]) -> Agent {
+        let env = self.env(url, extra_env);
         Agent::spawn(
             &agent::config_yaml(&self.pg.url(), &self.platform.url, "disable_checks: true\n"),
             &[flag],
@@ -332,6 +337,57 @@ fn rec(knobs: &[(&str, serde_json::Value, &str)], application: &str) -> String {
         .collect();
     let names: Vec<&str> = knobs.iter().map(|k| k.0).collect();
     serde_json::json!([{"config": config, "knobs_overrides": names, "knob_application": application}]).to_string()
+}
+
+/// 21 dynamic knobs: two Modify batches (20 + 1), the second being `checkpoint_timeout`.
+fn twenty_one_knobs() -> Vec<(&'static str, serde_json::Value, &'static str)> {
+    vec![
+        ("work_mem", serde_json::json!(8192), "integer"),
+        ("maintenance_work_mem", serde_json::json!(131072), "integer"),
+        ("random_page_cost", serde_json::json!(1.5), "real"),
+        ("seq_page_cost", serde_json::json!(0.9), "real"),
+        ("effective_cache_size", serde_json::json!(262144), "integer"),
+        (
+            "default_statistics_target",
+            serde_json::json!(200),
+            "integer",
+        ),
+        ("bgwriter_delay", serde_json::json!(300), "integer"),
+        ("bgwriter_lru_maxpages", serde_json::json!(200), "integer"),
+        (
+            "checkpoint_completion_target",
+            serde_json::json!(0.8),
+            "real",
+        ),
+        (
+            "max_parallel_workers_per_gather",
+            serde_json::json!(3),
+            "integer",
+        ),
+        (
+            "max_parallel_maintenance_workers",
+            serde_json::json!(3),
+            "integer",
+        ),
+        (
+            "effective_io_concurrency",
+            serde_json::json!(100),
+            "integer",
+        ),
+        ("min_wal_size", serde_json::json!(100), "integer"),
+        ("max_wal_size", serde_json::json!(2048), "integer"),
+        ("cpu_tuple_cost", serde_json::json!(0.02), "real"),
+        ("cpu_index_tuple_cost", serde_json::json!(0.006), "real"),
+        ("cpu_operator_cost", serde_json::json!(0.003), "real"),
+        ("autovacuum_naptime", serde_json::json!(30), "integer"),
+        (
+            "autovacuum_vacuum_cost_limit",
+            serde_json::json!(400),
+            "integer",
+        ),
+        ("deadlock_timeout", serde_json::json!(2000), "integer"),
+        ("checkpoint_timeout", serde_json::json!(600), "integer"),
+    ]
 }
 
 fn wait_config(
@@ -611,53 +667,7 @@ fn rds_failed_second_batch_rolls_the_first_batch_back() {
         return;
     };
     // 21 dynamic knobs: two Modify batches (20 + 1); the mirror refuses the second.
-    let knobs: Vec<(&str, serde_json::Value, &str)> = vec![
-        ("work_mem", serde_json::json!(8192), "integer"),
-        ("maintenance_work_mem", serde_json::json!(131072), "integer"),
-        ("random_page_cost", serde_json::json!(1.5), "real"),
-        ("seq_page_cost", serde_json::json!(0.9), "real"),
-        ("effective_cache_size", serde_json::json!(262144), "integer"),
-        (
-            "default_statistics_target",
-            serde_json::json!(200),
-            "integer",
-        ),
-        ("bgwriter_delay", serde_json::json!(300), "integer"),
-        ("bgwriter_lru_maxpages", serde_json::json!(200), "integer"),
-        (
-            "checkpoint_completion_target",
-            serde_json::json!(0.8),
-            "real",
-        ),
-        (
-            "max_parallel_workers_per_gather",
-            serde_json::json!(3),
-            "integer",
-        ),
-        (
-            "max_parallel_maintenance_workers",
-            serde_json::json!(3),
-            "integer",
-        ),
-        (
-            "effective_io_concurrency",
-            serde_json::json!(100),
-            "integer",
-        ),
-        ("min_wal_size", serde_json::json!(100), "integer"),
-        ("max_wal_size", serde_json::json!(2048), "integer"),
-        ("cpu_tuple_cost", serde_json::json!(0.02), "real"),
-        ("cpu_index_tuple_cost", serde_json::json!(0.006), "real"),
-        ("cpu_operator_cost", serde_json::json!(0.003), "real"),
-        ("autovacuum_naptime", serde_json::json!(30), "integer"),
-        (
-            "autovacuum_vacuum_cost_limit",
-            serde_json::json!(400),
-            "integer",
-        ),
-        ("deadlock_timeout", serde_json::json!(2000), "integer"),
-        ("checkpoint_timeout", serde_json::json!(600), "integer"),
-    ];
+    let knobs = twenty_one_knobs();
     let names: Vec<&str> = knobs.iter().map(|k| k.0).collect();
     let before: Vec<String> = names.iter().map(|n| w.setting(n)).collect();
     w.mirror.fail_modify(Some(2));
@@ -764,4 +774,157 @@ fn aurora_cluster_level_parameters_go_to_the_cluster_group_and_the_writer_is_fou
         "{si}"
     );
     let _ = &w.moto;
+}
+
+#[test]
+fn rds_throttling_and_5xx_are_retried_with_backoff_and_the_apply_succeeds() {
+    let Some(w) = setup(
+        Kind::Rds {
+            default_group: false,
+        },
+        false,
+    ) else {
+        return;
+    };
+    // Each agent try is three quick HTTP attempts: five faults on Modify outlast the first try
+    // (Throttling, RequestLimitExceeded, Throttling) and two more 5xx on the second; three
+    // 503s on the parameter definitions outlast the first try of that read.
+    let front = FaultFront::start(
+        w.mirror.server.port,
+        vec![
+            Rule::new(
+                "ModifyDBParameterGroup",
+                0,
+                5,
+                &[
+                    Fault::Throttling,
+                    Fault::RequestLimitExceeded,
+                    Fault::Throttling,
+                    Fault::Internal500,
+                    Fault::Unavailable503,
+                ],
+            ),
+            Rule::new("DescribeDBParameters", 0, 3, &[Fault::Unavailable503]),
+        ],
+    );
+    w.platform.set_recommendation(&rec(
+        &[("work_mem", serde_json::json!(8192), "integer")],
+        "reload",
+    ));
+    let a = w.spawn_via(
+        &front.url(),
+        "--rds",
+        &[("DBT_APPLY_RESTART_TIMEOUT", "30")],
+    );
+    let took = wait_config(&w, &a, "configurations with work_mem = 8192", 90, |x| {
+        setting_in(x, "work_mem") == 8192
+    });
+    eprintln!("MEASURE rds reload apply through 5 Modify faults and 3 Describe 503s: {took:?}");
+    assert_eq!(w.setting("work_mem"), "8192");
+    assert_eq!(front.counts("ModifyDBParameterGroup"), (1, 5));
+    assert_eq!(front.counts("DescribeDBParameters").1, 3);
+    assert_eq!(w.mirror.calls_of("ModifyDBParameterGroup").len(), 1);
+    assert_eq!(
+        w.user_values("dbtune-pg16", false),
+        vec![("work_mem".to_string(), "8192".to_string())]
+    );
+    let logs = a.logs();
+    for want in [
+        "Modify 1 on parameter group dbtune-pg16 (work_mem): try 1 failed",
+        "HTTP 400 Throttling: Rate exceeded",
+        "Modify 1 on parameter group dbtune-pg16 (work_mem): succeeded on try 2",
+        "reading the parameter definitions of parameter group dbtune-pg16: try 1 failed",
+        "HTTP 503 ServiceUnavailable",
+    ] {
+        assert!(logs.contains(want), "{want:?} not logged:\n{logs}");
+    }
+    // The backoff paused between tries: 1–2 s after the first (equal jitter on 2 s).
+    let inj = front.injected();
+    let mods: Vec<_> = inj
+        .iter()
+        .filter(|(a, _, _)| a == "ModifyDBParameterGroup")
+        .collect();
+    let gap = mods[3].2 - mods[2].2;
+    assert!(
+        gap >= Duration::from_millis(950) && gap < Duration::from_millis(2900),
+        "{gap:?}"
+    );
+    assert!(w.platform.by_segment("log-entries").is_empty());
+}
+
+#[test]
+fn rds_persistent_throttling_fails_within_the_deadline_and_rolls_back() {
+    let Some(w) = setup(
+        Kind::Rds {
+            default_group: false,
+        },
+        false,
+    ) else {
+        return;
+    };
+    let knobs = twenty_one_knobs();
+    let names: Vec<&str> = knobs.iter().map(|k| k.0).collect();
+    let before: Vec<String> = names.iter().map(|n| w.setting(n)).collect();
+    // The first batch lands; every later Modify is throttled.
+    let front = FaultFront::start(
+        w.mirror.server.port,
+        vec![Rule::new(
+            "ModifyDBParameterGroup",
+            1,
+            usize::MAX,
+            &[Fault::Throttling],
+        )],
+    );
+    w.platform.set_recommendation(&rec(&knobs, "reload"));
+    let deadline = Duration::from_secs(15);
+    let a = w.spawn_via(
+        &front.url(),
+        "--rds",
+        &[("DBT_APPLY_RESTART_TIMEOUT", "15")],
+    );
+    let reqs = w
+        .platform
+        .wait_for("a log entry", Duration::from_secs(90), |r| {
+            r.iter().any(|x| x.segment() == "log-entries")
+        });
+    let e = reqs
+        .iter()
+        .find(|x| x.segment() == "log-entries")
+        .unwrap()
+        .json();
+    let msg = e["error_message"].as_str().unwrap();
+    assert_eq!(e["error_type"], "config_apply_error", "{e}");
+    for want in [
+        "Modify 1 on parameter group dbtune-pg16 (checkpoint_timeout): gave up after",
+        "apply.restart_timeout",
+        "Throttling: Rate exceeded",
+        "rolled back",
+    ] {
+        assert!(msg.contains(want), "{want:?} missing: {msg}");
+    }
+    // Tries stopped within the deadline, backing off (at least three tries, fewer than ten).
+    let throttled: Vec<Instant> = front.injected().iter().map(|x| x.2).collect();
+    let span = *throttled.last().unwrap() - throttled[0];
+    eprintln!(
+        "MEASURE rds persistent throttling: {} throttled calls over {span:?} (deadline {deadline:?})",
+        throttled.len()
+    );
+    assert!(span < deadline, "{span:?}");
+    assert!(
+        (9..30).contains(&throttled.len()),
+        "{} throttled calls",
+        throttled.len()
+    );
+    // Only the first batch reached AWS; it was reset (it had no user values), nothing is left.
+    assert_eq!(front.counts("ModifyDBParameterGroup").0, 1);
+    assert_eq!(w.mirror.calls_of("ModifyDBParameterGroup").len(), 1);
+    let resets = w.mirror.calls_of("ResetDBParameterGroup");
+    assert_eq!(resets.len(), 1, "{:?}", w.mirror.actions());
+    assert!(resets[0].contains_key("Parameters.Parameter.20.ParameterName"));
+    assert!(!resets[0].contains_key("Parameters.Parameter.21.ParameterName"));
+    assert_eq!(w.user_values("dbtune-pg16", false), vec![]);
+    let after: Vec<String> = names.iter().map(|n| w.setting(n)).collect();
+    assert_eq!(after, before);
+    let logs = a.logs();
+    assert!(logs.contains("retrying in"), "{logs}");
 }
