@@ -20,6 +20,11 @@ use support::rds_fault_front::{Fault, FaultFront, Rule};
 use support::rds_mirror::{start_pi, MirrorConfig, RdsMirror};
 
 const REGION: &str = "us-east-1";
+/// Both WAL collectors enabled in the configuration (Aurora must still leave them off).
+const WAL_COLLECTORS_ON: &[(&str, &str)] = &[
+    ("DBT_COLLECTOR_PG_STAT_WAL_ENABLED", "true"),
+    ("DBT_COLLECTOR_PG_STAT_WAL_RECEIVER_ENABLED", "true"),
+];
 
 fn p(k: &str, v: &str) -> (String, String) {
     (k.to_string(), v.to_string())
@@ -57,6 +62,11 @@ fn iam(moto: &Moto, action: &str, params: &[(&str, &str)]) -> dbtune_agent::clou
 }
 
 fn setup(kind: Kind, pi: bool) -> Option<World> {
+    setup_pg(kind, pi, &[])
+}
+
+/// [`setup`] with extra postgresql.conf lines for the local cluster.
+fn setup_pg(kind: Kind, pi: bool, pg_extra: &[&str]) -> Option<World> {
     let bin = moto_binary()?;
     // Four unauthenticated IAM calls make a user allowed everything; from then on moto checks
     // every signature.
@@ -166,7 +176,7 @@ fn setup(kind: Kind, pi: bool) -> Option<World> {
             "dbtune-cluster".to_string()
         }
     };
-    let pg = PgCluster::start();
+    let pg = PgCluster::start_with(pg_extra);
     let mirror = RdsMirror::start(MirrorConfig {
         moto_port: moto.port,
         pg_url: pg.url(),
@@ -219,9 +229,13 @@ impl World {
 
     /// The agent with its AWS endpoint at `url` (a fault front before the mirror).
     fn spawn_via(&self, url: &str, flag: &str, extra_env: &[(&str, &str)]) -> Agent {
+        self.spawn_full(&self.pg.url(), url, flag, extra_env)
+    }
+
+    fn spawn_full(&self, pg_url: &str, url: &str, flag: &str, extra_env: &[(&str, &str)]) -> Agent {
         let env = self.env(url, extra_env);
         Agent::spawn(
-            &agent::config_yaml(&self.pg.url(), &self.platform.url, "disable_checks: true\n"),
+            &agent::config_yaml(pg_url, &self.platform.url, "disable_checks: true\n"),
             &[flag],
             &env,
         )
@@ -434,7 +448,7 @@ fn rds_reload_lands_in_the_group_and_cloudwatch_and_pi_feed_metrics_and_system_i
         &[("work_mem", serde_json::json!(8192), "integer")],
         "reload",
     ));
-    let a = w.spawn("--rds", &[]);
+    let a = w.spawn("--rds", WAL_COLLECTORS_ON);
     let took = wait_config(&w, &a, "configurations with work_mem = 8192", 90, |x| {
         setting_in(x, "work_mem") == 8192
     });
@@ -523,6 +537,16 @@ fn rds_reload_lands_in_the_group_and_cloudwatch_and_pi_feed_metrics_and_system_i
         text.contains("node_cpu_count") && text.contains("8589934592"),
         "{text}"
     );
+    // Off Aurora, the two WAL collectors send (the Aurora test's control).
+    let reqs = w.platform.wait_for(
+        "pg_stat_wal and pg_stat_wal_receiver",
+        Duration::from_secs(30),
+        |r| {
+            r.iter().any(|x| x.segment() == "pg_stat_wal")
+                && r.iter().any(|x| x.segment() == "pg_stat_wal_receiver")
+        },
+    );
+    assert!(reqs.iter().any(|x| x.segment() == "pg_stat_wal"));
 
     // Steady state: AWS calls per minute once the apply is done.
     let secs: u64 = std::env::var("DBTUNE_TEST_RDS_MEASURE")
@@ -720,7 +744,7 @@ fn aurora_cluster_level_parameters_go_to_the_cluster_group_and_the_writer_is_fou
         ],
         "reload",
     ));
-    let a = w.spawn("--aurora", &[]);
+    let a = w.spawn("--aurora", WAL_COLLECTORS_ON);
     let took = wait_config(&w, &a, "configurations with both knobs", 90, |x| {
         setting_in(x, "work_mem") == 12288 && setting_in(x, "autovacuum_naptime") == 45
     });
@@ -773,6 +797,45 @@ fn aurora_cluster_level_parameters_go_to_the_cluster_group_and_the_writer_is_fou
         si.contains("aws_rds_cluster_parameter_group") && si.contains("dbtune-cluster-pg"),
         "{si}"
     );
+    // The writer was found from the cluster: every instance call names it.
+    let described: Vec<_> = w.mirror.calls_of("DescribeDBInstances");
+    assert!(
+        described
+            .iter()
+            .any(|f| f.get("DBInstanceIdentifier").map(String::as_str) == Some("dbtune-writer")),
+        "{described:?}"
+    );
+    // pg_stat_wal / pg_stat_wal_receiver are forced off although enabled in the configuration:
+    // other collectors of the same 1-minute cadence have sent, those two never.
+    let reqs = w.platform.wait_for(
+        "the 1-minute catalog collectors",
+        Duration::from_secs(60),
+        |r| {
+            [
+                "pg_stat_bgwriter",
+                "pg_stat_database",
+                "pg_stat_slru",
+                "pg_stat_archiver",
+            ]
+            .iter()
+            .all(|n| r.iter().any(|x| x.segment() == *n))
+        },
+    );
+    std::thread::sleep(Duration::from_secs(2));
+    let sent: Vec<String> = w
+        .platform
+        .requests()
+        .iter()
+        .map(|x| x.segment().to_string())
+        .collect();
+    assert!(reqs.len() <= sent.len());
+    for off in ["pg_stat_wal", "pg_stat_wal_receiver"] {
+        assert!(
+            !sent.iter().any(|s| s == off),
+            "{off} sent on Aurora: {sent:?}"
+        );
+    }
+    let _ = &a;
     let _ = &w.moto;
 }
 
@@ -927,4 +990,312 @@ fn rds_persistent_throttling_fails_within_the_deadline_and_rolls_back() {
     assert_eq!(after, before);
     let logs = a.logs();
     assert!(logs.contains("retrying in"), "{logs}");
+}
+
+/// The token botocore's `generate_db_auth_token` makes at unix time `t` (tests/support/cloud/rds_token_reference.py).
+#[allow(clippy::too_many_arguments)]
+fn botocore_token(
+    py: &std::path::Path,
+    key: &str,
+    secret: &str,
+    session_token: Option<&str>,
+    region: &str,
+    host: &str,
+    port: u16,
+    user: &str,
+    t: i64,
+) -> String {
+    let out = std::process::Command::new(py)
+        .arg(reference_script())
+        .args([
+            "make",
+            key,
+            secret,
+            session_token.unwrap_or("-"),
+            region,
+            host,
+        ])
+        .args([port.to_string(), user.to_string(), t.to_string()])
+        .output()
+        .expect("running botocore");
+    assert!(
+        out.status.success(),
+        "botocore: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap().trim().to_string()
+}
+
+fn reference_script() -> std::path::PathBuf {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/support/cloud/rds_token_reference.py")
+}
+
+/// The venv python that has boto3 / botocore (installed with moto by .ci/setup-cloud.sh).
+fn venv_python() -> Option<std::path::PathBuf> {
+    Some(moto_binary()?.parent().unwrap().join("python"))
+}
+
+#[test]
+fn rds_iam_token_is_byte_for_byte_botocores_generate_db_auth_token() {
+    let Some(py) = venv_python() else {
+        return;
+    };
+    let cases: &[(&str, &str, Option<&str>, &str, &str, u16, &str, i64)] = &[
+        (
+            "AKIDEXAMPLE",
+            "wJalrXUtnFEMI/K7MDENG+bPxRfiCYEXAMPLEKEY",
+            None,
+            "us-east-1",
+            "dbtune-db.abcdefghijkl.us-east-1.rds.amazonaws.com",
+            5432,
+            "dbtune",
+            1_700_000_000,
+        ),
+        (
+            "ASIAEXAMPLE0000TOKEN",
+            "s3cr3t+/=value",
+            Some("IQoJb3JpZ2luX2VjEJr//////////wEaCXVzLWVhc3QtMSJHMEUCIQ+/=="),
+            "eu-west-1",
+            "dbtune.cluster-abc.eu-west-1.rds.amazonaws.com",
+            6543,
+            "iam user+1@x",
+            1_767_225_599,
+        ),
+        (
+            "AKIDEXAMPLE",
+            "secret",
+            None,
+            "ap-southeast-2",
+            "127.0.0.1",
+            15432,
+            "dbtune_iam",
+            1_798_761_600,
+        ),
+    ];
+    for &(key, secret, token, region, host, port, user, t) in cases {
+        let creds = dbtune_agent::cloud::aws::Credentials::new(key, secret, token);
+        let ours =
+            dbtune_agent::cloud::aws::sigv4::rds_auth_token(host, port, user, region, &creds, t);
+        let reference = botocore_token(&py, key, secret, token, region, host, port, user, t);
+        assert_eq!(ours, reference, "{user}@{host}:{port} in {region} at {t}");
+    }
+}
+
+/// Removes the PAM service file at the end of the test.
+struct PamService(std::path::PathBuf);
+impl Drop for PamService {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
+
+#[test]
+fn rds_iam_auth_logs_in_to_postgresql_over_tls_with_tokens_a_pam_checker_verifies() {
+    let Some(py) = venv_python() else {
+        return;
+    };
+    if unsafe { libc::geteuid() } != 0 {
+        eprintln!("*** SKIPPING: the PAM service file in /etc/pam.d needs root ***");
+        return;
+    }
+    let certs = agent::temp_dir("rds-iam-tls");
+    let st = std::process::Command::new("openssl")
+        .args([
+            "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2",
+        ])
+        .args([
+            "-subj",
+            "/CN=localhost",
+            "-keyout",
+            "server.key",
+            "-out",
+            "server.crt",
+        ])
+        .current_dir(&certs)
+        .output()
+        .expect("openssl");
+    assert!(
+        st.status.success(),
+        "{}",
+        String::from_utf8_lossy(&st.stderr)
+    );
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(
+        certs.join("server.key"),
+        std::fs::Permissions::from_mode(0o600),
+    )
+    .unwrap();
+    support::pgcluster::chown_postgres(&certs);
+    let (crt, key) = (certs.join("server.crt"), certs.join("server.key"));
+    let Some(w) = setup_pg(
+        Kind::Rds {
+            default_group: false,
+        },
+        false,
+        &[
+            "ssl = on",
+            &format!("ssl_cert_file = '{}'", crt.display()),
+            &format!("ssl_key_file = '{}'", key.display()),
+        ],
+    ) else {
+        return;
+    };
+    let port = w.pg.port;
+    let Some(checker_py) = python_for_postgres(&py) else {
+        eprintln!("*** SKIPPING: no python with botocore that the postgres user can run ***");
+        return;
+    };
+    // PostgreSQL asks PAM; pam_exec hands the password to botocore, which must find it to be
+    // a token it would have signed itself for this user, host and port.
+    let service = format!("dbtune-iam-{}", std::process::id());
+    let pam_log = certs.join("pam.log");
+    let _pam = PamService(std::path::PathBuf::from(format!("/etc/pam.d/{service}")));
+    std::fs::write(
+        &_pam.0,
+        format!(
+            "auth required pam_exec.so expose_authtok log={} {} {} verify {} {} {REGION} 127.0.0.1 {port}\naccount required pam_permit.so\n",
+            pam_log.display(),
+            checker_py,
+            reference_script().display(),
+            w.key_id,
+            w.secret,
+        ),
+    )
+    .unwrap();
+    let hba = w.pg.data_dir().join("pg_hba.conf");
+    let old = std::fs::read_to_string(&hba).unwrap();
+    std::fs::write(
+        &hba,
+        format!("hostssl all dbtune_iam 127.0.0.1/32 pam pamservice={service}\nhost all dbtune_iam 127.0.0.1/32 reject\n{old}"),
+    )
+    .unwrap();
+    let mut c = w.pg.client();
+    c.batch_execute(
+        "CREATE ROLE dbtune_iam LOGIN; GRANT pg_monitor TO dbtune_iam; SELECT pg_reload_conf()",
+    )
+    .unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+
+    // The checker is not a yes-man: a wrong password and a token signed with another secret
+    // are refused.
+    let try_login = |password: &str| {
+        let url = format!(
+            "postgres://dbtune_iam:{}@127.0.0.1:{port}/postgres?sslmode=require",
+            dbtune_agent::cloud::encoding::uri_encode(password, false)
+        );
+        dbtune_agent::pg::Pg::new(&url, 1, dbtune_agent::pg::SessionLimits::default())
+            .and_then(|p| p.conn().map(|_| ()))
+    };
+    assert!(try_login("not-a-token").is_err());
+    let forged = botocore_token(
+        &py,
+        &w.key_id,
+        "another-secret",
+        None,
+        REGION,
+        "127.0.0.1",
+        port,
+        "dbtune_iam",
+        now_unix(),
+    );
+    assert!(try_login(&forged).is_err());
+    let real = botocore_token(
+        &py,
+        &w.key_id,
+        &w.secret,
+        None,
+        REGION,
+        "127.0.0.1",
+        port,
+        "dbtune_iam",
+        now_unix(),
+    );
+    try_login(&real).expect("botocore's own token logs in");
+    let checked_before = std::fs::read_to_string(&pam_log).unwrap_or_default();
+    assert!(
+        checked_before.contains("signature mismatch"),
+        "{checked_before}"
+    );
+
+    let pg_url = format!("postgres://dbtune_iam@127.0.0.1:{port}/postgres?sslmode=require");
+    let a = w.spawn_full(
+        &pg_url,
+        &w.mirror.url(),
+        "--rds",
+        &[("DBT_RDS_IAM_AUTH", "true")],
+    );
+    // System info and the catalog collectors need PostgreSQL: the agent is logged in.
+    w.platform.wait_for(
+        "system-info and pg_stat_bgwriter",
+        Duration::from_secs(60),
+        |r| {
+            r.iter().any(|x| x.segment() == "system-info")
+                && r.iter().any(|x| x.segment() == "pg_stat_bgwriter")
+        },
+    );
+    let ssl: i64 = c
+        .query_one(
+            "SELECT count(*) FROM pg_stat_activity a JOIN pg_stat_ssl s USING (pid) WHERE a.usename = 'dbtune_iam' AND s.ssl",
+            &[],
+        )
+        .unwrap()
+        .get(0);
+    assert!(ssl >= 1, "no TLS session of dbtune_iam\n{}", a.logs());
+    let checked = std::fs::read_to_string(&pam_log).unwrap_or_default();
+    let agent_logins: Vec<&str> = checked[checked_before.len()..]
+        .lines()
+        .filter(|l| l.contains("dbtune_iam: valid token"))
+        .collect();
+    assert!(
+        !agent_logins.is_empty() && !checked[checked_before.len()..].contains("mismatch"),
+        "{checked}\n{}",
+        a.logs()
+    );
+    // Every login reuses the one cached token (same signing time).
+    let dates: std::collections::HashSet<&str> = agent_logins
+        .iter()
+        .filter_map(|l| l.split("X-Amz-Date ").nth(1))
+        .collect();
+    eprintln!(
+        "MEASURE rds iam auth: {} agent logins with {} token(s)",
+        agent_logins.len(),
+        dates.len()
+    );
+    assert_eq!(dates.len(), 1, "{agent_logins:?}");
+    let logs = a.logs();
+    assert!(
+        !logs.contains("X-Amz-Signature"),
+        "token in the log:\n{logs}"
+    );
+    assert!(!logs.contains(&w.secret), "secret in the log");
+    drop(a);
+    let _ = std::fs::remove_dir_all(&certs);
+}
+
+/// A command line running python with botocore as the postgres user (pam_exec runs the checker
+/// as the server's user): the venv's interpreter, or, when that lives somewhere postgres may
+/// not enter (a pyenv under /root), the system python3 with the venv's pure-python packages.
+fn python_for_postgres(venv_py: &std::path::Path) -> Option<String> {
+    let works = |argv: &[&str]| {
+        std::process::Command::new("runuser")
+            .args(["-u", "postgres", "--"])
+            .args(argv)
+            .args(["-c", "import botocore"])
+            .output()
+            .is_ok_and(|o| o.status.success())
+    };
+    let venv = venv_py.display().to_string();
+    if works(&[&venv]) {
+        return Some(venv);
+    }
+    let lib = venv_py.parent()?.parent()?.join("lib");
+    let site = std::fs::read_dir(lib)
+        .ok()?
+        .filter_map(|e| e.ok())
+        .map(|e| e.path().join("site-packages"))
+        .find(|p| p.is_dir())?;
+    let pythonpath = format!("PYTHONPATH={}", site.display());
+    let argv = ["/usr/bin/env", pythonpath.as_str(), "/usr/bin/python3"];
+    works(&argv).then(|| argv.join(" "))
 }

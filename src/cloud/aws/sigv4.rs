@@ -186,13 +186,14 @@ pub fn sign_parts(parts: &Parts, p: &SigningParams, mode: Mode) -> Signed {
             if let (Some(t), true) = (&token, p.omit_session_token) {
                 extra_query.push(("X-Amz-Security-Token".into(), uri_encode(t, false)));
             }
-            // The order the AWS SDKs emit: signed-headers before expires, signature last.
+            // The order botocore emits (checked against `generate_db_auth_token` in
+            // tests/rds_moto.rs), signature last: RDS IAM tokens match it byte for byte.
             let order = [
                 "X-Amz-Algorithm",
                 "X-Amz-Credential",
                 "X-Amz-Date",
-                "X-Amz-SignedHeaders",
                 "X-Amz-Expires",
+                "X-Amz-SignedHeaders",
                 "X-Amz-Security-Token",
             ];
             extra_query.sort_by_key(|(k, _)| order.iter().position(|o| o == k));

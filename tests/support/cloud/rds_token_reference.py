@@ -53,7 +53,7 @@ def main():
         if age > datetime.timedelta(seconds=900) or age < datetime.timedelta(seconds=-300):
             log(f"expired or from the future ({age})")
             return 1
-        log("valid token")
+        log(f"valid token (X-Amz-Date {stamp})")
         return 0
     return 2
 
