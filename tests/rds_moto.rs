@@ -564,6 +564,43 @@ fn rds_reload_lands_in_the_group_and_cloudwatch_and_pi_feed_metrics_and_system_i
         !during.iter().any(|a| a.starts_with("Modify")),
         "re-applied: {during:?}"
     );
+
+    // --check on a custom group with Performance Insights on: each control-plane line.
+    let url = w.mirror.url();
+    let (st, out, logs) = agent::run(
+        &agent::config_yaml(&w.pg.url(), &w.platform.url, ""),
+        &["--rds", "--check"],
+        &w.env(&url, &[]),
+        Duration::from_secs(60),
+    );
+    for want in [
+        "found (source: static keys)",
+        "allowed: instance dbtune-db (db.m5.large",
+        "dbtune-pg16 is custom",
+        "GetMetricData reachable",
+        "Performance Insights",
+        "GetResourceMetrics answered",
+    ] {
+        assert!(
+            out.contains(want),
+            "{want:?} missing from --check:\n{out}\n{logs}"
+        );
+    }
+    assert!(st.success(), "{out}\n{logs}");
+    // A rejected secret: --check fails naming the call and AWS's reason, never the secret.
+    let (st, out, logs) = agent::run(
+        &agent::config_yaml(&w.pg.url(), &w.platform.url, ""),
+        &["--rds", "--check"],
+        &w.env(&url, &[("AWS_SECRET_ACCESS_KEY", "not-the-secret-4711")]),
+        Duration::from_secs(60),
+    );
+    let both = format!("{out}\n{logs}");
+    assert!(!st.success(), "{both}");
+    assert!(
+        both.contains("DescribeDBInstances") && both.contains("SignatureDoesNotMatch"),
+        "{both}"
+    );
+    assert!(!both.contains("not-the-secret-4711"), "{both}");
 }
 
 #[test]
