@@ -1078,7 +1078,18 @@ fn rds_iam_token_is_byte_for_byte_botocores_generate_db_auth_token() {
     let Some(py) = venv_python() else {
         return;
     };
-    let cases: &[(&str, &str, Option<&str>, &str, &str, u16, &str, i64)] = &[
+    // (key id, secret, session token, region, host, port, user, unix time)
+    type Case<'a> = (
+        &'a str,
+        &'a str,
+        Option<&'a str>,
+        &'a str,
+        &'a str,
+        u16,
+        &'a str,
+        i64,
+    );
+    let cases: &[Case] = &[
         (
             "AKIDEXAMPLE",
             "wJalrXUtnFEMI/K7MDENG+bPxRfiCYEXAMPLEKEY",
