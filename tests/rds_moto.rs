@@ -1191,10 +1191,18 @@ fn rds_iam_auth_logs_in_to_postgresql_over_tls_with_tokens_a_pam_checker_verifie
         return;
     };
     let port = w.pg.port;
-    let Some(checker_py) = python_for_postgres(&py) else {
-        eprintln!("*** SKIPPING: no python with botocore that the postgres user can run ***");
+    // The checker runs as the server's user: its script and python must be reachable by it.
+    let checker = certs.join("rds_token_reference.py");
+    std::fs::copy(reference_script(), &checker).unwrap();
+    let Some(checker_py) = python_for_postgres(&py, &certs) else {
+        let msg = "no python with botocore that the postgres user can run";
+        if std::env::var("CI").is_ok_and(|v| v == "true") {
+            panic!("{msg}");
+        }
+        eprintln!("*** SKIPPING: {msg} ***");
         return;
     };
+    support::pgcluster::chown_postgres(&certs);
     // PostgreSQL asks PAM; pam_exec hands the password to botocore, which must find it to be
     // a token it would have signed itself for this user, host and port.
     let service = format!("dbtune-iam-{}", std::process::id());
@@ -1206,7 +1214,7 @@ fn rds_iam_auth_logs_in_to_postgresql_over_tls_with_tokens_a_pam_checker_verifie
             "auth required pam_exec.so expose_authtok log={} {} {} verify {} {} {REGION} 127.0.0.1 {port}\naccount required pam_permit.so\n",
             pam_log.display(),
             checker_py,
-            reference_script().display(),
+            checker.display(),
             w.key_id,
             w.secret,
         ),
@@ -1344,8 +1352,9 @@ fn rds_iam_auth_logs_in_to_postgresql_over_tls_with_tokens_a_pam_checker_verifie
 
 /// A command line running python with botocore as the postgres user (pam_exec runs the checker
 /// as the server's user): the venv's interpreter, or, when that lives somewhere postgres may
-/// not enter (a pyenv under /root), the system python3 with the venv's pure-python packages.
-fn python_for_postgres(venv_py: &std::path::Path) -> Option<String> {
+/// not enter (a pyenv under /root), the system python3 with the venv's pure-python packages,
+/// read in place or copied under `scratch` (a directory postgres owns).
+fn python_for_postgres(venv_py: &std::path::Path, scratch: &std::path::Path) -> Option<String> {
     let works = |argv: &[&str]| {
         std::process::Command::new("runuser")
             .args(["-u", "postgres", "--"])
@@ -1364,7 +1373,27 @@ fn python_for_postgres(venv_py: &std::path::Path) -> Option<String> {
         .filter_map(|e| e.ok())
         .map(|e| e.path().join("site-packages"))
         .find(|p| p.is_dir())?;
-    let pythonpath = format!("PYTHONPATH={}", site.display());
-    let argv = ["/usr/bin/env", pythonpath.as_str(), "/usr/bin/python3"];
-    works(&argv).then(|| argv.join(" "))
+    let with_path = |dir: &std::path::Path| {
+        let pythonpath = format!("PYTHONPATH={}", dir.display());
+        let argv = ["/usr/bin/env", pythonpath.as_str(), "/usr/bin/python3"];
+        works(&argv).then(|| argv.join(" "))
+    };
+    if let Some(cmd) = with_path(&site) {
+        return Some(cmd);
+    }
+    let lib = scratch.join("pylib");
+    std::fs::create_dir_all(&lib).ok()?;
+    for pkg in ["botocore", "dateutil", "jmespath", "urllib3", "six.py"] {
+        let st = std::process::Command::new("cp")
+            .arg("-r")
+            .arg(site.join(pkg))
+            .arg(&lib)
+            .status()
+            .ok()?;
+        if !st.success() {
+            return None;
+        }
+    }
+    support::pgcluster::chown_postgres(&lib);
+    with_path(&lib)
 }
