@@ -1347,6 +1347,23 @@ fn rds_iam_auth_logs_in_to_postgresql_over_tls_with_tokens_a_pam_checker_verifie
     );
     assert!(!logs.contains(&w.secret), "secret in the log");
     drop(a);
+    // Without TLS the agent refuses to start: the token is a bearer credential.
+    let (st, out, err) = agent::run(
+        &agent::config_yaml(
+            &format!("postgres://dbtune_iam@127.0.0.1:{port}/postgres?sslmode=disable"),
+            &w.platform.url,
+            "disable_checks: true\n",
+        ),
+        &["--rds"],
+        &w.env(&w.mirror.url(), &[("DBT_RDS_IAM_AUTH", "true")]),
+        Duration::from_secs(60),
+    );
+    assert!(!st.success(), "{out}\n{err}");
+    assert!(
+        err.contains("rds.iam_auth (DBT_RDS_IAM_AUTH) needs TLS")
+            && err.contains("sslmode=require"),
+        "{err}"
+    );
     let _ = std::fs::remove_dir_all(&certs);
 }
 
