@@ -132,7 +132,7 @@ check "systemctl start dbtune-agent" timeout 150 nsenter -t "$LEADER" -a systemc
 expect_eq "ActiveState/SubState" "$(prop dbtune-agent ActiveState)/$(prop dbtune-agent SubState)" "active/running"
 expect_eq "Type" "$(prop dbtune-agent Type)" "notify"
 expect_eq "WatchdogUSec" "$(prop dbtune-agent WatchdogUSec)" "1min"
-expect_eq "MemoryMax" "$(prop dbtune-agent MemoryMax)" "100663296"
+expect_eq "MemoryMax" "$(prop dbtune-agent MemoryMax)" "67108864"
 PID=$(prop dbtune-agent MainPID)
 status=$(ct cat "/proc/$PID/status")
 uid=$(chroot "$ROOT" id -u dbtune)

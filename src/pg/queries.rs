@@ -61,10 +61,11 @@ pub fn pg_settings(c: &mut Client) -> Result<Vec<Setting>> {
         .collect())
 }
 
-/// The active settings as the config sync sends them: (name, setting, unit, vartype, context).
-pub fn active_settings(
-    c: &mut Client,
-) -> Result<Vec<(String, String, Option<String>, String, String)>> {
+/// One active setting as the config sync sends it: (name, setting, unit, vartype, context).
+pub type ActiveSetting = (String, String, Option<String>, String, String);
+
+/// The active settings as the config sync sends them.
+pub fn active_settings(c: &mut Client) -> Result<Vec<ActiveSetting>> {
     let rows = query(
         c,
         "SELECT name, setting, unit, vartype, context FROM pg_catalog.pg_settings",
