@@ -147,7 +147,10 @@ mod tests {
         assert_eq!(c.resolution, Duration::from_secs(10));
         assert_eq!(c.database_name.as_deref(), Some("db1"));
         assert_eq!(c.api_url, "http://127.0.0.1:9");
-        assert_eq!((c.token.expose(), c.token_source.as_str()), ("fallback", "AIVEN_TOKEN"));
+        assert_eq!(
+            (c.token.expose(), c.token_source.as_str()),
+            ("fallback", "AIVEN_TOKEN")
+        );
         let s = Sources::from_yaml(
             "aiven:\n  AIVEN_PROJECT_NAME: p\n  AIVEN_SERVICE_NAME: s\n  api_url: http://a\n",
             Env::from_pairs([

@@ -67,7 +67,10 @@ fn sample(e: &Value) -> std::result::Result<Sample, &'static str> {
         .iter()
         .position(|c| c["label"].as_str().is_some_and(|l| l.contains("(master)")))
         .ok_or("no (master) column")?;
-    let last = rows.last().and_then(Value::as_array).ok_or("empty last row")?;
+    let last = rows
+        .last()
+        .and_then(Value::as_array)
+        .ok_or("empty last row")?;
     let value = last.get(col).and_then(Value::as_f64).ok_or("no value")?;
     Ok(Sample { value, at })
 }
@@ -113,7 +116,12 @@ impl Monitor {
 
     /// The newest samples: cached while younger than the resolution, else fetched.
     pub fn samples(&self) -> Result<Samples> {
-        if let Some((at, s)) = self.cache.lock().unwrap_or_else(|p| p.into_inner()).as_ref() {
+        if let Some((at, s)) = self
+            .cache
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .as_ref()
+        {
             if at.elapsed() < self.resolution {
                 return Ok(s.clone());
             }
@@ -174,13 +182,22 @@ mod tests {
             "something_new": series(json!([["t1", 1.0, 2.0], ["t2", 3.0, 5.0]]), 100),
         });
         let s = parse(&m);
-        assert_eq!(get(&s, "cpu_usage"), Some(Sample { value: 4.5, at: 100 }));
+        assert_eq!(
+            get(&s, "cpu_usage"),
+            Some(Sample {
+                value: 4.5,
+                at: 100
+            })
+        );
         assert_eq!(get(&s, "mem_available").unwrap().value, 60.0);
         for skipped in ["load_average", "net_send", "net_receive", "disk_usage"] {
             assert_eq!(get(&s, skipped), None, "{skipped}");
         }
         let out = to_metrics(&s);
-        let total = out.iter().find(|m| m.key == "node_disk_iops_total").unwrap();
+        let total = out
+            .iter()
+            .find(|m| m.key == "node_disk_iops_total")
+            .unwrap();
         assert_eq!(total.value, json!(30.0));
         assert_eq!(out.len(), 5);
     }

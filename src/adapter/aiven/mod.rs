@@ -200,7 +200,10 @@ impl Adapter for Aiven {
 
     fn guardrail(&self, threshold: f64) -> Result<Option<GuardrailSignal>> {
         {
-            let last = self.last_guardrail.lock().unwrap_or_else(|p| p.into_inner());
+            let last = self
+                .last_guardrail
+                .lock()
+                .unwrap_or_else(|p| p.into_inner());
             if last.is_some_and(|t| t.elapsed() < self.cfg.resolution) {
                 return Ok(None);
             }
@@ -210,11 +213,17 @@ impl Adapter for Aiven {
             log::debug!("Aiven mem_available not available; no memory guardrail this time");
             return Ok(None);
         };
-        *self.last_guardrail.lock().unwrap_or_else(|p| p.into_inner()) = Some(Instant::now());
+        *self
+            .last_guardrail
+            .lock()
+            .unwrap_or_else(|p| p.into_inner()) = Some(Instant::now());
         // Used memory against the threshold (the Go agent compares *available* memory,
         // which signals when memory is plentiful and never when it runs out).
         let used = 100.0 - avail.value;
-        log::debug!("Aiven memory used: {used:.2}% (mem_available {:.2}%)", avail.value);
+        log::debug!(
+            "Aiven memory used: {used:.2}% (mem_available {:.2}%)",
+            avail.value
+        );
         Ok((used > threshold).then_some(GuardrailSignal {
             level: GuardrailLevel::Critical,
             kind: GuardrailType::Memory,

@@ -147,7 +147,10 @@ pub fn present_settings(settings: &mut HashMap<String, Setting>, service: &Value
                     .map(|k| (k / 1024).to_string())
             };
             w.setting = mb(&Some(w.setting.clone())).ok_or_else(|| {
-                Error::other(format!("work_mem in pg_settings is {:?}, not an integer", w.setting))
+                Error::other(format!(
+                    "work_mem in pg_settings is {:?}, not an integer",
+                    w.setting
+                ))
             })?;
             w.boot_val = mb(&w.boot_val);
             w.reset_val = mb(&w.reset_val);
@@ -215,15 +218,21 @@ impl AivenTarget {
 
     /// A fresh `ServiceGet`, remembered for `present`.
     pub fn service(&self) -> Result<Value> {
-        let s = self.api.service_get().map_err(|e| {
-            Error::from(e).context(format!("reading {}", self.api.resource()))
-        })?;
+        let s = self
+            .api
+            .service_get()
+            .map_err(|e| Error::from(e).context(format!("reading {}", self.api.resource())))?;
         *self.service.lock().unwrap_or_else(|p| p.into_inner()) = Some((Instant::now(), s.clone()));
         Ok(s)
     }
 
     fn recent_service(&self) -> Result<Value> {
-        if let Some((at, s)) = self.service.lock().unwrap_or_else(|p| p.into_inner()).as_ref() {
+        if let Some((at, s)) = self
+            .service
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .as_ref()
+        {
             if at.elapsed() < SERVICE_CACHE {
                 return Ok(s.clone());
             }
@@ -274,9 +283,9 @@ impl Target for AivenTarget {
     }
 
     fn preflight(&self) -> std::result::Result<(), ApplyError> {
-        let s = self.service().map_err(|e| {
-            ApplyError::config(format!("{e} before applying; nothing was changed"))
-        })?;
+        let s = self
+            .service()
+            .map_err(|e| ApplyError::config(format!("{e} before applying; nothing was changed")))?;
         let kind = s["service_type"].as_str().unwrap_or("?");
         if kind != "pg" {
             return Err(ApplyError::config(format!(
@@ -346,7 +355,10 @@ impl Target for AivenTarget {
         let body = fragment(&values);
         match self.update(&body, restart) {
             Ok(_) => {
-                log::info!("{}: ServiceUpdate accepted user_config {body}", self.api.resource());
+                log::info!(
+                    "{}: ServiceUpdate accepted user_config {body}",
+                    self.api.resource()
+                );
                 Ok(())
             }
             Err(e) => Err(WriteError {
@@ -371,7 +383,11 @@ impl Target for AivenTarget {
     ) -> Result<()> {
         // What was sent decides, not `how`: Aiven restarts on its own when a restart-only key
         // changed (also when a rollback puts one back).
-        let rebuild = self.rebuild.lock().unwrap_or_else(|p| p.into_inner()).take();
+        let rebuild = self
+            .rebuild
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take();
         let mut seen_rebuild = rebuild.unwrap_or(false);
         let start = Instant::now();
         let what = format!("{} to be RUNNING", self.api.resource());
@@ -404,6 +420,9 @@ impl Target for AivenTarget {
         knobs: &[KnobChange],
         _pg_up: bool,
     ) -> Result<String> {
+        if knobs.is_empty() {
+            return Ok("nothing was written, nothing to put back".into());
+        }
         let before = entry
             .target_state
             .as_ref()
@@ -424,9 +443,8 @@ impl Target for AivenTarget {
             .collect();
         let restart = knobs.iter().any(|k| knob(&k.name).is_some_and(|x| x.1));
         let body = fragment(&values);
-        self.update(&body, restart).map_err(|e| {
-            Error::from(e).context("putting the previous user_config values back")
-        })?;
+        self.update(&body, restart)
+            .map_err(|e| Error::from(e).context("putting the previous user_config values back"))?;
         Ok(format!(
             "ServiceUpdate put the previous user_config values of {} back ({body})",
             self.api.resource()
@@ -466,19 +484,24 @@ mod tests {
         // 16384 × 8 kB = 128 MB = 20 % of 640 MB.
         let svc = json!({"node_memory_mb": 640.0, "user_config": {}});
         present_settings(&mut m, &svc).unwrap();
-        assert_eq!(m["work_mem"].setting, "0", "1023 kB is 0 MB, as Go reports it");
+        assert_eq!(
+            m["work_mem"].setting, "0",
+            "1023 kB is 0 MB, as Go reports it"
+        );
         assert_eq!(m["work_mem"].unit.as_deref(), Some("MB"));
         assert_eq!(m["work_mem"].boot_val.as_deref(), Some("4"));
         let p = &m["shared_buffers_percentage"];
         assert_eq!((p.setting.as_str(), p.vartype.as_str()), ("20", "real"));
         // Configured 25 %, but PostgreSQL still has 20 %: the real share is shown.
-        let svc = json!({"node_memory_mb": 640.0, "user_config": {"shared_buffers_percentage": 25}});
+        let svc =
+            json!({"node_memory_mb": 640.0, "user_config": {"shared_buffers_percentage": 25}});
         present_settings(&mut m, &svc).unwrap();
         assert_eq!(m["shared_buffers_percentage"].setting, "20");
         m.get_mut("shared_buffers").unwrap().setting = "20480".into(); // 160 MB = 25 %
         present_settings(&mut m, &svc).unwrap();
         assert_eq!(m["shared_buffers_percentage"].setting, "25");
-        let bad = json!({"node_memory_mb": 640.0, "user_config": {"shared_buffers_percentage": "lots"}});
+        let bad =
+            json!({"node_memory_mb": 640.0, "user_config": {"shared_buffers_percentage": "lots"}});
         let e = present_settings(&mut m, &bad).unwrap_err();
         assert!(e.to_string().contains("shared_buffers_percentage"), "{e}");
     }
@@ -500,6 +523,9 @@ mod tests {
             user_config_value(&json!({"pg": {"bgwriter_delay": 100}}), "bgwriter_delay"),
             Some(&json!(100))
         );
-        assert_eq!(user_config_value(&json!({"work_mem": null}), "work_mem"), None);
+        assert_eq!(
+            user_config_value(&json!({"work_mem": null}), "work_mem"),
+            None
+        );
     }
 }
