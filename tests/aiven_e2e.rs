@@ -7,7 +7,7 @@ mod support;
 use serde_json::{json, Value};
 use std::time::Duration;
 use support::agent::{self, Agent};
-use support::aiven::{Aiven, NODE_MEMORY_MB, PROJECT, SERVICE};
+use support::aiven::{Aiven, PROJECT, SERVICE};
 use support::apply::setting;
 use support::pgcluster::PgCluster;
 use support::platform::{setting_in, PlatformStandIn, Recorded};
@@ -114,9 +114,13 @@ impl Rig {
     }
 }
 
-fn configurations_with(q: &[Recorded], name: &str, v: Value) -> bool {
-    q.iter()
-        .any(|x| x.segment() == "configurations" && x.method == "POST" && setting_in(x, name) == v)
+/// A `configurations` payload has `name` = `v` (numbers compared as numbers).
+fn configurations_with(q: &[Recorded], name: &str, v: f64) -> bool {
+    q.iter().any(|x| {
+        x.segment() == "configurations"
+            && x.method == "POST"
+            && setting_in(x, name).as_f64() == Some(v)
+    })
 }
 
 #[test]
@@ -132,8 +136,7 @@ fn reload_keys_in_mb_and_pg_section_with_metrics_system_info_and_no_secrets() {
     ));
     let a = r.spawn("");
     r.wait(&a, "configurations with work_mem = 16 (MB)", 90, |q| {
-        configurations_with(q, "work_mem", json!(16))
-            && configurations_with(q, "bgwriter_delay", json!(300))
+        configurations_with(q, "work_mem", 16.0) && configurations_with(q, "bgwriter_delay", 300.0)
     });
     // PostgreSQL really runs with it: 16 MB = 16384 kB.
     assert_eq!(setting(&r.pg, "work_mem").0, "16384");
@@ -162,7 +165,7 @@ fn reload_keys_in_mb_and_pg_section_with_metrics_system_info_and_no_secrets() {
         .json();
     let rows = cf["config"].as_array().unwrap();
     assert_eq!(rows[0]["name"], "shared_buffers_percentage", "{}", rows[0]);
-    assert_eq!(rows[0]["setting"], json!(20.0));
+    assert_eq!(rows[0]["setting"].as_f64(), Some(20.0));
     assert_eq!(rows[0]["unit"], "percentage");
     let wm = rows.iter().find(|x| x["name"] == "work_mem").unwrap();
     assert_eq!(
@@ -206,7 +209,7 @@ fn reload_keys_in_mb_and_pg_section_with_metrics_system_info_and_no_secrets() {
     assert_eq!(si["system_info"]["node_cpu_count"]["value"], 2);
     assert_eq!(
         si["system_info"]["node_memory_total"]["value"],
-        (NODE_MEMORY_MB as i64) * 1048576
+        (r.aiven.state.lock().unwrap().node_memory_mb as i64) * 1048576
     );
     // 40 % used is under the 90 % threshold: no guardrail (Go would signal 60 % available).
     assert!(r.platform.by_segment("guardrails").is_empty());
@@ -217,10 +220,12 @@ fn reload_keys_in_mb_and_pg_section_with_metrics_system_info_and_no_secrets() {
 #[test]
 fn shared_buffers_percentage_restarts_through_a_rebuild_and_round_trips() {
     let r = rig();
-    let before = setting(&r.pg, "shared_buffers").0;
+    let before: i64 = setting(&r.pg, "shared_buffers").0.parse().unwrap();
+    let memory_mb = r.aiven.state.lock().unwrap().node_memory_mb;
     assert_eq!(
-        before, "16384",
-        "128 MB = 20 % of the stand-in's node memory"
+        before as f64 * 8192.0,
+        memory_mb * 1048576.0 / 5.0,
+        "20 % of node memory"
     );
     r.platform.set_recommendation(&rec(
         &[("shared_buffers_percentage", json!(25), "percentage", "real")],
@@ -231,10 +236,12 @@ fn shared_buffers_percentage_restarts_through_a_rebuild_and_round_trips() {
         &a,
         "configurations with shared_buffers_percentage = 25",
         120,
-        |q| configurations_with(q, "shared_buffers_percentage", json!(25.0)),
+        |q| configurations_with(q, "shared_buffers_percentage", 25.0),
     );
-    // 25 % of 640 MB = 160 MB = 20480 pages of 8 kB, after a real restart.
-    assert_eq!(setting(&r.pg, "shared_buffers").0, "20480");
+    // 25 % of node memory (in whole MB, as pages of 8 kB), after a real restart.
+    let want = (memory_mb * 0.25).floor() as i64 * 128;
+    assert_eq!(setting(&r.pg, "shared_buffers").0, want.to_string());
+    assert!(want > before);
     let s = r.aiven.state.lock().unwrap();
     assert_eq!(s.restarts, 1);
     assert_eq!(s.updates.len(), 1, "{:?}", s.updates);

@@ -20,8 +20,6 @@ use std::time::Duration;
 
 pub const PROJECT: &str = "dbtune-proj";
 pub const SERVICE: &str = "pg-main";
-/// 640 MB: Aiven's default 20 % is then PostgreSQL's default 128 MB of shared_buffers.
-pub const NODE_MEMORY_MB: f64 = 640.0;
 /// How long a rebuild shows `REBUILDING` at least (Aiven takes minutes).
 const REBUILD_FOR: Duration = Duration::from_secs(4);
 
@@ -58,6 +56,9 @@ pub struct State {
     /// Every state a ServiceGet answered with, in order.
     pub states_served: Vec<String>,
     pub calls: BTreeMap<String, u32>,
+    /// Five times the cluster's shared_buffers at start, so Aiven's default 20 % is what
+    /// PostgreSQL runs with.
+    pub node_memory_mb: f64,
 }
 
 pub struct Aiven {
@@ -81,8 +82,18 @@ impl Aiven {
             std::process::id(),
             dbtune_agent::cloud::crypto::random_u64()
         );
+        let node_memory_mb = postgres::Client::connect(pg_url, postgres::NoTls)
+            .and_then(|mut c| {
+                c.query_one(
+                    "SELECT (setting::bigint * 8192 / 1048576 * 5)::float8 FROM pg_settings WHERE name = 'shared_buffers'",
+                    &[],
+                )
+            })
+            .map(|r| r.get::<_, f64>(0))
+            .unwrap_or(640.0);
         let state = Arc::new(Mutex::new(State {
             token,
+            node_memory_mb,
             user_config: json!({"pg_version": "15", "ip_filter": ["0.0.0.0/0"], "pg": {}}),
             state: "RUNNING".into(),
             ..State::default()
@@ -156,7 +167,7 @@ fn service_json(s: &State) -> Value {
         "user_config": s.user_config,
         "node_count": 1,
         "node_cpu_count": 2,
-        "node_memory_mb": NODE_MEMORY_MB,
+        "node_memory_mb": s.node_memory_mb,
         "disk_space_mb": 81920,
     })
 }
@@ -305,14 +316,14 @@ fn merge(target: &mut Value, fragment: &Value) {
 }
 
 /// The PostgreSQL parameters a user_config means (None: PostgreSQL's default).
-fn pg_parameters(uc: &Value) -> BTreeMap<String, Option<String>> {
+fn pg_parameters(uc: &Value, node_memory_mb: f64) -> BTreeMap<String, Option<String>> {
     let mut m = BTreeMap::new();
     let pct = uc["shared_buffers_percentage"].as_f64().unwrap_or(20.0);
     m.insert(
         "shared_buffers".into(),
         Some(format!(
             "{}MB",
-            (pct * NODE_MEMORY_MB / 100.0).floor() as i64
+            (pct * node_memory_mb / 100.0).floor() as i64
         )),
     );
     m.insert(
@@ -344,9 +355,9 @@ fn update(body: Value, st: &Arc<Mutex<State>>, pg_url: &str, restart: &str) -> R
         return aiven_error(400, &errs.join("; "));
     }
     s.updates.push(body.clone());
-    let before = pg_parameters(&s.user_config);
+    let before = pg_parameters(&s.user_config, s.node_memory_mb);
     merge(&mut s.user_config, &fragment);
-    let after = pg_parameters(&s.user_config);
+    let after = pg_parameters(&s.user_config, s.node_memory_mb);
     let mut changed: Vec<(String, Option<String>)> = after
         .iter()
         .filter(|(k, v)| before.get(*k) != Some(v))
