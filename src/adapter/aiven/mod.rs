@@ -31,6 +31,10 @@ pub struct Aiven {
     monitor: Arc<Monitor>,
     /// When the guardrail last obtained a value (the Go throttle: once per resolution).
     last_guardrail: Mutex<Option<Instant>>,
+    /// The last `ServiceGet` for the active configuration and system info, reused for one
+    /// resolution: the active configuration is sent every 5 s, and its derived rows follow
+    /// PostgreSQL's real values whenever `user_config` and the server disagree.
+    service_cache: Mutex<Option<(Instant, serde_json::Value)>>,
 }
 
 impl Aiven {
@@ -52,13 +56,32 @@ impl Aiven {
             api,
             monitor,
             last_guardrail: Mutex::new(None),
+            service_cache: Mutex::new(None),
         })
     }
 
     fn service(&self) -> Result<serde_json::Value> {
-        self.api
+        let s = self
+            .api
             .service_get()
-            .map_err(|e| Error::from(e).context(format!("reading {}", self.api.resource())))
+            .map_err(|e| Error::from(e).context(format!("reading {}", self.api.resource())))?;
+        *self.service_cache.lock().unwrap_or_else(|p| p.into_inner()) =
+            Some((Instant::now(), s.clone()));
+        Ok(s)
+    }
+
+    fn recent_service(&self) -> Result<serde_json::Value> {
+        if let Some((at, s)) = self
+            .service_cache
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .as_ref()
+        {
+            if at.elapsed() < self.cfg.resolution {
+                return Ok(s.clone());
+            }
+        }
+        self.service()
     }
 }
 
@@ -105,7 +128,7 @@ impl Adapter for Aiven {
     /// `shared_buffers_percentage` row first, both with context `service` as the Go agent
     /// reports them, so the platform's proposals round-trip.
     fn active_config(&self) -> Result<Vec<ConfigRow>> {
-        let service = self.service()?;
+        let service = self.recent_service()?;
         let mut c = self.pg.conn()?;
         let rows = crate::pg::queries::pg_settings(&mut c)?;
         drop(c);
