@@ -145,7 +145,7 @@ fn real_main() -> i32 {
 
     // PostgreSQL unreachable at start (down, still starting): the daemon waits for it rather
     // than exiting; the PostgreSQL checks are retried until they pass or fail for good.
-    let mut deferred_checks: Option<runner::startup::DeferredChecks> = None;
+    let mut startup_wait: Option<runner::startup::StartupWait> = None;
     if cli.check || !cfg.disable_checks {
         let id = runner::new_agent_id();
         let mut results = checks::run(&cfg, adapter.pg(), (!dry_run).then_some(&platform), &id);
@@ -164,7 +164,7 @@ fn real_main() -> i32 {
                 runner::startup::MAX_BACKOFF.as_secs()
             );
             let pg = adapter.pg().clone();
-            deferred_checks = Some(Box::new(move || {
+            let checks = Box::new(move || {
                 let r = checks::pg_checks(&pg);
                 match r.failed() {
                     None => runner::startup::Deferred::Passed,
@@ -176,7 +176,11 @@ fn real_main() -> i32 {
                         c.name, c.detail
                     )),
                 }
-            }));
+            });
+            startup_wait = Some(runner::startup::StartupWait {
+                reason: c.detail.clone(),
+                checks,
+            });
         } else if let Some(c) = results.failed() {
             return fatal(format!("Startup check failed: {}: {}", c.name, c.detail));
         }
@@ -292,7 +296,7 @@ fn real_main() -> i32 {
         alive_every,
         // A dry run or a one-shot must not overwrite a running daemon's status.
         state_dir: (!dry_run && !cli.once).then(|| cfg.state_dir.clone()),
-        deferred_checks,
+        startup_wait,
         ..RunnerOptions::default()
     };
     let r = Runner::new(adapter.clone(), platform, settings, &cfg.collectors, opts);

@@ -184,7 +184,7 @@ pub struct RunnerOptions {
     pub state_dir: Option<std::path::PathBuf>,
     /// Start-up checks deferred because PostgreSQL was unreachable at start: retried with
     /// backoff until they pass (the gate opens) or fail (the daemon ends).
-    pub deferred_checks: Option<startup::DeferredChecks>,
+    pub startup_wait: Option<startup::StartupWait>,
 }
 
 impl Default for RunnerOptions {
@@ -200,7 +200,7 @@ impl Default for RunnerOptions {
             max_runtime_cap: None,
             on_stopping: None,
             state_dir: None,
-            deferred_checks: None,
+            startup_wait: None,
         }
     }
 }
@@ -402,9 +402,9 @@ impl Runner {
 
     /// Runs until a `Stop` command arrives on `commands`.
     pub fn run(mut self, commands: Receiver<Command>) {
-        self.probe();
-        if let Some(checks) = self.opts.deferred_checks.take() {
-            startup::spawn(self.shared.clone(), checks);
+        match self.opts.startup_wait.take() {
+            Some(w) => startup::spawn(self.shared.clone(), w),
+            None => self.probe(),
         }
         let n = self.tasks.len();
         let mut lanes = [

@@ -21,13 +21,22 @@ pub enum Deferred {
     Failed(String),
 }
 
-pub type DeferredChecks = Box<dyn Fn() -> Deferred + Send>;
+/// The wait: why PostgreSQL could not be reached at start, and the checks to retry.
+pub struct StartupWait {
+    pub reason: String,
+    pub checks: Box<dyn Fn() -> Deferred + Send>,
+}
 
 pub const MAX_BACKOFF: Duration = Duration::from_secs(10);
 
 /// Starts the retry thread. It sets `sh.exit_error` on failure (the scheduler stops) and
 /// returns when the checks passed, failed, or shutdown began.
-pub fn spawn(sh: Arc<Shared>, checks: DeferredChecks) {
+pub fn spawn(sh: Arc<Shared>, wait_for: StartupWait) {
+    // Database tasks skip from the start (no capability probe either: it would only wait
+    // for the pool's connect timeout).
+    sh.health
+        .connection_lost(sh.adapter.pg(), sh.stop.clone(), &wait_for.reason);
+    let checks = wait_for.checks;
     let spawned = std::thread::Builder::new()
         .name("startup-wait".into())
         .spawn(move || {
