@@ -85,11 +85,7 @@ fn a_locked_table_with_a_serial_column_does_not_hold_back_the_ddl_payload() {
         !text.contains("busy"),
         "the locked tables and what depends on them are left out: {text}"
     );
-    assert!(
-        !a.logs().contains("failed to collect DDL"),
-        "{}",
-        a.logs()
-    );
+    assert!(!a.logs().contains("failed to collect DDL"), "{}", a.logs());
     locker.batch_execute("COMMIT").unwrap();
 }
 
@@ -126,8 +122,15 @@ fn the_bootstrap_pass_runs_when_postgresql_comes_up_after_a_start_without_it() {
         Duration::from_secs(60),
         |r| catalog.iter().all(|c| has(r, c)),
     );
-    eprintln!("bootstrap payloads {:?} after PostgreSQL came up", up.elapsed());
-    assert!(a.logs().contains("skipped bootstrap collector"), "{}", a.logs());
+    eprintln!(
+        "bootstrap payloads {:?} after PostgreSQL came up",
+        up.elapsed()
+    );
+    assert!(
+        a.logs().contains("skipped bootstrap collector"),
+        "{}",
+        a.logs()
+    );
 }
 
 #[test]
@@ -152,7 +155,11 @@ fn an_unreachable_postgresql_at_start_is_waited_for_and_collection_starts_when_i
         "the daemon stays up: {}",
         a.logs()
     );
-    assert!(a.logs().contains("PostgreSQL is not reachable yet"), "{}", a.logs());
+    assert!(
+        a.logs().contains("PostgreSQL is not reachable yet"),
+        "{}",
+        a.logs()
+    );
     let (code, out) = health(
         &a.dir.join("dbtune.yaml"),
         None,
@@ -172,7 +179,10 @@ fn an_unreachable_postgresql_at_start_is_waited_for_and_collection_starts_when_i
     platform.wait_for("metrics and ddl", Duration::from_secs(40), |r| {
         has(r, "metrics") && has(r, "ddl")
     });
-    eprintln!("collection started {:?} after PostgreSQL came up", up.elapsed());
+    eprintln!(
+        "collection started {:?} after PostgreSQL came up",
+        up.elapsed()
+    );
     let l = a.wait_log("start-up checks passed", Duration::from_secs(5));
     assert!(l.contains("collection starts"), "{l}");
     // Ready now: the next liveness refresh drops the reason.
@@ -225,11 +235,11 @@ fn a_wrong_password_exits_at_once_whether_at_start_or_when_postgresql_comes_up()
         "local all all trust\nhost all all 127.0.0.1/32 scram-sha-256\n",
     )
     .unwrap();
-    pg.client().batch_execute("SELECT pg_reload_conf()").unwrap();
+    pg.client()
+        .batch_execute("SELECT pg_reload_conf()")
+        .unwrap();
     std::thread::sleep(Duration::from_millis(500));
-    let url = pg
-        .url()
-        .replace("postgres@", "postgres:wr0ng-Secret@");
+    let url = pg.url().replace("postgres@", "postgres:wr0ng-Secret@");
     let platform = PlatformStandIn::start();
     let t = Instant::now();
     let (st, _, logs) = agent::run(
@@ -244,7 +254,10 @@ fn a_wrong_password_exits_at_once_whether_at_start_or_when_postgresql_comes_up()
         "exited after {:?}",
         t.elapsed()
     );
-    assert!(logs.contains("Startup check failed: PostgreSQL reachable"), "{logs}");
+    assert!(
+        logs.contains("Startup check failed: PostgreSQL reachable"),
+        "{logs}"
+    );
     assert!(logs.contains("password authentication failed"), "{logs}");
     assert!(!logs.contains("wr0ng-Secret"), "{logs}");
     assert!(!logs.contains("not reachable yet"), "{logs}");
@@ -336,7 +349,10 @@ fn health_is_ok_with_a_read_only_state_dir() {
         );
         std::thread::sleep(Duration::from_millis(500));
     };
-    assert!(out.contains("/dbtune-agent-101/") || out.contains("/dbtune-agent-"), "{out}");
+    assert!(
+        out.contains("/dbtune-agent-101/") || out.contains("/dbtune-agent-"),
+        "{out}"
+    );
     let _ = child.kill();
     let _ = child.wait();
     for d in [&state, &runtime, &dir] {

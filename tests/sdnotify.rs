@@ -309,6 +309,8 @@ fn the_agent_notifies_ready_while_it_waits_for_an_unreachable_postgresql() {
     });
     assert!(a.wait(Duration::from_millis(10)).is_none(), "{}", a.logs());
     a.signal(libc::SIGTERM);
-    let st = a.wait(Duration::from_secs(10)).expect("exits after SIGTERM");
+    let st = a
+        .wait(Duration::from_secs(10))
+        .expect("exits after SIGTERM");
     assert!(st.success(), "{st:?}");
 }

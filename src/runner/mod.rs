@@ -164,6 +164,9 @@ fn handle_error(sh: &Shared, t: &Task, e: Error) {
     }
 }
 
+/// A finished run: the task's index, and whether it ran (false: skipped, see [`run_task`]).
+type Done = (usize, bool);
+
 /// Options of a runner.
 pub struct RunnerOptions {
     pub control_threads: usize,
@@ -368,13 +371,11 @@ impl Runner {
                     "capability probe failed (collectors use defaults until reconnect): {e}"
                 );
                 if e.is_connection() {
-                    self.shared
-                        .health
-                        .connection_lost(
-                            self.shared.adapter.pg(),
-                            self.shared.stop.clone(),
-                            &e.to_string(),
-                        );
+                    self.shared.health.connection_lost(
+                        self.shared.adapter.pg(),
+                        self.shared.stop.clone(),
+                        &e.to_string(),
+                    );
                 }
             }
         }
@@ -412,8 +413,7 @@ impl Runner {
             Lane::new("core", self.opts.core_threads, n),
             Lane::new("catalog", self.opts.catalog_threads, n),
         ];
-        // Completions: (task index, whether it ran rather than being skipped).
-        let (done_tx, done_rx): (Sender<(usize, bool)>, Receiver<(usize, bool)>) = bounded(n * 2);
+        let (done_tx, done_rx): (Sender<Done>, Receiver<Done>) = bounded(n * 2);
         let start = Instant::now();
         let mut due: Vec<Option<Instant>> = vec![None; n];
         let mut running: Vec<Option<Instant>> = vec![None; n];
@@ -594,7 +594,7 @@ impl Runner {
     fn shutdown(
         &mut self,
         lanes: &mut [Lane],
-        done_rx: &Receiver<(usize, bool)>,
+        done_rx: &Receiver<Done>,
         running: &mut [Option<Instant>],
     ) {
         if let Some(f) = &self.opts.on_stopping {

@@ -52,7 +52,9 @@ pub fn spawn(sh: Arc<Shared>, wait_for: StartupWait) {
                 }
                 match checks() {
                     Deferred::Passed => {
-                        log::info!("PostgreSQL answered: start-up checks passed, collection starts");
+                        log::info!(
+                            "PostgreSQL answered: start-up checks passed, collection starts"
+                        );
                         sh.health.reopen_now();
                         return;
                     }
