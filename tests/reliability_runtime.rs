@@ -54,7 +54,12 @@ fn a_locked_table_with_a_serial_column_does_not_hold_back_the_ddl_payload() {
             "CREATE TABLE busy(id serial PRIMARY KEY, v text); CREATE VIEW busy_v AS SELECT id FROM busy; \
              CREATE TABLE busy_ident(id int GENERATED ALWAYS AS IDENTITY, v text); \
              ALTER TABLE busy ENABLE ROW LEVEL SECURITY; CREATE POLICY busy_pol ON busy USING (id > 0); \
-             CREATE TABLE calm(id serial PRIMARY KEY, v text); CREATE VIEW calm_v AS SELECT id FROM calm",
+             CREATE TABLE calm(id serial PRIMARY KEY, v text); CREATE VIEW calm_v AS SELECT id FROM calm; \
+             CREATE FUNCTION busy_rows() RETURNS bigint LANGUAGE sql BEGIN ATOMIC SELECT count(*) FROM busy; END; \
+             CREATE FUNCTION calm_rows() RETURNS bigint LANGUAGE sql BEGIN ATOMIC SELECT count(*) FROM calm; END; \
+             ALTER TABLE calm ENABLE ROW LEVEL SECURITY; \
+             CREATE POLICY calm_pol ON calm USING (id > 0); \
+             CREATE POLICY calm_busy_pol ON calm USING (EXISTS (SELECT 1 FROM busy b WHERE b.id = calm.id))",
         )
         .unwrap();
     // Held by another session for the whole run, as a long migration would.
@@ -81,6 +86,11 @@ fn a_locked_table_with_a_serial_column_does_not_hold_back_the_ddl_payload() {
         "{text}"
     );
     assert!(text.contains("CREATE VIEW public.calm_v"), "{text}");
+    assert!(text.contains("FUNCTION public.calm_rows()"), "{text}");
+    assert!(
+        text.contains("CREATE POLICY calm_pol ON public.calm"),
+        "{text}"
+    );
     assert!(
         !text.contains("busy"),
         "the locked tables and what depends on them are left out: {text}"

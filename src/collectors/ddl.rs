@@ -6,8 +6,8 @@
 //! quoted; PG 18 virtual generated columns are rendered as generated columns; identity sequences
 //! keep their CYCLE flag; every statement carries the `/*dbtune*/` prefix. Relations under an
 //! AccessExclusiveLock are left out of that run rather than waited on, and so is everything whose
-//! rendering would open one: sequences owned by a locked table, views and materialized views
-//! reading one, its policies and partitions.
+//! rendering would open one: sequences owned by a locked table, views, materialized views,
+//! SQL-standard function bodies and policies reading one, its policies and partitions.
 
 use super::rowmap::{not_exclusively_locked, table_of};
 use super::skip::SkipUnchanged;
@@ -76,6 +76,14 @@ fn none_exclusively_locked(deps: &str) -> String {
     format!(
         "NOT EXISTS (SELECT 1 FROM ({deps}) AS dep(oid) WHERE NOT ({}))",
         not_exclusively_locked("dep.oid")
+    )
+}
+
+/// The relations an object of catalog `classid` (`p.oid` of `pg_proc`, …) refers to.
+fn relations_used_by(classid: &str, objid: &str) -> String {
+    format!(
+        "SELECT ud.refobjid FROM pg_catalog.pg_depend ud WHERE ud.classid = 'pg_catalog.{classid}'::regclass \
+         AND ud.objid = {objid} AND ud.refclassid = 'pg_catalog.pg_class'::regclass"
     )
 }
 
@@ -206,8 +214,10 @@ pub fn dump(ctx: &CollectCtx<'_>) -> Result<String> {
         &format!(
             "SELECT p.oid, p.proname::text AS name, pg_get_functiondef(p.oid) AS function_def FROM pg_catalog.pg_proc p \
              JOIN pg_catalog.pg_namespace n ON n.oid = p.pronamespace \
-             WHERE n.nspname = ANY($1) AND p.prokind IN ('f', 'p') AND {} ORDER BY n.nspname, p.proname, p.oid",
-            not_ext_owned("p.oid")
+             WHERE n.nspname = ANY($1) AND p.prokind IN ('f', 'p') AND {} AND {} ORDER BY n.nspname, p.proname, p.oid",
+            not_ext_owned("p.oid"),
+            // A SQL-standard body (BEGIN ATOMIC) is deparsed like a view: it locks what it reads.
+            none_exclusively_locked(&relations_used_by("pg_proc", "p.oid"))
         ),
         &p,
     )?;
@@ -380,7 +390,9 @@ pub fn dump(ctx: &CollectCtx<'_>) -> Result<String> {
              pg_get_expr(pol.polqual, pol.polrelid) AS using_expr, pg_get_expr(pol.polwithcheck, pol.polrelid) AS with_check \
              FROM pg_catalog.pg_policy pol JOIN pg_catalog.pg_class c ON c.oid = pol.polrelid \
              JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace WHERE n.nspname = ANY($1) AND {lock_ok} \
-             ORDER BY n.nspname, c.relname, pol.polname"
+             AND {} ORDER BY n.nspname, c.relname, pol.polname",
+            // A subquery in a policy is deparsed like a view: it locks what it reads.
+            none_exclusively_locked(&relations_used_by("pg_policy", "pol.oid"))
         ),
         &p,
     )?;

@@ -444,14 +444,14 @@ impl Runner {
         let mut last_alive = Instant::now() - self.opts.alive_every;
         loop {
             let now = Instant::now();
-            if let Some(e) = self
+            // The caller logs it and exits non-zero.
+            if self
                 .shared
                 .exit_error
                 .lock()
                 .unwrap_or_else(|p| p.into_inner())
-                .as_ref()
+                .is_some()
             {
-                log::error!("{e}");
                 break;
             }
             if !bootstrap_skipped.is_empty() && self.shared.health.is_open() {
