@@ -1,13 +1,18 @@
 //! Restart mechanisms: an operator's restart script, or `systemctl restart <unit>` with a
 //! `sudo -n` fallback. Every command runs without a shell, with a timeout (the whole process
 //! group is killed when it runs out) and with its output captured up to a bound.
+//!
+//! A restart is never killed halfway by the agent's own end: the command runs in its own
+//! session (`setsid`, so no signal meant for the agent's process group or terminal reaches
+//! it), writes its output to a file rather than a pipe (so it cannot die of SIGPIPE once the
+//! agent is gone), is journalled as soon as it is spawned (`apply::inflight`), and at
+//! shutdown the agent stops waiting for it and leaves it running; the next start waits for it.
 
 use crate::error::{Error, Kind, Result};
-use std::io::Read;
+use std::io::{Read, Seek, SeekFrom};
 use std::os::unix::process::CommandExt;
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 /// How PostgreSQL gets restarted when a restart-only knob changes.
@@ -24,28 +29,63 @@ const OUTPUT_LIMIT: usize = 4096;
 /// How a bounded command ended.
 #[derive(Debug)]
 pub struct CommandResult {
-    /// None when killed by a signal or on timeout.
+    /// None when killed by a signal, on timeout, or left running at shutdown.
     pub code: Option<i32>,
     pub timed_out: bool,
+    /// Shutdown came first: the command was left running, not killed.
+    pub left_running: bool,
     /// stdout and stderr interleaved, at most the last 4 KiB.
     pub output: String,
 }
 
-fn keep_tail(buf: &mut Vec<u8>, more: &[u8]) {
-    buf.extend_from_slice(more);
-    if buf.len() > OUTPUT_LIMIT {
-        let cut = buf.len() - OUTPUT_LIMIT;
-        buf.drain(..cut);
+/// An unlinked temporary file for a command's output: it lives as long as someone holds it.
+fn output_file() -> std::io::Result<std::fs::File> {
+    let dir = std::env::temp_dir();
+    for n in 0..100u32 {
+        let p = dir.join(format!(".dbtune-agent-cmd-{}-{n}", std::process::id()));
+        match std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create_new(true)
+            .open(&p)
+        {
+            Ok(f) => {
+                let _ = std::fs::remove_file(&p);
+                return Ok(f);
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
+            Err(e) => return Err(e),
+        }
     }
+    Err(std::io::Error::other("no free name for a temporary file"))
 }
 
-/// Runs `cmd` (in its own process group, stdin closed) for at most `timeout`.
+/// The last `OUTPUT_LIMIT` bytes written to `f`.
+fn tail(f: &mut std::fs::File) -> String {
+    let len = f.seek(SeekFrom::End(0)).unwrap_or(0);
+    let _ = f.seek(SeekFrom::Start(len.saturating_sub(OUTPUT_LIMIT as u64)));
+    let mut buf = Vec::new();
+    let _ = f.take(OUTPUT_LIMIT as u64).read_to_end(&mut buf);
+    String::from_utf8_lossy(&buf).trim().to_string()
+}
+
+/// Runs `cmd` (in its own session and process group, stdin closed) for at most `timeout`.
+/// At shutdown (`apply::wait::stopping`) it stops waiting and leaves the command running.
 pub fn run_bounded(mut cmd: Command, timeout: Duration) -> std::io::Result<CommandResult> {
     let program = cmd.get_program().to_string_lossy().into_owned();
+    let mut out = output_file()?;
     cmd.stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .process_group(0);
+        .stdout(out.try_clone()?)
+        .stderr(out.try_clone()?);
+    // SAFETY: setsid(2) is async-signal-safe and touches no memory of the parent.
+    unsafe {
+        cmd.pre_exec(|| {
+            if libc::setsid() < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
     // ETXTBSY: a script written a moment ago may still be open for writing in a process
     // forked meanwhile (seen with parallel tests); it clears within milliseconds.
     let mut tries = 0;
@@ -58,40 +98,22 @@ pub fn run_bounded(mut cmd: Command, timeout: Duration) -> std::io::Result<Comma
             r => break r?,
         }
     };
-    let out = Arc::new(Mutex::new(Vec::new()));
-    // Readers are never joined: a daemon started by the script may keep the pipe open.
-    for mut pipe in [
-        child
-            .stdout
-            .take()
-            .map(|p| Box::new(p) as Box<dyn Read + Send>),
-        child
-            .stderr
-            .take()
-            .map(|p| Box::new(p) as Box<dyn Read + Send>),
-    ]
-    .into_iter()
-    .flatten()
-    {
-        let out = Arc::clone(&out);
-        std::thread::spawn(move || {
-            let mut chunk = [0u8; 1024];
-            while let Ok(n) = pipe.read(&mut chunk) {
-                if n == 0 {
-                    break;
-                }
-                keep_tail(
-                    &mut out.lock().unwrap_or_else(|e| e.into_inner()),
-                    &chunk[..n],
-                );
-            }
-        });
+    if let Some(p) = crate::apply::inflight::Process::of(child.id() as i32, &program) {
+        crate::apply::inflight::spawned(&p);
     }
     let start = Instant::now();
     let mut last_log = start;
-    let (code, timed_out) = loop {
+    let (code, timed_out, left_running) = loop {
         if let Some(st) = child.try_wait()? {
-            break (st.code(), false);
+            break (st.code(), false, false);
+        }
+        if crate::apply::wait::stopping() {
+            // Never killed halfway: the journal names it and the next start waits for it.
+            log::warn!(
+                "shutdown: leaving {program} (pid {}) running to completion",
+                child.id()
+            );
+            break (None, false, true);
         }
         crate::apply::wait::tick();
         // A restart can take minutes: say what is awaited, like every other long wait.
@@ -111,20 +133,24 @@ pub fn run_bounded(mut cmd: Command, timeout: Duration) -> std::io::Result<Comma
             }
             let _ = child.kill();
             let _ = child.wait();
-            break (None, true);
+            break (None, true, false);
         }
         std::thread::sleep(Duration::from_millis(50));
     };
-    // Give the readers a moment to drain what the process wrote last.
-    std::thread::sleep(Duration::from_millis(50));
-    let output = String::from_utf8_lossy(&out.lock().unwrap_or_else(|e| e.into_inner()))
-        .trim()
-        .to_string();
     Ok(CommandResult {
         code,
         timed_out,
-        output,
+        left_running,
+        output: tail(&mut out),
     })
+}
+
+/// The error for a restart command left running at shutdown.
+fn left_running(what: &str) -> Error {
+    Error::new(
+        Kind::Interrupted,
+        format!("interrupted by shutdown while {what} was running (it is left running to completion)"),
+    )
 }
 
 fn describe_end(r: &CommandResult, timeout: Duration) -> String {
@@ -165,6 +191,9 @@ impl Restarter for ScriptRestarter {
                 self.path.display()
             ))
         })?;
+        if r.left_running {
+            return Err(left_running(&self.describe()));
+        }
         if r.code == Some(0) {
             log::warn!(
                 "Service restarted via {} (exit code 0).",
@@ -210,6 +239,7 @@ impl Restarter for SystemctlRestarter {
         let mut cmd = Command::new("systemctl");
         cmd.args(["restart", "--", &self.unit]);
         let first = match run_bounded(cmd, budget) {
+            Ok(r) if r.left_running => return Err(left_running(&self.describe())),
             Ok(r) if r.code == Some(0) => {
                 log::warn!("Service restarted.");
                 return Ok(());
@@ -235,6 +265,7 @@ impl Restarter for SystemctlRestarter {
         let mut cmd = Command::new("sudo");
         cmd.args(["-n", "systemctl", "restart", "--", &self.unit]);
         match run_bounded(cmd, left) {
+            Ok(r) if r.left_running => Err(left_running(&self.describe())),
             Ok(r) if r.code == Some(0) => {
                 log::warn!("Service restarted using sudo.");
                 Ok(())
