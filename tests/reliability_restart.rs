@@ -31,7 +31,10 @@ fn slow_restart_script(pg: &PgCluster, dir: &Path, secs: u32) -> std::path::Path
 }
 
 fn lines(p: &Path) -> usize {
-    std::fs::read_to_string(p).unwrap_or_default().lines().count()
+    std::fs::read_to_string(p)
+        .unwrap_or_default()
+        .lines()
+        .count()
 }
 
 fn wait_file_lines(p: &Path, n: usize, timeout: Duration) {
@@ -127,7 +130,10 @@ fn sigkill_mid_restart_then_an_immediate_start_restarts_postgresql_once() {
 
     // Started again at once, while the first agent's restart script is still sleeping.
     let second = Agent::spawn(&cfg, &["--local"], &[]);
-    let logs = second.wait_log("had taken effect; recorded as verified", Duration::from_secs(60));
+    let logs = second.wait_log(
+        "had taken effect; recorded as verified",
+        Duration::from_secs(60),
+    );
     assert!(
         logs.contains("is still running") && logs.contains("waiting for it"),
         "{logs}"
@@ -180,7 +186,11 @@ fn sigterm_mid_restart_stops_within_10s_and_the_restart_still_completes() {
         first.logs()
     );
     assert!(st.success(), "{st:?}");
-    assert_eq!(lines(&dir.join("done")), 0, "stopped before the script ended");
+    assert_eq!(
+        lines(&dir.join("done")),
+        0,
+        "stopped before the script ended"
+    );
     let logs = first.logs();
     assert!(logs.contains("left running to completion"), "{logs}");
     assert_eq!(journal(&state)["phase"], "applied");
@@ -192,7 +202,10 @@ fn sigterm_mid_restart_stops_within_10s_and_the_restart_still_completes() {
 
     // The next start settles the journal without restarting again.
     let second = Agent::spawn(&cfg, &["--local"], &[]);
-    second.wait_log("had taken effect; recorded as verified", Duration::from_secs(60));
+    second.wait_log(
+        "had taken effect; recorded as verified",
+        Duration::from_secs(60),
+    );
     wait_payload(&platform);
     std::thread::sleep(Duration::from_secs(8));
     assert_eq!(lines(&dir.join("runs")), 1, "one restart script run");

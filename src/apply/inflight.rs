@@ -68,6 +68,15 @@ fn start_ticks(pid: i32) -> Option<u64> {
     fields.get(19)?.parse().ok()
 }
 
+/// Whether PostgreSQL (re)started at or after `t` (unix seconds); None when it cannot be
+/// asked.
+pub fn restarted_since(pg: &crate::pg::Pg, t: i64) -> Option<bool> {
+    let mut c = pg.conn().ok()?;
+    crate::pg::queries::postmaster_start_epoch(&mut c)
+        .ok()
+        .map(|s| s >= t)
+}
+
 thread_local! {
     static WATCH: RefCell<Option<Box<dyn FnMut(&Process)>>> = const { RefCell::new(None) };
 }

@@ -3,8 +3,8 @@
 //! journalled previous values. It is never re-applied.
 
 use super::journal::{Entry, Journal, Phase};
-use super::{rollback, verify, wait_ready, ApplyContext, VerifyFor};
 use super::wait;
+use super::{rollback, verify, wait_ready, ApplyContext, VerifyFor};
 use crate::error::{Error, Kind, Result};
 use std::fmt;
 use std::time::Duration;

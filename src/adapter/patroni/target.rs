@@ -325,6 +325,34 @@ impl Target for PatroniTarget {
         }
     }
 
+    /// Patroni carries on a restart it accepted on its own: wait until every member is up
+    /// again (none restarting, starting or stopping).
+    fn settle_restart(&self, pg: &Pg, _entry: &Entry, deadline: Duration) -> Result<()> {
+        wait::until(
+            "every Patroni member to be up after the interrupted restart",
+            deadline,
+            Duration::from_millis(500),
+            |last| {
+                let c = match self.rest.cluster() {
+                    Ok(c) => c,
+                    Err(e) => {
+                        *last = e.to_string();
+                        return Ok(None);
+                    }
+                };
+                let down: Vec<String> = c
+                    .members
+                    .iter()
+                    .filter(|m| !m.is_up())
+                    .map(|m| format!("{} {}", m.name, m.state))
+                    .collect();
+                *last = format!("not up: [{}]", down.join(", "));
+                Ok((down.is_empty() && c.leader().is_some()).then_some(()))
+            },
+        )?;
+        wait::ready(pg, deadline)
+    }
+
     fn restore(&self, pg: &Pg, entry: &Entry, knobs: &[KnobChange], pg_up: bool) -> Result<String> {
         let params: Map<String, Value> = knobs
             .iter()

@@ -149,7 +149,9 @@ pub fn run_bounded(mut cmd: Command, timeout: Duration) -> std::io::Result<Comma
 fn left_running(what: &str) -> Error {
     Error::new(
         Kind::Interrupted,
-        format!("interrupted by shutdown while {what} was running (it is left running to completion)"),
+        format!(
+            "interrupted by shutdown while {what} was running (it is left running to completion)"
+        ),
     )
 }
 
