@@ -77,8 +77,11 @@ pub fn restarted_since(pg: &crate::pg::Pg, t: i64) -> Option<bool> {
         .map(|s| s >= t)
 }
 
+/// What `watch` was given: called with each restart command spawned.
+type OnSpawn = Box<dyn FnMut(&Process)>;
+
 thread_local! {
-    static WATCH: RefCell<Option<Box<dyn FnMut(&Process)>>> = const { RefCell::new(None) };
+    static WATCH: RefCell<Option<OnSpawn>> = const { RefCell::new(None) };
 }
 
 /// While the returned guard lives, a restart command spawned on this thread is reported to
