@@ -214,3 +214,45 @@ fn sigterm_mid_restart_stops_within_10s_and_the_restart_still_completes() {
     assert_eq!(journal(&state)["phase"], "verified");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn a_restarter_running_past_its_timeout_is_never_joined_by_a_second_restart() {
+    let pg = PgCluster::start();
+    let platform = PlatformStandIn::start();
+    let dir = agent::temp_dir("restarter-overrun");
+    let state = dir.join("state");
+    let script = slow_restart_script(&pg, &dir, 22);
+    platform.set_recommendation(&rec("shared_buffers", 4096, "8kB", "postmaster", "restart"));
+    let cfg = yaml(&pg, &platform, &script, &state).replace(
+        "disable_checks: true\n",
+        "disable_checks: true\napply:\n  restart_timeout: 3\n",
+    );
+    let first = Agent::spawn(&cfg, &["--local"], &[]);
+    wait_file_lines(&dir.join("runs"), 1, Duration::from_secs(60));
+    first.signal(libc::SIGKILL);
+
+    // The script outlives the 3 s the first agent would have allowed it: the new agent says so
+    // and judges nothing meanwhile; once the script is done, the apply is completed.
+    let second = Agent::spawn(&cfg, &["--local"], &[]);
+    second.wait_log(
+        "still running past apply.restart_timeout",
+        Duration::from_secs(40),
+    );
+    assert_eq!(lines(&dir.join("done")), 0);
+    assert_eq!(
+        server_starts(&pg),
+        1,
+        "nothing restarted PostgreSQL meanwhile"
+    );
+    second.wait_log(
+        "had taken effect; recorded as verified",
+        Duration::from_secs(60),
+    );
+    wait_payload(&platform);
+    std::thread::sleep(Duration::from_secs(5));
+    assert_eq!(lines(&dir.join("runs")), 1, "one restart script run");
+    assert_eq!(server_starts(&pg), 2, "PostgreSQL restarted exactly once");
+    assert_eq!(budget(&state).len(), 1, "the budget is charged once");
+    drop(first);
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -5,8 +5,9 @@
 //! A restart is never killed halfway by the agent's own end: the command runs in its own
 //! session (`setsid`, so no signal meant for the agent's process group or terminal reaches
 //! it), writes its output to a file rather than a pipe (so it cannot die of SIGPIPE once the
-//! agent is gone), is journalled as soon as it is spawned (`apply::inflight`), and at
-//! shutdown the agent stops waiting for it and leaves it running; the next start waits for it.
+//! agent is gone), is journalled by pid before it starts (`apply::inflight`: it waits behind a
+//! gate until then), and at shutdown the agent stops waiting for it and leaves it running; the
+//! next start waits for it.
 
 use crate::error::{Error, Kind, Result};
 use std::io::{Read, Seek, SeekFrom};
@@ -69,14 +70,85 @@ fn tail(f: &mut std::fs::File) -> String {
     String::from_utf8_lossy(&buf).trim().to_string()
 }
 
+/// The shell that gates a restart command until its pid is journalled; absent (a FROM-scratch
+/// image), the command starts at once and is journalled a moment later.
+const GATE_SHELL: &str = "/bin/sh";
+/// Waits for the go-ahead line on stdin, then becomes the command itself (same pid, same
+/// session) with stdin closed. The command and its arguments are passed as `$0 "$@"`, never
+/// interpreted by the shell. No go-ahead (the agent died first): the command never runs.
+const GATE: &str = "read -r _ || exit 125; exec \"$0\" \"$@\" </dev/null";
+
+/// `cmd` behind the gate, and the pipe end that opens it.
+fn gated(cmd: &Command) -> std::io::Result<(Command, std::fs::File)> {
+    let mut fds = [0; 2];
+    // SAFETY: pipe2(2) fills the two descriptors, which we then own.
+    if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    use std::os::fd::FromRawFd;
+    // SAFETY: both descriptors were just created and are owned by nobody else.
+    let (read, write) = unsafe {
+        (
+            std::fs::File::from_raw_fd(fds[0]),
+            std::fs::File::from_raw_fd(fds[1]),
+        )
+    };
+    let mut g = like(GATE_SHELL.as_ref(), cmd);
+    g.arg("-c")
+        .arg(GATE)
+        .arg(cmd.get_program())
+        .args(cmd.get_args())
+        .stdin(Stdio::from(read));
+    Ok((g, write))
+}
+
+/// A command running `program` with `cmd`'s environment changes and directory.
+fn like(program: &std::ffi::OsStr, cmd: &Command) -> Command {
+    let mut c = Command::new(program);
+    for (k, v) in cmd.get_envs() {
+        match v {
+            Some(v) => c.env(k, v),
+            None => c.env_remove(k),
+        };
+    }
+    if let Some(d) = cmd.get_current_dir() {
+        c.current_dir(d);
+    }
+    c
+}
+
 /// Runs `cmd` (in its own session and process group, stdin closed) for at most `timeout`.
+/// Its pid is reported to `apply::inflight` (the pipeline journals it) before it starts.
 /// At shutdown (`apply::wait::stopping`) it stops waiting and leaves the command running.
-pub fn run_bounded(mut cmd: Command, timeout: Duration) -> std::io::Result<CommandResult> {
+pub fn run_bounded(cmd: Command, timeout: Duration) -> std::io::Result<CommandResult> {
+    let start = Instant::now();
+    let mut tries = 0;
+    loop {
+        let r = run_once(&cmd, timeout.saturating_sub(start.elapsed()))?;
+        // ETXTBSY at the gate's exec: a script written a moment ago may still be open for
+        // writing in a process forked meanwhile (seen with parallel tests); it clears within
+        // milliseconds, and the command did not run.
+        if r.code == Some(126) && r.output.contains("Text file busy") && tries < 20 {
+            tries += 1;
+            std::thread::sleep(Duration::from_millis(50));
+            continue;
+        }
+        return Ok(r);
+    }
+}
+
+fn run_once(cmd: &Command, timeout: Duration) -> std::io::Result<CommandResult> {
     let program = cmd.get_program().to_string_lossy().into_owned();
     let mut out = output_file()?;
-    cmd.stdin(Stdio::null())
-        .stdout(out.try_clone()?)
-        .stderr(out.try_clone()?);
+    let (mut cmd, mut go) = if std::path::Path::new(GATE_SHELL).exists() {
+        let (g, w) = gated(cmd)?;
+        (g, Some(w))
+    } else {
+        let mut direct = like(cmd.get_program(), cmd);
+        direct.args(cmd.get_args()).stdin(Stdio::null());
+        (direct, None)
+    };
+    cmd.stdout(out.try_clone()?).stderr(out.try_clone()?);
     // SAFETY: setsid(2) is async-signal-safe and touches no memory of the parent.
     unsafe {
         cmd.pre_exec(|| {
@@ -86,8 +158,7 @@ pub fn run_bounded(mut cmd: Command, timeout: Duration) -> std::io::Result<Comma
             Ok(())
         });
     }
-    // ETXTBSY: a script written a moment ago may still be open for writing in a process
-    // forked meanwhile (seen with parallel tests); it clears within milliseconds.
+    // ETXTBSY (ungated): as in `run_bounded`.
     let mut tries = 0;
     let mut child = loop {
         match cmd.spawn() {
@@ -100,6 +171,11 @@ pub fn run_bounded(mut cmd: Command, timeout: Duration) -> std::io::Result<Comma
     };
     if let Some(p) = crate::apply::inflight::Process::of(child.id() as i32, &program) {
         crate::apply::inflight::spawned(&p);
+    }
+    if let Some(mut w) = go.take() {
+        use std::io::Write;
+        // A gate that cannot be opened leaves the command not run: the wait below sees it exit.
+        let _ = w.write_all(b"go\n");
     }
     let start = Instant::now();
     let mut last_log = start;
@@ -380,6 +456,34 @@ mod tests {
         assert!(t.elapsed() < Duration::from_secs(21));
         assert!(e.starts_with("failed to restart PostgreSQL service: systemctl restart dbtune-test-no-such-unit.service"), "{e}");
         assert!(e.contains("sudo"), "the sudo -n fallback was tried: {e}");
+    }
+
+    #[test]
+    fn the_gate_runs_the_command_only_once_opened_and_keeps_its_pid() {
+        let marker =
+            std::env::temp_dir().join(format!("dbtune-restart-gate-{}", std::process::id()));
+        let _ = std::fs::remove_file(&marker);
+        let p = script("gate", &format!("echo $$ > {}", marker.display()));
+        // Never opened (the agent died before journalling the pid): the script never runs.
+        let (mut g, w) = gated(&Command::new(&p)).unwrap();
+        let mut child = g.spawn().unwrap();
+        drop(w);
+        assert_eq!(child.wait().unwrap().code(), Some(125));
+        assert!(!marker.exists(), "the script ran without the go-ahead");
+        // Opened: the script runs as the very process that was spawned (same pid).
+        let (mut g, mut w) = gated(&Command::new(&p)).unwrap();
+        let mut child = g.spawn().unwrap();
+        use std::io::Write;
+        w.write_all(b"go\n").unwrap();
+        assert_eq!(child.wait().unwrap().code(), Some(0));
+        let pid: u32 = std::fs::read_to_string(&marker)
+            .unwrap()
+            .trim()
+            .parse()
+            .unwrap();
+        assert_eq!(pid, child.id());
+        let _ = std::fs::remove_file(&marker);
+        let _ = std::fs::remove_file(p);
     }
 
     #[test]
