@@ -325,8 +325,9 @@ impl Target for PatroniTarget {
         }
     }
 
-    /// Patroni carries on a restart it accepted on its own: wait until every member is up
-    /// again (none restarting, starting or stopping).
+    /// Patroni carries on a restart it accepted on its own: wait until the leader is up and no
+    /// member is restarting, starting or stopping (a replica down for other reasons does not
+    /// hold recovery up).
     fn settle_restart(&self, pg: &Pg, _entry: &Entry, deadline: Duration) -> Result<()> {
         wait::until(
             "every Patroni member to be up after the interrupted restart",
@@ -340,14 +341,15 @@ impl Target for PatroniTarget {
                         return Ok(None);
                     }
                 };
-                let down: Vec<String> = c
+                let moving: Vec<String> = c
                     .members
                     .iter()
-                    .filter(|m| !m.is_up())
+                    .filter(|m| matches!(m.state.as_str(), "restarting" | "starting" | "stopping"))
                     .map(|m| format!("{} {}", m.name, m.state))
                     .collect();
-                *last = format!("not up: [{}]", down.join(", "));
-                Ok((down.is_empty() && c.leader().is_some()).then_some(()))
+                *last = format!("in transition: [{}]", moving.join(", "));
+                let leader_up = c.leader().is_some_and(|l| l.is_up());
+                Ok((moving.is_empty() && leader_up).then_some(()))
             },
         )?;
         wait::ready(pg, deadline)
