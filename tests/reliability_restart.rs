@@ -180,6 +180,7 @@ fn sigterm_mid_restart_stops_within_10s_and_the_restart_still_completes() {
         .wait(Duration::from_secs(30))
         .expect("the agent exits after SIGTERM");
     let took = t.elapsed();
+    eprintln!("SIGTERM mid-restart to exit: {took:?}");
     assert!(
         took < Duration::from_secs(10),
         "SIGTERM took {took:?}; log:\n{}",
