@@ -58,6 +58,27 @@ fn real_main() -> i32 {
     if !dry_run {
         logging::register_secret(cfg.dbtune.api_key.expose());
     }
+    // Whatever the form of the connection string, what its masked form hides (the password
+    // among it) never reaches a log line either.
+    for part in dbtune_agent::secret::conninfo::hidden_parts(cfg.postgresql.connection_url.expose())
+    {
+        logging::register_secret(&part);
+    }
+    // Proxy credentials (`HTTPS_PROXY=http://user:password@proxy:3128`) likewise.
+    for var in [
+        "ALL_PROXY",
+        "HTTPS_PROXY",
+        "HTTP_PROXY",
+        "all_proxy",
+        "https_proxy",
+        "http_proxy",
+    ] {
+        if let Ok(v) = std::env::var(var) {
+            let mut hidden = Vec::new();
+            dbtune_agent::secret::url::mask_with(&v, &[], false, &mut hidden);
+            hidden.iter().for_each(|h| logging::register_secret(h));
+        }
+    }
     if let Ok(info) =
         dbtune_agent::pg::conninfo::ConnInfo::parse(cfg.postgresql.connection_url.expose())
     {

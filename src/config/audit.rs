@@ -60,7 +60,8 @@ impl AuditConfig {
         if let Some(e) = &endpoint {
             if !(e.starts_with("http://") || e.starts_with("https://")) || e.len() < 10 {
                 errs.push(format!(
-                    "audit.s3_endpoint (DBT_AUDIT_S3_ENDPOINT): {e:?} is not an http(s) URL (expected e.g. https://minio.internal:9000)"
+                    "audit.s3_endpoint (DBT_AUDIT_S3_ENDPOINT): {:?} is not an http(s) URL (expected e.g. https://minio.internal:9000)",
+                    crate::secret::url::mask(e)
                 ));
             }
         }

@@ -233,7 +233,7 @@ impl Config {
             Some(u) => {
                 if let Err(e) = crate::pg::conninfo::ConnInfo::parse(u) {
                     errs.push(format!(
-                        "postgresql.connection_url: {} is invalid: {e}",
+                        "postgresql.connection_url (DBT_POSTGRESQL_CONNECTION_URL): {} is invalid: {e}",
                         crate::secret::redact_dsn(u)
                     ));
                 }
@@ -241,7 +241,8 @@ impl Config {
         }
         if !is_valid_url(&server_url) {
             errs.push(format!(
-                "dbtune.server_url (DBT_DBTUNE_SERVER_URL): {server_url:?} is not a URL (expected e.g. https://app.dbtune.com)"
+                "dbtune.server_url (DBT_DBTUNE_SERVER_URL): {:?} is not a URL (expected e.g. https://app.dbtune.com)",
+                crate::secret::url::mask(&server_url)
             ));
         }
         let (api_key, database_id) = if require_platform {

@@ -160,7 +160,7 @@ impl Pg {
         Ok(Pg {
             pool,
             last_error,
-            display_url: crate::secret::redact_dsn(url),
+            display_url: info.display(),
         })
     }
 

@@ -82,7 +82,8 @@ impl PatroniConfig {
         if let Some(u) = &api_url {
             if !(u.starts_with("http://") || u.starts_with("https://")) || u.len() < 10 {
                 errs.push(format!(
-                    "patroni.patroni_api_url (DBT_PATRONI_API_URL): {u:?} is not an http:// or https:// URL"
+                    "patroni.patroni_api_url (DBT_PATRONI_API_URL): {:?} is not an http:// or https:// URL",
+                    crate::secret::url::mask(u)
                 ));
             }
         }
