@@ -55,6 +55,9 @@ fn real_main() -> i32 {
         Err(e) => return fatal(e),
     };
     logging::init(cfg.debug);
+    for w in &cfg.key_warnings {
+        log::warn!("{w}");
+    }
     if !dry_run {
         logging::register_secret(cfg.dbtune.api_key.expose());
     }
@@ -172,6 +175,10 @@ fn real_main() -> i32 {
         if cli.check {
             for c in &results {
                 println!("{c}");
+            }
+            // Unknown keys outside `apply` do not fail the check, but are listed.
+            for w in &cfg.key_warnings {
+                println!("[warn] {:<22} {w}", "configuration keys");
             }
             return if failed { 1 } else { 0 };
         }

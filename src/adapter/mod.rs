@@ -13,6 +13,7 @@ pub mod select;
 
 use crate::apply::{Applier, ApplyError, Outcome, RecoveryReport, Runtime};
 use crate::checks::Check;
+use crate::config::keys::Keys;
 use crate::config::Config;
 use crate::error::Result;
 use crate::metrics::MetricCollector;
@@ -51,6 +52,42 @@ pub fn build(provider: Provider, cfg: &Config) -> std::result::Result<Arc<dyn Ad
             p.label(),
             p.flag()
         )),
+    }
+}
+
+/// The Aiven section (adapters.md §4.1), declared here until its adapter lands with its own
+/// `aiven/config.rs` (then that file declares them and this goes).
+pub const AIVEN_KEYS: Keys = Keys {
+    section: "aiven",
+    file: &[
+        "aiven_api_token",
+        "aiven_project_name",
+        "aiven_service_name",
+        "metric_resolution_seconds",
+        "database_name",
+    ],
+    env: &[
+        "DBT_AIVEN_API_TOKEN",
+        "DBT_AIVEN_PROJECT_NAME",
+        "DBT_AIVEN_SERVICE_NAME",
+        "DBT_AIVEN_METRIC_RESOLUTION_SECONDS",
+        "DBT_AIVEN_DATABASE_NAME",
+    ],
+};
+
+/// Each provider's configuration keys, declared beside its section reader (the unknown-key
+/// check, `config::keys`). Exhaustive on purpose: a new provider must say what it reads.
+pub fn config_keys(provider: Provider) -> &'static [&'static Keys] {
+    match provider {
+        Provider::Local => &[],
+        Provider::Docker => &[&docker::config::KEYS],
+        Provider::Rds => &[&rds::config::KEYS],
+        Provider::Aurora => &[&rds::config::KEYS_AURORA],
+        Provider::Aiven => &[&AIVEN_KEYS],
+        Provider::CloudSql => &[&cloudsql::config::KEYS],
+        Provider::Cnpg => &[&cnpg::config::KEYS],
+        Provider::Patroni => &[&patroni::config::KEYS],
+        Provider::AzureFlex => &[&azure_flex::config::KEYS],
     }
 }
 

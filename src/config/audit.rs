@@ -14,6 +14,17 @@ pub struct AuditConfig {
     pub endpoint: Option<String>,
 }
 
+/// The keys read below (`config::keys`).
+pub const KEYS: super::keys::Keys = super::keys::Keys {
+    section: "audit",
+    file: &["s3_url", "s3_region", "s3_endpoint"],
+    env: &[
+        "DBT_AUDIT_S3_URL",
+        "DBT_AUDIT_S3_REGION",
+        "DBT_AUDIT_S3_ENDPOINT",
+    ],
+};
+
 pub const DEFAULT_REGION: &str = "us-east-1";
 
 impl AuditConfig {

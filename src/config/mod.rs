@@ -7,6 +7,7 @@
 pub mod apply;
 pub mod audit;
 pub mod collectors;
+pub mod keys;
 pub mod sources;
 
 use crate::error::{Error, Result};
@@ -54,6 +55,8 @@ pub struct Config {
     pub file: Option<PathBuf>,
     /// The parsed sources, for adapter sections (`docker:`, `rds:` …) read by their adapters.
     pub sources: Sources,
+    /// Unknown keys and variables outside `apply` (logged at start, shown by `--check`).
+    pub key_warnings: Vec<String>,
 }
 
 /// The directories searched, in order; the first holding a config file wins, nothing is merged.
@@ -305,6 +308,10 @@ impl Config {
             }
         };
 
+        // After every reader above, so what they read counts as known.
+        let unknown = keys::check(&src);
+        errs.extend(unknown.errors);
+
         if !errs.is_empty() {
             let origin = match &file {
                 Some(f) => format!(" (file {})", f.display()),
@@ -338,6 +345,7 @@ impl Config {
             state_dir: PathBuf::from(state_dir),
             file,
             sources: src,
+            key_warnings: unknown.warnings,
         })
     }
 }

@@ -5,8 +5,9 @@
 
 use crate::error::{Error, Result};
 use serde_norway::Value;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
 
 #[derive(Clone, Debug, Default)]
 pub struct Env(pub BTreeMap<String, String>);
@@ -43,6 +44,9 @@ pub struct Sources {
     pub env: Env,
     /// The file's path and, for TOML, the line of each dotted (lower-cased) key.
     origin: Option<(PathBuf, BTreeMap<String, usize>)>,
+    /// Every dotted key a reader asked for (shared by clones): the unknown-key check accepts
+    /// what is really read, whatever the declarations say.
+    reads: Arc<Mutex<BTreeSet<String>>>,
 }
 
 /// True for a file read as TOML (by extension, case-insensitive).
@@ -131,6 +135,7 @@ impl Sources {
                 root: Value::Null,
                 env,
                 origin: None,
+                reads: Default::default(),
             });
         };
         let bad =
@@ -145,6 +150,7 @@ impl Sources {
             root,
             env,
             origin: Some((p.to_path_buf(), lines)),
+            reads: Default::default(),
         })
     }
 
@@ -187,10 +193,22 @@ impl Sources {
             root,
             env,
             origin: None,
+            reads: Default::default(),
         })
     }
 
+    /// The dotted keys readers asked for so far.
+    pub fn reads(&self) -> BTreeSet<String> {
+        self.reads.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
     pub fn get(&self, path: &[&str]) -> Option<&Value> {
+        if !path.is_empty() {
+            self.reads
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .insert(Self::dotted(path));
+        }
         let mut v = &self.root;
         for k in path {
             v = v.as_mapping()?.get(Value::String((*k).to_string()))?;
