@@ -226,6 +226,9 @@ fn real_main() -> i32 {
             }
             Ok(new) => {
                 logging::init(new.debug);
+                for w in &new.key_warnings {
+                    log::warn!("{w}");
+                }
                 if let Some(s) = sh_for_reload
                     .lock()
                     .unwrap_or_else(|p| p.into_inner())
