@@ -362,7 +362,8 @@ mod tests {
     /// Drift: every file key a reader asks for is declared.
     #[test]
     fn every_key_a_reader_reads_is_declared() {
-        let yaml = "postgresql:\n  x: 1\ndbtune:\n  x: 1\napply:\n  x: 1\naudit:\n  x: 1\nrds:\n  x: 1\nrds-aurora:\n  x: 1\ncloudsql:\n  x: 1\nazure_flex:\n  x: 1\ncnpg:\n  x: 1\npatroni:\n  x: 1\ndocker:\n  x: 1\nguardrail_settings:\n  x: 1\n";
+        // Required keys given, so no reader stops before reading the rest.
+        let yaml = "postgresql:\n  connection_url: host=h\ndbtune:\n  x: 1\napply:\n  x: 1\naudit:\n  x: 1\nrds:\n  aws_region: r\n  rds_database_identifier: d\nrds-aurora:\n  aws_region: r\n  rds_database_identifier: d\ncloudsql:\n  project_id: p\n  database_name: d\nazure_flex:\n  subscription_id: s\n  resource_group_name: r\n  server_name: n\ncnpg:\n  namespace: n\n  cluster_name: c\npatroni:\n  node_name: n\n  patroni_api_url: http://10.0.0.1:8008\ndocker:\n  container_name: c\nguardrail_settings:\n  x: 1\n";
         let s = Sources::from_yaml(yaml, Env::default()).unwrap();
         let _ = crate::config::Config::from_sources_opts(s.clone(), None, false);
         let _ = crate::adapter::rds::config::RdsConfig::from_sources(&s, false);
