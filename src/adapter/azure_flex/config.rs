@@ -65,7 +65,8 @@ impl AzureFlexConfig {
         let is_url = arm_url.starts_with("https://") || arm_url.starts_with("http://");
         if !(arm_url.is_empty() || is_url) {
             errs.push(format!(
-                "azure_flex.arm_url (DBT_AZURE_FLEX_ARM_URL): expected an http(s) URL, got {arm_url:?}"
+                "azure_flex.arm_url (DBT_AZURE_FLEX_ARM_URL): expected an http(s) URL, got {:?}",
+                crate::secret::url::mask(&arm_url)
             ));
         }
         if !errs.is_empty() {
