@@ -14,8 +14,11 @@ use std::borrow::Cow;
 
 pub const REDACTED: &str = "'***'";
 
+/// Case-insensitive, without allocating (runs on every statement text fetched).
 fn has_password(s: &str) -> bool {
-    s.to_ascii_lowercase().contains("password")
+    s.as_bytes()
+        .windows(8)
+        .any(|w| w.eq_ignore_ascii_case(b"password"))
 }
 
 /// The text with its password literals replaced; borrowed when there is nothing to replace.

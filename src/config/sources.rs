@@ -9,8 +9,15 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Default)]
 pub struct Env(pub BTreeMap<String, String>);
+
+/// Names only: the values hold passwords, keys and tokens.
+impl std::fmt::Debug for Env {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_set().entries(self.0.keys()).finish()
+    }
+}
 
 impl Env {
     pub fn from_process() -> Env {
@@ -38,7 +45,7 @@ impl Env {
     }
 }
 
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Default)]
 pub struct Sources {
     pub root: Value,
     pub env: Env,
@@ -47,6 +54,16 @@ pub struct Sources {
     /// Every dotted key a reader asked for (shared by clones): the unknown-key check accepts
     /// what is really read, whatever the declarations say.
     reads: Arc<Mutex<BTreeSet<String>>>,
+}
+
+/// The file and the variables' names only: values may be secrets.
+impl std::fmt::Debug for Sources {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Sources")
+            .field("file", &self.origin.as_ref().map(|o| &o.0))
+            .field("env", &self.env)
+            .finish_non_exhaustive()
+    }
 }
 
 /// True for a file read as TOML (by extension, case-insensitive).
@@ -363,5 +380,24 @@ impl Sources {
                 self.label(path, env)
             )),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn debug_never_shows_values() {
+        let s = Sources::from_yaml(
+            "postgresql:\n  connection_url: postgres://u:S3cr@h/db\n",
+            Env::from_pairs([("DBT_DBTUNE_API_KEY", "S3crKey")]),
+        )
+        .unwrap();
+        let d = format!("{s:?}");
+        assert!(
+            !d.contains("S3cr") && d.contains("DBT_DBTUNE_API_KEY"),
+            "{d}"
+        );
     }
 }
