@@ -13,4 +13,5 @@ pub mod patroni;
 pub mod pgcluster;
 pub mod pgversions;
 pub mod platform;
+pub mod rds_fault_front;
 pub mod rds_mirror;

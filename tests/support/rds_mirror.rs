@@ -121,7 +121,7 @@ fn esc(s: &str) -> String {
 }
 
 /// Sends `req` to moto byte for byte (Host and signature unchanged) and returns its answer.
-fn forward(port: u16, req: &Req) -> Resp {
+pub fn forward(port: u16, req: &Req) -> Resp {
     let mut s = TcpStream::connect(("127.0.0.1", port)).expect("connecting to moto");
     let mut head = format!("{} {} HTTP/1.1\r\n", req.method, req.target);
     for (n, v) in &req.headers {

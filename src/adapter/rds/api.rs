@@ -111,37 +111,84 @@ fn text(e: &Element, path: &[&str]) -> Option<String> {
 
 /// Throttling, 5xx and broken connections: worth another try.
 pub fn transient(e: &CloudError) -> bool {
-    matches!(
-        e.kind,
-        ErrorKind::Throttled | ErrorKind::Transport | ErrorKind::Timeout
-    ) || e.status.is_some_and(|s| s >= 500)
+    throttled(e)
+        || matches!(e.kind, ErrorKind::Transport | ErrorKind::Timeout)
+        || e.status.is_some_and(|s| s >= 500)
+}
+
+/// AWS refused the call for its rate: it did nothing, unlike a 5xx or a lost answer.
+pub fn throttled(e: &CloudError) -> bool {
+    e.kind == ErrorKind::Throttled
+        || e.status == Some(429)
         || matches!(
             e.code(),
             Some("Throttling" | "ThrottlingException" | "RequestLimitExceeded")
         )
 }
 
+/// First pause between two tries of a transient failure, and the largest.
+const FIRST_PAUSE: Duration = Duration::from_secs(2);
+const MAX_PAUSE: Duration = Duration::from_secs(30);
+
+/// The pause after failed try `tries` (1, 2, …): 2 s doubling up to 30 s, with "equal jitter"
+/// (half fixed, half from `random`) so agents throttled together do not retry in step.
+pub fn pause_after(tries: u32, random: u64) -> Duration {
+    let full = FIRST_PAUSE
+        .saturating_mul(1u32 << tries.saturating_sub(1).min(8))
+        .min(MAX_PAUSE);
+    let half = full / 2;
+    half + Duration::from_millis(random % (half.as_millis() as u64 + 1))
+}
+
 impl Api {
-    /// Runs `f` until it succeeds, fails for good, or `deadline` from now runs out; transient
-    /// errors are retried with capped exponential back-off (2 s, 4 s, … 30 s) through `wait`.
+    /// [`Api::retrying_until`] with a deadline `deadline` from now.
     pub fn retrying<T>(
         &self,
         what: &str,
         deadline: Duration,
+        f: impl FnMut() -> crate::cloud::Result<T>,
+    ) -> Result<T> {
+        self.retrying_until(what, Instant::now() + deadline, f)
+    }
+
+    /// Runs `f` until it succeeds, fails for good, or the next pause would end past `until`
+    /// (the apply step's deadline): transient errors (throttling, 5xx, broken connections) are
+    /// retried after [`pause_after`], each retry logged, the pause interruptible by shutdown.
+    /// (Each try is itself the HTTP layer's few quick attempts.)
+    pub fn retrying_until<T>(
+        &self,
+        what: &str,
+        until: Instant,
         mut f: impl FnMut() -> crate::cloud::Result<T>,
     ) -> Result<T> {
         let start = Instant::now();
-        let mut delay = Duration::from_secs(2);
+        let mut tries = 0u32;
         loop {
-            match f() {
-                Ok(v) => return Ok(v),
-                Err(e) if transient(&e) && start.elapsed() + delay < deadline => {
-                    log::warn!("{what}: {e}; retrying in {}s", delay.as_secs());
-                    wait::sleep(delay, what)?;
-                    delay = (delay * 2).min(Duration::from_secs(30));
+            tries += 1;
+            let e = match f() {
+                Ok(v) => {
+                    if tries > 1 {
+                        log::info!("{what}: succeeded on try {tries}");
+                    }
+                    return Ok(v);
                 }
-                Err(e) => return Err(Error::from(e).context(what.to_string())),
+                Err(e) if transient(&e) => e,
+                Err(e) => return Err(Error::from(e).context(what)),
+            };
+            let pause = pause_after(tries, crate::cloud::crypto::random_u64());
+            let left = until.saturating_duration_since(Instant::now());
+            if pause >= left {
+                return Err(Error::from(e).context(format!(
+                    "{what}: gave up after {tries} tries in {:.0} s, the apply's deadline (apply.restart_timeout) leaving {:.0} s",
+                    start.elapsed().as_secs_f64(),
+                    left.as_secs_f64()
+                )));
             }
+            log::warn!(
+                "{what}: try {tries} failed ({e}); retrying in {:.1} s",
+                pause.as_secs_f64()
+            );
+            wait::sleep(pause, what)?;
         }
     }
 
@@ -474,4 +521,47 @@ impl Api {
 /// A cloud error that is a shutdown interruption stays one (the pipeline keeps the journal).
 pub fn is_interrupted(e: &Error) -> bool {
     e.kind == Kind::Interrupted
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pauses_double_from_two_seconds_to_thirty_with_equal_jitter() {
+        for (tries, full) in [(1, 2), (2, 4), (3, 8), (4, 16), (5, 30), (9, 30), (40, 30)] {
+            let full = Duration::from_secs(full);
+            assert_eq!(pause_after(tries, 0), full / 2, "try {tries}");
+            for r in [1u64, 7, 12345, u64::MAX] {
+                let p = pause_after(tries, r);
+                assert!(p >= full / 2 && p <= full, "try {tries}: {p:?}");
+            }
+        }
+        // The random half really varies.
+        let seen: std::collections::HashSet<Duration> = (0..50)
+            .map(|_| pause_after(3, crate::cloud::crypto::random_u64()))
+            .collect();
+        assert!(seen.len() > 10, "{seen:?}");
+    }
+
+    #[test]
+    fn throttling_and_5xx_are_transient_and_throttling_did_nothing() {
+        let mut e = CloudError::new(
+            ErrorKind::Service,
+            "RDS ModifyDBParameterGroup",
+            "Rate exceeded",
+        );
+        e.status = Some(400);
+        e.code = Some("Throttling".into());
+        assert!(transient(&e) && throttled(&e));
+        e.code = Some("RequestLimitExceeded".into());
+        assert!(transient(&e) && throttled(&e));
+        e.code = Some("InvalidParameterValue".into());
+        assert!(!transient(&e));
+        e.code = None;
+        for s in [500, 503] {
+            e.status = Some(s);
+            assert!(transient(&e) && !throttled(&e), "{s}");
+        }
+    }
 }

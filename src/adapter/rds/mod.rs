@@ -35,7 +35,8 @@ pub struct Shared {
     info: Mutex<DbInfo>,
     pub defs: Mutex<Option<target::Definitions>>,
     sample: Mutex<Option<(Instant, metrics::Sample)>>,
-    /// Bound of every control-plane wait and retry inside one apply step.
+    /// Bound of every control-plane wait and retry inside one apply step (the pipeline's own
+    /// deadline for activation: `apply.restart_timeout`).
     pub deadline: Duration,
 }
 
@@ -117,7 +118,7 @@ impl Rds {
             info: Mutex::new(info),
             defs: Mutex::new(None),
             sample: Mutex::new(None),
-            deadline: cfg.apply.restart_timeout.max(Duration::from_secs(60)),
+            deadline: cfg.apply.restart_timeout,
         });
         let applier = Applier::new(cfg, Box::new(target::RdsTarget::new(sh.clone())));
         Ok(Rds {

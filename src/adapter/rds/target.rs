@@ -186,6 +186,8 @@ impl RdsTarget {
         pl: &Placement,
         items: &[(usize, String, Option<String>)],
     ) -> std::result::Result<(), WriteError> {
+        // One deadline for the whole write, however many batches it takes.
+        let until = Instant::now() + self.deadline();
         let mut i = 0;
         while i < items.len() {
             let kind = pl.kinds[items[i].0];
@@ -212,7 +214,7 @@ impl RdsTarget {
                     .join(", ")
             );
             let mut ambiguous = false;
-            let r = self.sh.api.retrying(&what, self.deadline(), || {
+            let r = self.sh.api.retrying_until(&what, until, || {
                 let r = if reset {
                     let names: Vec<(String, &'static str)> = batch
                         .iter()
@@ -243,7 +245,12 @@ impl RdsTarget {
                         .collect();
                     self.sh.api.modify(kind, group, &changes)
                 };
-                ambiguous = r.as_ref().err().is_some_and(super::api::transient);
+                // Throttled: refused before doing anything; a 5xx or a lost answer may have
+                // written the batch.
+                ambiguous = r
+                    .as_ref()
+                    .err()
+                    .is_some_and(|e| super::api::transient(e) && !super::api::throttled(e));
                 r
             });
             if let Err(e) = r {
