@@ -55,8 +55,9 @@ pub fn build(provider: Provider, cfg: &Config) -> std::result::Result<Arc<dyn Ad
     }
 }
 
-/// The Aiven section (adapters.md §4.1), declared here until its adapter lands with its own
-/// `aiven/config.rs` (then that file declares them and this goes).
+/// The Aiven section (adapters.md §4.1, plus the `api_url` override the adapter reads),
+/// declared here until its adapter lands with its own `aiven/config.rs` (then that file
+/// declares them and this goes).
 pub const AIVEN_KEYS: Keys = Keys {
     section: "aiven",
     file: &[
@@ -65,6 +66,7 @@ pub const AIVEN_KEYS: Keys = Keys {
         "aiven_service_name",
         "metric_resolution_seconds",
         "database_name",
+        "api_url",
     ],
     env: &[
         "DBT_AIVEN_API_TOKEN",
@@ -72,6 +74,7 @@ pub const AIVEN_KEYS: Keys = Keys {
         "DBT_AIVEN_SERVICE_NAME",
         "DBT_AIVEN_METRIC_RESOLUTION_SECONDS",
         "DBT_AIVEN_DATABASE_NAME",
+        "DBT_AIVEN_API_URL",
     ],
 };
 
