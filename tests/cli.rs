@@ -29,14 +29,15 @@ fn version_help_and_bad_flags() {
 }
 
 #[test]
-fn providers_not_in_this_build_fail_with_one_clear_line() {
+fn a_provider_that_cannot_be_built_fails_with_one_clear_line() {
     let pg = PgCluster::start();
     let p = PlatformStandIn::start();
     let yaml = agent::config_yaml(&pg.url(), &p.url, "");
     let (st, _, err) = agent::run(&yaml, &["--aiven", "--local"], &[], Duration::from_secs(10));
     assert_eq!(st.code(), Some(1));
     assert!(
-        err.contains("the Aiven adapter (--aiven) is not available in this build yet"),
+        err.contains("Failed to create Aiven adapter")
+            && err.contains("aiven.AIVEN_API_TOKEN (DBT_AIVEN_API_TOKEN) is required"),
         "{err}"
     );
     // Auto-detection: AWS variables without --rds/--aurora are ambiguous.

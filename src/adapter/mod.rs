@@ -1,6 +1,7 @@
 //! Adapters: what differs per provider (host metrics, system info, how a configuration is
 //! applied, guardrails). The runner talks only to this trait.
 
+pub mod aiven;
 pub mod azure_flex;
 pub mod cloudsql;
 pub mod cnpg;
@@ -29,6 +30,9 @@ pub fn build(provider: Provider, cfg: &Config) -> std::result::Result<Arc<dyn Ad
         Provider::Local => pgprem::PgPrem::new(cfg)
             .map(|a| Arc::new(a) as Arc<dyn Adapter>)
             .map_err(|e| format!("Failed to create local PostgreSQL adapter: {e}")),
+        Provider::Aiven => aiven::Aiven::new(cfg)
+            .map(|a| Arc::new(a) as Arc<dyn Adapter>)
+            .map_err(|e| format!("Failed to create Aiven adapter: {e}")),
         Provider::CloudSql => cloudsql::CloudSql::new(cfg)
             .map(|a| Arc::new(a) as Arc<dyn Adapter>)
             .map_err(|e| format!("Failed to create Cloud SQL adapter: {e}")),
@@ -47,11 +51,6 @@ pub fn build(provider: Provider, cfg: &Config) -> std::result::Result<Arc<dyn Ad
         Provider::Rds | Provider::Aurora => rds::Rds::new(cfg, provider == Provider::Aurora)
             .map(|a| Arc::new(a) as Arc<dyn Adapter>)
             .map_err(|e| format!("Failed to create {} adapter: {e}", provider.label())),
-        p => Err(format!(
-            "the {} adapter ({}) is not available in this build yet; use --local for self-managed PostgreSQL",
-            p.label(),
-            p.flag()
-        )),
     }
 }
 
