@@ -54,29 +54,6 @@ pub fn build(provider: Provider, cfg: &Config) -> std::result::Result<Arc<dyn Ad
     }
 }
 
-/// The Aiven section (adapters.md §4.1, plus the `api_url` override the adapter reads),
-/// declared here until its adapter lands with its own `aiven/config.rs` (then that file
-/// declares them and this goes).
-pub const AIVEN_KEYS: Keys = Keys {
-    section: "aiven",
-    file: &[
-        "aiven_api_token",
-        "aiven_project_name",
-        "aiven_service_name",
-        "metric_resolution_seconds",
-        "database_name",
-        "api_url",
-    ],
-    env: &[
-        "DBT_AIVEN_API_TOKEN",
-        "DBT_AIVEN_PROJECT_NAME",
-        "DBT_AIVEN_SERVICE_NAME",
-        "DBT_AIVEN_METRIC_RESOLUTION_SECONDS",
-        "DBT_AIVEN_DATABASE_NAME",
-        "DBT_AIVEN_API_URL",
-    ],
-};
-
 /// Each provider's configuration keys, declared beside its section reader (the unknown-key
 /// check, `config::keys`). Exhaustive on purpose: a new provider must say what it reads.
 pub fn config_keys(provider: Provider) -> &'static [&'static Keys] {
@@ -85,7 +62,7 @@ pub fn config_keys(provider: Provider) -> &'static [&'static Keys] {
         Provider::Docker => &[&docker::config::KEYS],
         Provider::Rds => &[&rds::config::KEYS],
         Provider::Aurora => &[&rds::config::KEYS_AURORA],
-        Provider::Aiven => &[&AIVEN_KEYS],
+        Provider::Aiven => &[&aiven::config::KEYS],
         Provider::CloudSql => &[&cloudsql::config::KEYS],
         Provider::Cnpg => &[&cnpg::config::KEYS],
         Provider::Patroni => &[&patroni::config::KEYS],

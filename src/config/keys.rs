@@ -363,7 +363,7 @@ mod tests {
     #[test]
     fn every_key_a_reader_reads_is_declared() {
         // Required keys given, so no reader stops before reading the rest.
-        let yaml = "postgresql:\n  connection_url: host=h\ndbtune:\n  x: 1\napply:\n  x: 1\naudit:\n  x: 1\nrds:\n  aws_region: r\n  rds_database_identifier: d\nrds-aurora:\n  aws_region: r\n  rds_database_identifier: d\ncloudsql:\n  project_id: p\n  database_name: d\nazure_flex:\n  subscription_id: s\n  resource_group_name: r\n  server_name: n\ncnpg:\n  namespace: n\n  cluster_name: c\npatroni:\n  node_name: n\n  patroni_api_url: http://10.0.0.1:8008\ndocker:\n  container_name: c\nguardrail_settings:\n  x: 1\n";
+        let yaml = "postgresql:\n  connection_url: host=h\ndbtune:\n  x: 1\napply:\n  x: 1\naudit:\n  x: 1\nrds:\n  aws_region: r\n  rds_database_identifier: d\nrds-aurora:\n  aws_region: r\n  rds_database_identifier: d\ncloudsql:\n  project_id: p\n  database_name: d\nazure_flex:\n  subscription_id: s\n  resource_group_name: r\n  server_name: n\ncnpg:\n  namespace: n\n  cluster_name: c\npatroni:\n  node_name: n\n  patroni_api_url: http://10.0.0.1:8008\ndocker:\n  container_name: c\naiven:\n  aiven_api_token: t\n  aiven_project_name: p\n  aiven_service_name: s\nguardrail_settings:\n  x: 1\n";
         let s = Sources::from_yaml(yaml, Env::default()).unwrap();
         let _ = crate::config::Config::from_sources_opts(s.clone(), None, false);
         let _ = crate::adapter::rds::config::RdsConfig::from_sources(&s, false);
@@ -373,6 +373,7 @@ mod tests {
         let _ = crate::adapter::cnpg::config::CnpgConfig::from_sources(&s);
         let _ = crate::adapter::patroni::config::PatroniConfig::from_sources(&s);
         let _ = crate::adapter::docker::config::DockerConfig::from_sources(&s);
+        let _ = crate::adapter::aiven::config::AivenConfig::from_sources(&s);
         let k = known(&Sources::default());
         let undeclared: Vec<String> = s
             .reads()
