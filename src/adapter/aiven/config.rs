@@ -108,7 +108,8 @@ impl AivenConfig {
         if let Some(u) = &api_url {
             if !(u.starts_with("https://") || u.starts_with("http://")) {
                 errs.push(format!(
-                    "aiven.api_url (DBT_AIVEN_API_URL, AIVEN_WEB_URL): expected an http(s) URL, got {u:?}"
+                    "aiven.api_url (DBT_AIVEN_API_URL, AIVEN_WEB_URL): expected an http(s) URL, got {:?}",
+                    crate::secret::url::mask(u)
                 ));
             }
         }
