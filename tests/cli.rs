@@ -151,11 +151,18 @@ fn health_reports_progress_of_a_running_agent_and_fails_when_stale() {
     let (st, out, _) = agent::run(&yaml, &["--health"], &[], Duration::from_secs(10));
     assert!(st.success(), "{out}");
     assert!(out.starts_with("ok: loops made progress"), "{out}");
+    // The liveness file it read (in the runtime directory, named for the state directory).
+    let file = out
+        .split_once(" (")
+        .and_then(|(_, r)| r.split_once(')'))
+        .map(|(f, _)| f.to_string())
+        .unwrap_or_else(|| panic!("no file named: {out}"));
+    assert!(file.contains("/alive-"), "{out}");
     a.signal(libc::SIGTERM);
     a.wait(Duration::from_secs(10)).unwrap();
     let st = std::process::Command::new("touch")
         .args(["-d", "10 minutes ago"])
-        .arg(state.join("alive"))
+        .arg(&file)
         .status()
         .unwrap();
     assert!(st.success());
