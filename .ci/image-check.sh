@@ -62,6 +62,7 @@ psql -qX -h 127.0.0.1 -p "$PORT" -U postgres -c 'CREATE EXTENSION pg_stat_statem
 
 docker run -d --name dbtune-agent-ci --network host --read-only \
     --tmpfs /var/lib/dbtune-agent:uid=10001,gid=10001,mode=0750 \
+    --tmpfs /run/dbtune-agent:uid=10001,gid=10001,mode=0750 \
     --health-interval 2s --health-start-period 1s \
     -e DBT_POSTGRESQL_CONNECTION_URL="postgres://postgres@127.0.0.1:$PORT/postgres?sslmode=disable" \
     dbtune-agent:ci --local --dry-run >/dev/null
@@ -74,6 +75,12 @@ done
 expect_eq "HEALTHCHECK of the running container" "$status" "healthy"
 expect_eq "runs as uid 10001" "$(docker inspect --format '{{.Config.User}}' dbtune-agent-ci)" "10001:10001"
 expect_eq "read-only root filesystem" "$(docker inspect --format '{{.HostConfig.ReadonlyRootfs}}' dbtune-agent-ci)" "true"
+HEALTH=$(docker exec dbtune-agent-ci /usr/bin/dbtune-agent --health 2>&1 || true)
+if grep -q '^ok: .*(/run/dbtune-agent/alive-' <<<"$HEALTH"; then
+    ok "--health reads the liveness file in the runtime directory"
+else
+    bad "--health: $HEALTH"
+fi
 LOGS=$(docker logs dbtune-agent-ci 2>&1)
 if grep -q '"endpoint"' <<<"$LOGS" && grep -q 'system_info' <<<"$LOGS"; then
     ok "dry-run payloads written (system info among them)"

@@ -42,24 +42,46 @@ fn check(name: &'static str, r: Result<String, Error>) -> Check {
     }
 }
 
-/// Runs every check (all of them, so the report is complete); the caller decides whether the
-/// first failure is fatal.
-pub fn run(cfg: &Config, pg: &Pg, platform: Option<&Platform>, agent_id: &str) -> Vec<Check> {
-    let mut out = vec![Check {
-        name: "configuration",
-        ok: true,
-        detail: match &cfg.file {
-            Some(f) => format!("{} (+ DBT_* environment)", f.display()),
-            None => "environment only (no dbtune.yaml found)".into(),
-        },
-    }];
+/// The name of the check that fails while PostgreSQL cannot be reached.
+pub const PG_REACHABLE: &str = "PostgreSQL reachable";
+
+/// Results of a run of checks.
+#[derive(Debug, Clone, Default)]
+pub struct Outcome {
+    pub checks: Vec<Check>,
+    /// PostgreSQL could not be reached for a reason that may clear by itself (down, starting,
+    /// unreachable), as opposed to refusing the agent (authentication, no such database).
+    pub pg_unreachable: bool,
+}
+
+impl Outcome {
+    pub fn failed(&self) -> Option<&Check> {
+        self.checks.iter().find(|c| !c.ok)
+    }
+
+    /// The failed check when the only problem is that PostgreSQL cannot be reached yet: the
+    /// daemon then waits for it instead of exiting. None when nothing failed or when anything
+    /// else failed (a wrong password, a missing privilege, the platform).
+    pub fn only_pg_unreachable(&self) -> Option<&Check> {
+        let mut failed = self.checks.iter().filter(|c| !c.ok);
+        let first = failed.next()?;
+        (self.pg_unreachable && first.name == PG_REACHABLE && failed.next().is_none())
+            .then_some(first)
+    }
+}
+
+/// The PostgreSQL checks: reachable, role privileges, pg_stat_statements readable.
+pub fn pg_checks(pg: &Pg) -> Outcome {
+    let mut out = Vec::new();
+    let mut pg_unreachable = false;
     let started = Instant::now();
-    let conn = pg.conn();
+    // One direct attempt first: the pool would retry a refused or rejected login for seconds.
+    let conn = pg.try_connect().and_then(|()| pg.conn());
     match conn {
         Ok(mut c) => {
             let v = queries::server_version(&mut c);
             out.push(check(
-                "PostgreSQL reachable",
+                PG_REACHABLE,
                 v.map(|v| {
                     format!(
                         "PostgreSQL {} at {} ({} ms)",
@@ -90,8 +112,9 @@ pub fn run(cfg: &Config, pg: &Pg, platform: Option<&Platform>, agent_id: &str) -
             ));
         }
         Err(e) => {
+            pg_unreachable = e.is_connection();
             out.push(Check {
-                name: "PostgreSQL reachable",
+                name: PG_REACHABLE,
                 ok: false,
                 detail: format!(
                     "unable to ping PostgreSQL database at {}: {e}",
@@ -100,6 +123,25 @@ pub fn run(cfg: &Config, pg: &Pg, platform: Option<&Platform>, agent_id: &str) -
             });
         }
     }
+    Outcome {
+        checks: out,
+        pg_unreachable,
+    }
+}
+
+/// Runs every check (all of them, so the report is complete); the caller decides whether the
+/// first failure is fatal.
+pub fn run(cfg: &Config, pg: &Pg, platform: Option<&Platform>, agent_id: &str) -> Outcome {
+    let mut out = vec![Check {
+        name: "configuration",
+        ok: true,
+        detail: match &cfg.file {
+            Some(f) => format!("{} (+ DBT_* environment)", f.display()),
+            None => "environment only (no dbtune.yaml found)".into(),
+        },
+    }];
+    let pg_part = pg_checks(pg);
+    out.extend(pg_part.checks);
     match platform {
         None => out.push(Check {
             name: "platform",
@@ -127,5 +169,8 @@ pub fn run(cfg: &Config, pg: &Pg, platform: Option<&Platform>, agent_id: &str) -
             ));
         }
     }
-    out
+    Outcome {
+        checks: out,
+        pg_unreachable: pg_part.pg_unreachable,
+    }
 }

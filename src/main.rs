@@ -55,8 +55,32 @@ fn real_main() -> i32 {
         Err(e) => return fatal(e),
     };
     logging::init(cfg.debug);
+    for w in &cfg.key_warnings {
+        log::warn!("{w}");
+    }
     if !dry_run {
         logging::register_secret(cfg.dbtune.api_key.expose());
+    }
+    // Whatever the form of the connection string, what its masked form hides (the password
+    // among it) never reaches a log line either.
+    for part in dbtune_agent::secret::conninfo::hidden_parts(cfg.postgresql.connection_url.expose())
+    {
+        logging::register_secret(&part);
+    }
+    // Proxy credentials (`HTTPS_PROXY=http://user:password@proxy:3128`) likewise.
+    for var in [
+        "ALL_PROXY",
+        "HTTPS_PROXY",
+        "HTTP_PROXY",
+        "all_proxy",
+        "https_proxy",
+        "http_proxy",
+    ] {
+        if let Ok(v) = std::env::var(var) {
+            let mut hidden = Vec::new();
+            dbtune_agent::secret::url::mask_with(&v, &[], false, &mut hidden);
+            hidden.iter().for_each(|h| logging::register_secret(h));
+        }
     }
     if let Ok(info) =
         dbtune_agent::pg::conninfo::ConnInfo::parse(cfg.postgresql.connection_url.expose())
@@ -143,18 +167,49 @@ fn real_main() -> i32 {
         return run_plan(&adapter, &platform, plan.as_deref());
     }
 
+    // PostgreSQL unreachable at start (down, still starting): the daemon waits for it rather
+    // than exiting; the PostgreSQL checks are retried until they pass or fail for good.
+    let mut startup_wait: Option<runner::startup::StartupWait> = None;
     if cli.check || !cfg.disable_checks {
         let id = runner::new_agent_id();
         let mut results = checks::run(&cfg, adapter.pg(), (!dry_run).then_some(&platform), &id);
-        results.extend(adapter.control_plane_checks());
-        let failed = results.iter().any(|c| !c.ok);
+        results.checks.extend(adapter.control_plane_checks());
         if cli.check {
-            for c in &results {
+            for c in &results.checks {
                 println!("{c}");
             }
-            return if failed { 1 } else { 0 };
+            // Unknown keys outside `apply` do not fail the check, but are listed.
+            for w in &cfg.key_warnings {
+                println!("[warn] {:<22} {w}", "configuration keys");
+            }
+            return if results.failed().is_some() { 1 } else { 0 };
         }
-        if let Some(c) = results.iter().find(|c| !c.ok) {
+        if let Some(c) = results.only_pg_unreachable().filter(|_| !cli.once) {
+            log::warn!(
+                "PostgreSQL is not reachable yet ({}); waiting for it (retrying with backoff up to {}s). \
+                 Heartbeats continue; database collection starts when it answers",
+                c.detail,
+                runner::startup::MAX_BACKOFF.as_secs()
+            );
+            let pg = adapter.pg().clone();
+            let checks = Box::new(move || {
+                let r = checks::pg_checks(&pg);
+                match r.failed() {
+                    None => runner::startup::Deferred::Passed,
+                    Some(c) if r.only_pg_unreachable().is_some() => {
+                        runner::startup::Deferred::Waiting(c.detail.clone())
+                    }
+                    Some(c) => runner::startup::Deferred::Failed(format!(
+                        "Startup check failed: {}: {}",
+                        c.name, c.detail
+                    )),
+                }
+            });
+            startup_wait = Some(runner::startup::StartupWait {
+                reason: c.detail.clone(),
+                checks,
+            });
+        } else if let Some(c) = results.failed() {
             return fatal(format!("Startup check failed: {}: {}", c.name, c.detail));
         }
     } else {
@@ -198,6 +253,9 @@ fn real_main() -> i32 {
             }
             Ok(new) => {
                 logging::init(new.debug);
+                for w in &new.key_warnings {
+                    log::warn!("{w}");
+                }
                 if let Some(s) = sh_for_reload
                     .lock()
                     .unwrap_or_else(|p| p.into_inner())
@@ -236,8 +294,12 @@ fn real_main() -> i32 {
         .unwrap_or(Duration::from_secs(10));
     let (n_alive, n_reload, n_stop) = (notifier.clone(), notifier.clone(), notifier.clone());
     let state_dir = cfg.state_dir.clone();
+    // The health gate, once the runner exists: the liveness file says why it is not ready.
+    let gate: Arc<std::sync::OnceLock<Arc<runner::health::HealthGate>>> = Arc::default();
+    let gate_for_alive = gate.clone();
     let on_alive = Box::new(move || {
-        dbtune_agent::liveness::touch(&state_dir);
+        let not_ready = gate_for_alive.get().and_then(|g| g.not_ready());
+        dbtune_agent::liveness::touch(&state_dir, not_ready.as_deref());
         if let Some(n) = &n_alive {
             if let Err(e) = n.watchdog() {
                 log::debug!("sd_notify WATCHDOG=1: {e}");
@@ -265,9 +327,12 @@ fn real_main() -> i32 {
         alive_every,
         // A dry run or a one-shot must not overwrite a running daemon's status.
         state_dir: (!dry_run && !cli.once).then(|| cfg.state_dir.clone()),
+        startup_wait,
         ..RunnerOptions::default()
     };
     let r = Runner::new(adapter.clone(), platform, settings, &cfg.collectors, opts);
+    let shared = r.shared();
+    let _ = gate.set(shared.health.clone());
     *settings_handle.lock().unwrap_or_else(|p| p.into_inner()) = Some(r.shared().settings.clone());
     if cli.once {
         r.run_once();
@@ -311,6 +376,15 @@ fn real_main() -> i32 {
     r.run(rx);
     if let Some(a) = &audit {
         a.flush(Duration::from_secs(5));
+    }
+    let exit_error = shared
+        .exit_error
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .take();
+    if let Some(e) = exit_error {
+        log::error!("dbtune-agent stopped: {e}");
+        return 1;
     }
     log::info!("dbtune-agent stopped");
     0
@@ -430,12 +504,25 @@ fn history_cmd(cli: &cli::Cli) -> i32 {
     0
 }
 
-/// `--health`: 0 while a running agent (same state_dir) keeps making progress.
+/// `--health`: 0 while a running agent (same state_dir) keeps making progress, also while it
+/// waits for PostgreSQL (a liveness probe must not restart it for that; it says why it is
+/// not ready).
 fn health(cli: &cli::Cli) -> i32 {
     let (state_dir, _, _) = state_for_commands(cli);
     match dbtune_agent::liveness::check(&state_dir) {
-        Ok(age) => {
-            println!("ok: loops made progress {}s ago", age.as_secs());
+        Ok(a) => {
+            match &a.not_ready {
+                Some(why) => println!(
+                    "ok: loops made progress {}s ago ({}); not ready: {why}",
+                    a.age.as_secs(),
+                    a.file.display()
+                ),
+                None => println!(
+                    "ok: loops made progress {}s ago ({})",
+                    a.age.as_secs(),
+                    a.file.display()
+                ),
+            }
             0
         }
         Err(e) => {

@@ -253,10 +253,10 @@ fn the_agent_never_notifies_ready_when_its_startup_checks_fail() {
     let platform = PlatformStandIn::start();
     let l = Listener::new("agent-fail");
     let sock = l.path.to_str().unwrap().to_string();
-    // Nothing listens on this port: the PostgreSQL check fails.
-    let port = support::pgcluster::free_port();
-    let url =
-        format!("postgres://postgres@127.0.0.1:{port}/postgres?sslmode=disable&connect_timeout=2");
+    // PostgreSQL answers but has no such database: the PostgreSQL check fails for good (an
+    // unreachable server is waited for instead, see below).
+    let pg = PgCluster::start();
+    let url = pg.url_db("no_such_database");
     let mut a = Agent::spawn(
         &agent::config_yaml(&url, &platform.url, ""),
         &["--local"],
@@ -281,4 +281,36 @@ fn the_agent_never_notifies_ready_when_its_startup_checks_fail() {
         !got.iter().any(|m| m == "READY=1" || m == "WATCHDOG=1"),
         "sent {got:?}"
     );
+}
+
+#[test]
+fn the_agent_notifies_ready_while_it_waits_for_an_unreachable_postgresql() {
+    let platform = PlatformStandIn::start();
+    let l = Listener::new("agent-wait");
+    let sock = l.path.to_str().unwrap().to_string();
+    // Nothing listens on this port: the daemon waits for PostgreSQL, and must tell systemd it
+    // started (TimeoutStartSec would kill it otherwise) and keep the watchdog fed.
+    let port = support::pgcluster::free_port();
+    let url = format!("postgres://postgres@127.0.0.1:{port}/postgres?sslmode=disable");
+    let mut a = Agent::spawn(
+        &agent::config_yaml(&url, &platform.url, ""),
+        &["--local"],
+        &[
+            ("NOTIFY_SOCKET", sock.as_str()),
+            ("WATCHDOG_USEC", "2000000"),
+            ("WATCHDOG_PID", ""),
+        ],
+    );
+    recv_until(&l.socket, "READY=1", Duration::from_secs(30), |m| {
+        m == "READY=1"
+    });
+    recv_until(&l.socket, "WATCHDOG=1", Duration::from_secs(5), |m| {
+        m == "WATCHDOG=1"
+    });
+    assert!(a.wait(Duration::from_millis(10)).is_none(), "{}", a.logs());
+    a.signal(libc::SIGTERM);
+    let st = a
+        .wait(Duration::from_secs(10))
+        .expect("exits after SIGTERM");
+    assert!(st.success(), "{st:?}");
 }

@@ -189,7 +189,8 @@ fn settings_map(c: &mut Client) -> Result<HashMap<String, Setting>> {
 
 /// Checks `rec` against the running server and the local policy; changes nothing.
 pub fn prepare(ctx: &ApplyContext<'_>, rec: &Recommendation) -> Result<Prepared> {
-    let settings = with_conn(ctx.pg, settings_map)?;
+    let mut settings = with_conn(ctx.pg, settings_map)?;
+    ctx.target.present(&mut settings)?;
     let journal = Journal::new(ctx.state_dir);
     let previous = journal.load().ok().flatten();
     let last = previous.as_ref().filter(|e| e.phase == Phase::Verified);
@@ -798,7 +799,8 @@ pub(crate) fn verify(
     loop {
         wait::tick();
         let r = with_conn(ctx.pg, |c| {
-            let settings = settings_map(c)?;
+            let mut settings = settings_map(c)?;
+            ctx.target.present(&mut settings)?;
             let new = target == VerifyFor::New;
             let auto = if new && auto_conf_target {
                 sql::auto_conf_entries(c)?

@@ -23,6 +23,7 @@ use crate::error::Result;
 use crate::pg::queries::Setting;
 use crate::pg::Pg;
 use serde::{Deserialize, Serialize};
+use std::collections::HashMap;
 use std::time::Duration;
 
 /// What the target held for one parameter before the apply: what `restore` writes back.
@@ -117,6 +118,18 @@ pub trait Target: Send + Sync {
     /// not coming back by itself).
     fn settle_restart(&self, pg: &Pg, _entry: &Entry, deadline: Duration) -> Result<()> {
         super::wait::ready(pg, deadline.min(Duration::from_secs(30)))
+    }
+
+    /// Provider-only settings. Some providers take a parameter under their own name or unit
+    /// (Aiven: `shared_buffers` only as `shared_buffers_percentage` of node memory, `work_mem`
+    /// in MB). This maps PostgreSQL's view to the provider's and back: it rewrites the
+    /// `pg_settings` rows (keyed by lower-case name) the pipeline reads, adding or converting
+    /// rows computed from PostgreSQL's real values, so validation, "already set", the journal
+    /// and verification all work in the names and units the provider's API takes while still
+    /// reading what PostgreSQL runs with. Called on every `pg_settings` read of the pipeline
+    /// (prepare and each verification poll). Default: identity.
+    fn present(&self, _settings: &mut HashMap<String, Setting>) -> Result<()> {
+        Ok(())
     }
 
     /// Reads what the target holds for `knobs` now. Changes nothing.

@@ -5,7 +5,9 @@
 //! taken literally (user schemas such as `pgbouncer` are dumped); `CREATE SCHEMA` names are
 //! quoted; PG 18 virtual generated columns are rendered as generated columns; identity sequences
 //! keep their CYCLE flag; every statement carries the `/*dbtune*/` prefix. Relations under an
-//! AccessExclusiveLock are left out of that run rather than waited on.
+//! AccessExclusiveLock are left out of that run rather than waited on, and so is everything whose
+//! rendering would open one: sequences owned by a locked table, views, materialized views,
+//! SQL-standard function bodies and policies reading one, its policies and partitions.
 
 use super::rowmap::{not_exclusively_locked, table_of};
 use super::skip::SkipUnchanged;
@@ -64,6 +66,36 @@ const QNAME: &str = "quote_ident(n.nspname) || '.' || quote_ident(c.relname)";
 fn not_ext_owned(expr: &str) -> String {
     NOT_EXT_OWNED.replace("{}", expr)
 }
+
+/// The lock-skip rule for what a relation's definition reads beyond the relation itself:
+/// true when none of the `pg_class` rows `deps` names (a subquery of oids) is under an
+/// AccessExclusiveLock. `pg_get_expr` of a serial default opens the owner table and
+/// `pg_get_viewdef` locks every relation the view reads, so those must be skipped too or the
+/// whole dump waits for `lock_timeout` and fails.
+fn none_exclusively_locked(deps: &str) -> String {
+    format!(
+        "NOT EXISTS (SELECT 1 FROM ({deps}) AS dep(oid) WHERE NOT ({}))",
+        not_exclusively_locked("dep.oid")
+    )
+}
+
+/// The relations an object of catalog `classid` (`p.oid` of `pg_proc`, …) refers to.
+fn relations_used_by(classid: &str, objid: &str) -> String {
+    format!(
+        "SELECT ud.refobjid FROM pg_catalog.pg_depend ud WHERE ud.classid = 'pg_catalog.{classid}'::regclass \
+         AND ud.objid = {objid} AND ud.refclassid = 'pg_catalog.pg_class'::regclass"
+    )
+}
+
+/// The table owning sequence `c` (serial or identity column).
+const SEQ_OWNER: &str = "SELECT od.refobjid FROM pg_catalog.pg_depend od WHERE od.objid = c.oid \
+     AND od.classid = 'pg_catalog.pg_class'::regclass AND od.refclassid = 'pg_catalog.pg_class'::regclass \
+     AND od.deptype IN ('a', 'i')";
+
+/// The relations view (or materialized view) `c` reads, through its rewrite rule.
+const VIEW_READS: &str = "SELECT vd.refobjid FROM pg_catalog.pg_rewrite rw JOIN pg_catalog.pg_depend vd \
+     ON vd.classid = 'pg_catalog.pg_rewrite'::regclass AND vd.objid = rw.oid \
+     WHERE rw.ev_class = c.oid AND vd.refclassid = 'pg_catalog.pg_class'::regclass AND vd.refobjid <> c.oid";
 
 fn s(r: &Row, col: &str) -> String {
     r.get::<_, Option<String>>(col).unwrap_or_default()
@@ -182,8 +214,10 @@ pub fn dump(ctx: &CollectCtx<'_>) -> Result<String> {
         &format!(
             "SELECT p.oid, p.proname::text AS name, pg_get_functiondef(p.oid) AS function_def FROM pg_catalog.pg_proc p \
              JOIN pg_catalog.pg_namespace n ON n.oid = p.pronamespace \
-             WHERE n.nspname = ANY($1) AND p.prokind IN ('f', 'p') AND {} ORDER BY n.nspname, p.proname, p.oid",
-            not_ext_owned("p.oid")
+             WHERE n.nspname = ANY($1) AND p.prokind IN ('f', 'p') AND {} AND {} ORDER BY n.nspname, p.proname, p.oid",
+            not_ext_owned("p.oid"),
+            // A SQL-standard body (BEGIN ATOMIC) is deparsed like a view: it locks what it reads.
+            none_exclusively_locked(&relations_used_by("pg_proc", "p.oid"))
         ),
         &p,
     )?;
@@ -260,8 +294,9 @@ pub fn dump(ctx: &CollectCtx<'_>) -> Result<String> {
                WHERE d.objid = c.oid AND d.refclassid = 'pg_catalog.pg_class'::regclass AND d.deptype IN ('a', 'i') LIMIT 1) AS owner_relkind \
              FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace \
              JOIN pg_catalog.pg_sequence s ON s.seqrelid = c.oid \
-             WHERE n.nspname = ANY($1) AND c.relkind = 'S' AND {} ORDER BY n.nspname, c.relname",
-            not_ext_owned("c.oid")
+             WHERE n.nspname = ANY($1) AND c.relkind = 'S' AND {} AND {lock_ok} AND {} ORDER BY n.nspname, c.relname",
+            not_ext_owned("c.oid"),
+            none_exclusively_locked(SEQ_OWNER)
         )
         .replace(
             &format!("(SELECT quote_ident(rn.nspname) || '.' || quote_ident(rc.relname) {dep}"),
@@ -279,7 +314,8 @@ pub fn dump(ctx: &CollectCtx<'_>) -> Result<String> {
              pg_get_expr(c.relpartbound, c.oid) AS bound_expr FROM pg_catalog.pg_inherits i \
              JOIN pg_catalog.pg_class c ON c.oid = i.inhrelid JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace \
              JOIN pg_catalog.pg_class pc ON pc.oid = i.inhparent JOIN pg_catalog.pg_namespace pn ON pn.oid = pc.relnamespace \
-             WHERE n.nspname = ANY($1) AND pc.relkind = 'p' AND {lock_ok} ORDER BY pn.nspname, pc.relname, c.relname"
+             WHERE n.nspname = ANY($1) AND pc.relkind = 'p' AND {lock_ok} AND {} ORDER BY pn.nspname, pc.relname, c.relname",
+            not_exclusively_locked("pc.oid")
         ),
         &p,
     )?;
@@ -315,8 +351,9 @@ pub fn dump(ctx: &CollectCtx<'_>) -> Result<String> {
         &format!(
             "SELECT {QNAME} AS name, pg_get_viewdef(c.oid) AS view_def, {opts} \
              FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace \
-             WHERE n.nspname = ANY($1) AND c.relkind = 'v' AND {} AND {lock_ok} ORDER BY n.nspname, c.relname",
-            not_ext_owned("c.oid")
+             WHERE n.nspname = ANY($1) AND c.relkind = 'v' AND {} AND {lock_ok} AND {} ORDER BY n.nspname, c.relname",
+            not_ext_owned("c.oid"),
+            none_exclusively_locked(VIEW_READS)
         ),
         &p,
     )?;
@@ -327,7 +364,8 @@ pub fn dump(ctx: &CollectCtx<'_>) -> Result<String> {
             "SELECT {QNAME} AS name, pg_get_viewdef(c.oid) AS view_def, {opts}, \
              CASE WHEN c.reltablespace <> 0 THEN (SELECT quote_ident(spcname) FROM pg_catalog.pg_tablespace WHERE oid = c.reltablespace) END AS tablespace \
              FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace \
-             WHERE n.nspname = ANY($1) AND c.relkind = 'm' AND {lock_ok} ORDER BY n.nspname, c.relname"
+             WHERE n.nspname = ANY($1) AND c.relkind = 'm' AND {lock_ok} AND {} ORDER BY n.nspname, c.relname",
+            none_exclusively_locked(VIEW_READS)
         ),
         &p,
     )?;
@@ -337,7 +375,7 @@ pub fn dump(ctx: &CollectCtx<'_>) -> Result<String> {
         &format!(
             "SELECT {QNAME} AS table_name, c.relforcerowsecurity AS force FROM pg_catalog.pg_class c \
              JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace WHERE n.nspname = ANY($1) AND c.relrowsecurity \
-             ORDER BY n.nspname, c.relname"
+             AND {lock_ok} ORDER BY n.nspname, c.relname"
         ),
         &p,
     )?;
@@ -351,8 +389,10 @@ pub fn dump(ctx: &CollectCtx<'_>) -> Result<String> {
                ELSE ARRAY(SELECT quote_ident(rolname) FROM pg_catalog.pg_roles WHERE oid = ANY(pol.polroles) ORDER BY rolname) END AS roles, \
              pg_get_expr(pol.polqual, pol.polrelid) AS using_expr, pg_get_expr(pol.polwithcheck, pol.polrelid) AS with_check \
              FROM pg_catalog.pg_policy pol JOIN pg_catalog.pg_class c ON c.oid = pol.polrelid \
-             JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace WHERE n.nspname = ANY($1) \
-             ORDER BY n.nspname, c.relname, pol.polname"
+             JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace WHERE n.nspname = ANY($1) AND {lock_ok} \
+             AND {} ORDER BY n.nspname, c.relname, pol.polname",
+            // A subquery in a policy is deparsed like a view: it locks what it reads.
+            none_exclusively_locked(&relations_used_by("pg_policy", "pol.oid"))
         ),
         &p,
     )?;

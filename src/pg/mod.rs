@@ -75,21 +75,59 @@ struct LastConnectError(Arc<Mutex<Option<String>>>);
 
 impl r2d2::HandleError<ConnectError> for LastConnectError {
     fn handle_error(&self, e: ConnectError) {
-        let mut m = e.to_string();
-        let mut src = std::error::Error::source(&e);
-        while let Some(s) = src {
-            m = format!("{m}: {s}");
-            src = s.source();
-        }
+        let m = render_connect_error(&e);
         log::debug!("PostgreSQL connection attempt failed: {m}");
         *self.0.lock().unwrap_or_else(|p| p.into_inner()) = Some(m);
     }
+}
+
+/// A connection failure with its cause chain; a server's refusal carries its SQLSTATE.
+fn render_connect_error(e: &ConnectError) -> String {
+    if let ConnectError::Pg(pe) = e {
+        if let Some(db) = pe.as_db_error() {
+            return format!(
+                "db error: {}: {} (SQLSTATE {})",
+                db.severity(),
+                db.message(),
+                db.code().code()
+            );
+        }
+    }
+    let mut m = e.to_string();
+    let mut src = std::error::Error::source(e);
+    while let Some(s) = src {
+        m = format!("{m}: {s}");
+        src = s.source();
+    }
+    m
+}
+
+/// Whether a failure to connect may clear by itself (server down, starting up, restarting,
+/// out of connection slots, unreachable, name not resolvable yet), so a starting agent waits
+/// for it, rather than needing an operator (authentication, a missing database or role, no
+/// CONNECT privilege, TLS set up wrong), which ends the agent at start.
+fn is_transient(e: &ConnectError) -> bool {
+    let pe = match e {
+        // A token source (cloud IAM) may need a network that is still coming up.
+        ConnectError::Password(_) => return true,
+        ConnectError::Pg(pe) => pe,
+    };
+    if let Some(db) = pe.as_db_error() {
+        let code = db.code().code();
+        return code.starts_with("08") || code.starts_with("53") || code.starts_with("57P");
+    }
+    // The driver says "error performing TLS handshake" (a certificate or sslmode problem, set
+    // up wrong) whatever the cause below; anything else is the network or the server going
+    // away (refused, timed out, reset, name not resolvable yet).
+    !pe.to_string().contains("TLS")
 }
 
 /// A small pool of agent sessions (default 2 connections), connecting lazily.
 #[derive(Clone)]
 pub struct Pg {
     pool: Pool<Manager>,
+    /// The pool's connection recipe, for one direct attempt ([`Pg::try_connect`]).
+    direct: Arc<Manager>,
     last_error: LastConnectError,
     /// The connection string with its password hidden, for messages.
     pub display_url: String,
@@ -140,7 +178,8 @@ impl Pg {
         cfg.application_name("dbtune-agent");
         cfg.connect_timeout(limits.connect_timeout);
         let tls = tls::make_tls(&info).context("setting up TLS for PostgreSQL")?;
-        let manager = Manager::new(cfg, tls, password);
+        let manager = Manager::new(cfg.clone(), tls.clone(), password.clone());
+        let direct = Arc::new(Manager::new(cfg, tls, password));
         let last_error = LastConnectError::default();
         let pool = Pool::builder()
             .max_size(pool_size.max(1))
@@ -159,9 +198,34 @@ impl Pg {
             .build_unchecked(manager);
         Ok(Pg {
             pool,
+            direct,
             last_error,
-            display_url: crate::secret::redact_dsn(url),
+            display_url: info.display(),
         })
+    }
+
+    /// One connection attempt outside the pool, closed again: the pool retries a failing
+    /// connect until its timeout, while a start-up check must tell at once that PostgreSQL is
+    /// down or refuses the login. The error's kind is `Connection` when it may clear by itself
+    /// (down, starting, unreachable), `Invalid` when an operator must act (authentication, no
+    /// such database, TLS).
+    pub fn try_connect(&self) -> Result<()> {
+        r2d2::ManageConnection::connect(&*self.direct)
+            .map(drop)
+            .map_err(|e| {
+                Error::new(
+                    if is_transient(&e) {
+                        Kind::Connection
+                    } else {
+                        Kind::Invalid
+                    },
+                    format!(
+                        "connecting to PostgreSQL at {}: {}",
+                        self.display_url,
+                        render_connect_error(&e)
+                    ),
+                )
+            })
     }
 
     /// A session from the pool. A broken connection (server restarted) is replaced.

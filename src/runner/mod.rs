@@ -12,6 +12,7 @@ pub mod guard;
 pub mod health;
 pub mod lanes;
 pub mod signals;
+pub mod startup;
 pub mod status;
 pub mod tasks;
 
@@ -57,6 +58,9 @@ pub struct Shared {
     pub tracker: status::Tracker,
     /// Where the status file goes (`None`: not written, e.g. in tests).
     pub state_dir: Option<std::path::PathBuf>,
+    /// Set when the daemon must end with an error (a start-up check failed after the wait for
+    /// PostgreSQL); the scheduler stops and the caller exits non-zero with it.
+    pub exit_error: Mutex<Option<String>>,
 }
 
 /// Sends an error report (`log-entries`), logging it as the Go agent does.
@@ -112,14 +116,15 @@ struct Task {
 /// An apply counts as wedged once it has reported no progress for this long.
 const APPLY_PROGRESS_STALL: Duration = Duration::from_secs(120);
 
-/// Runs one task body: gate, panic guard, error handling.
-fn run_task(sh: &Shared, t: &Task) {
+/// Runs one task body: gate, panic guard, error handling. False when it did nothing (stopping,
+/// or a database task with the health gate closed or its connection lost).
+fn run_task(sh: &Shared, t: &Task) -> bool {
     if sh.stop.load(Ordering::SeqCst) {
-        return;
+        return false;
     }
     if t.gated && !sh.health.is_open() {
         log::debug!("{}: skipped, health gate closed", t.name);
-        return;
+        return false;
     }
     let r = sh.guard.run(&t.name, || match &t.body {
         Body::Heartbeat => tasks::heartbeat(sh),
@@ -133,17 +138,24 @@ fn run_task(sh: &Shared, t: &Task) {
     });
     match r {
         Guarded::Done(Ok(())) | Guarded::PanicQuiet => {}
-        Guarded::Done(Err(e)) => handle_error(sh, t, e),
+        Guarded::Done(Err(e)) => {
+            // A database task that lost its connection did nothing: counted as skipped.
+            let lost = t.gated && e.is_connection();
+            handle_error(sh, t, e);
+            return !lost;
+        }
         Guarded::PanicDue(msg) => {
             report(&sh.platform, &format!("{}_panic", t.name), &msg);
             log::error!("{} error: {msg}", t.name);
         }
     }
+    true
 }
 
 fn handle_error(sh: &Shared, t: &Task, e: Error) {
     if t.gated && e.is_connection() {
-        sh.health.connection_lost(sh.adapter.pg(), sh.stop.clone());
+        sh.health
+            .connection_lost(sh.adapter.pg(), sh.stop.clone(), &e.to_string());
         log::debug!("{}: connection error (gate closed): {e}", t.name);
     } else if t.gated && e.is_suppressed() {
         log::debug!("{}: suppressed: {e}", t.name);
@@ -151,6 +163,9 @@ fn handle_error(sh: &Shared, t: &Task, e: Error) {
         log::error!("{} error: {e}", t.name);
     }
 }
+
+/// A finished run: the task's index, and whether it ran (false: skipped, see [`run_task`]).
+type Done = (usize, bool);
 
 /// Options of a runner.
 pub struct RunnerOptions {
@@ -170,6 +185,9 @@ pub struct RunnerOptions {
     pub max_runtime_cap: Option<Duration>,
     /// Where `status.json` is written every 10 s (`None`: not written).
     pub state_dir: Option<std::path::PathBuf>,
+    /// Start-up checks deferred because PostgreSQL was unreachable at start: retried with
+    /// backoff until they pass (the gate opens) or fail (the daemon ends).
+    pub startup_wait: Option<startup::StartupWait>,
 }
 
 impl Default for RunnerOptions {
@@ -185,6 +203,7 @@ impl Default for RunnerOptions {
             max_runtime_cap: None,
             on_stopping: None,
             state_dir: None,
+            startup_wait: None,
         }
     }
 }
@@ -234,6 +253,7 @@ impl Runner {
             applying: Mutex::new(()),
             tracker: status::Tracker::new(adapter.name(), platform_dry_run),
             state_dir: opts.state_dir.clone(),
+            exit_error: Mutex::new(None),
         });
         log::info!("Agent instance ID: {}", shared.agent_id);
         let secs = Duration::from_secs;
@@ -351,9 +371,11 @@ impl Runner {
                     "capability probe failed (collectors use defaults until reconnect): {e}"
                 );
                 if e.is_connection() {
-                    self.shared
-                        .health
-                        .connection_lost(self.shared.adapter.pg(), self.shared.stop.clone());
+                    self.shared.health.connection_lost(
+                        self.shared.adapter.pg(),
+                        self.shared.stop.clone(),
+                        &e.to_string(),
+                    );
                 }
             }
         }
@@ -381,14 +403,17 @@ impl Runner {
 
     /// Runs until a `Stop` command arrives on `commands`.
     pub fn run(mut self, commands: Receiver<Command>) {
-        self.probe();
+        match self.opts.startup_wait.take() {
+            Some(w) => startup::spawn(self.shared.clone(), w),
+            None => self.probe(),
+        }
         let n = self.tasks.len();
         let mut lanes = [
             Lane::new("control", self.opts.control_threads, n),
             Lane::new("core", self.opts.core_threads, n),
             Lane::new("catalog", self.opts.catalog_threads, n),
         ];
-        let (done_tx, done_rx): (Sender<usize>, Receiver<usize>) = bounded(n * 2);
+        let (done_tx, done_rx): (Sender<Done>, Receiver<Done>) = bounded(n * 2);
         let start = Instant::now();
         let mut due: Vec<Option<Instant>> = vec![None; n];
         let mut running: Vec<Option<Instant>> = vec![None; n];
@@ -413,9 +438,31 @@ impl Runner {
             self.schedule_catalog(&mut due, Instant::now(), &[]);
         }
         let bootstrapped: Vec<usize> = bootstrap_left.clone();
+        // Bootstrap collectors skipped because the health gate was closed (PostgreSQL down at
+        // start): they run as soon as it opens, not an interval later.
+        let mut bootstrap_skipped: Vec<usize> = Vec::new();
         let mut last_alive = Instant::now() - self.opts.alive_every;
         loop {
             let now = Instant::now();
+            // The caller logs it and exits non-zero.
+            if self
+                .shared
+                .exit_error
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .is_some()
+            {
+                break;
+            }
+            if !bootstrap_skipped.is_empty() && self.shared.health.is_open() {
+                log::info!(
+                    "health gate open: running the {} skipped bootstrap collector(s)",
+                    bootstrap_skipped.len()
+                );
+                for (k, i) in bootstrap_skipped.drain(..).enumerate() {
+                    due[i] = Some(now + Duration::from_millis(200) * k as u32);
+                }
+            }
             // Dispatch what is due.
             for i in 0..n {
                 let Some(d) = due[i] else { continue };
@@ -426,8 +473,8 @@ impl Runner {
                 let sh = self.shared.clone();
                 let tx = done_tx.clone();
                 let job: lanes::Job = Box::new(move || {
-                    run_task(&sh, &t);
-                    let _ = tx.send(i);
+                    let ran = run_task(&sh, &t);
+                    let _ = tx.send((i, ran));
                 });
                 let lane = &lanes[self.tasks[i].lane as usize];
                 if !lane.submit(job) {
@@ -493,10 +540,15 @@ impl Runner {
                 .min(Duration::from_secs(1));
             select! {
                 recv(done_rx) -> i => {
-                    if let Ok(i) = i {
+                    if let Ok((i, ran)) = i {
                         running[i] = None;
                         warned[i] = false;
-                        if in_bootstrap {
+                        if in_bootstrap && !ran && !self.shared.stop.load(Ordering::SeqCst) {
+                            // Still part of the pass: it runs when the gate opens.
+                            if bootstrap_left.contains(&i) && !bootstrap_skipped.contains(&i) {
+                                bootstrap_skipped.push(i);
+                            }
+                        } else if in_bootstrap {
                             if let Some(pos) = bootstrap_left.iter().position(|x| *x == i) {
                                 bootstrap_left.remove(pos);
                                 if bootstrap_left.is_empty() {
@@ -542,7 +594,7 @@ impl Runner {
     fn shutdown(
         &mut self,
         lanes: &mut [Lane],
-        done_rx: &Receiver<usize>,
+        done_rx: &Receiver<Done>,
         running: &mut [Option<Instant>],
     ) {
         if let Some(f) = &self.opts.on_stopping {
@@ -578,7 +630,7 @@ impl Runner {
                 );
                 break;
             }
-            if let Ok(i) = done_rx.recv_timeout(left.min(Duration::from_millis(200))) {
+            if let Ok((i, _)) = done_rx.recv_timeout(left.min(Duration::from_millis(200))) {
                 running[i] = None;
             }
             if self.shared.applying.try_lock().is_ok() {

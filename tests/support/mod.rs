@@ -2,6 +2,7 @@
 #![allow(dead_code)]
 
 pub mod agent;
+pub mod aiven;
 pub mod apply;
 pub mod azure;
 pub mod cloud;
