@@ -55,8 +55,32 @@ fn real_main() -> i32 {
         Err(e) => return fatal(e),
     };
     logging::init(cfg.debug);
+    for w in &cfg.key_warnings {
+        log::warn!("{w}");
+    }
     if !dry_run {
         logging::register_secret(cfg.dbtune.api_key.expose());
+    }
+    // Whatever the form of the connection string, what its masked form hides (the password
+    // among it) never reaches a log line either.
+    for part in dbtune_agent::secret::conninfo::hidden_parts(cfg.postgresql.connection_url.expose())
+    {
+        logging::register_secret(&part);
+    }
+    // Proxy credentials (`HTTPS_PROXY=http://user:password@proxy:3128`) likewise.
+    for var in [
+        "ALL_PROXY",
+        "HTTPS_PROXY",
+        "HTTP_PROXY",
+        "all_proxy",
+        "https_proxy",
+        "http_proxy",
+    ] {
+        if let Ok(v) = std::env::var(var) {
+            let mut hidden = Vec::new();
+            dbtune_agent::secret::url::mask_with(&v, &[], false, &mut hidden);
+            hidden.iter().for_each(|h| logging::register_secret(h));
+        }
     }
     if let Ok(info) =
         dbtune_agent::pg::conninfo::ConnInfo::parse(cfg.postgresql.connection_url.expose())
@@ -154,6 +178,10 @@ fn real_main() -> i32 {
             for c in &results.checks {
                 println!("{c}");
             }
+            // Unknown keys outside `apply` do not fail the check, but are listed.
+            for w in &cfg.key_warnings {
+                println!("[warn] {:<22} {w}", "configuration keys");
+            }
             return if results.failed().is_some() { 1 } else { 0 };
         }
         if let Some(c) = results.only_pg_unreachable().filter(|_| !cli.once) {
@@ -225,6 +253,9 @@ fn real_main() -> i32 {
             }
             Ok(new) => {
                 logging::init(new.debug);
+                for w in &new.key_warnings {
+                    log::warn!("{w}");
+                }
                 if let Some(s) = sh_for_reload
                     .lock()
                     .unwrap_or_else(|p| p.into_inner())

@@ -14,6 +14,7 @@ pub mod select;
 
 use crate::apply::{Applier, ApplyError, Outcome, RecoveryReport, Runtime};
 use crate::checks::Check;
+use crate::config::keys::Keys;
 use crate::config::Config;
 use crate::error::Result;
 use crate::metrics::MetricCollector;
@@ -50,6 +51,22 @@ pub fn build(provider: Provider, cfg: &Config) -> std::result::Result<Arc<dyn Ad
         Provider::Rds | Provider::Aurora => rds::Rds::new(cfg, provider == Provider::Aurora)
             .map(|a| Arc::new(a) as Arc<dyn Adapter>)
             .map_err(|e| format!("Failed to create {} adapter: {e}", provider.label())),
+    }
+}
+
+/// Each provider's configuration keys, declared beside its section reader (the unknown-key
+/// check, `config::keys`). Exhaustive on purpose: a new provider must say what it reads.
+pub fn config_keys(provider: Provider) -> &'static [&'static Keys] {
+    match provider {
+        Provider::Local => &[],
+        Provider::Docker => &[&docker::config::KEYS],
+        Provider::Rds => &[&rds::config::KEYS],
+        Provider::Aurora => &[&rds::config::KEYS_AURORA],
+        Provider::Aiven => &[&aiven::config::KEYS],
+        Provider::CloudSql => &[&cloudsql::config::KEYS],
+        Provider::Cnpg => &[&cnpg::config::KEYS],
+        Provider::Patroni => &[&patroni::config::KEYS],
+        Provider::AzureFlex => &[&azure_flex::config::KEYS],
     }
 }
 

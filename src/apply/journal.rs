@@ -159,6 +159,10 @@ pub struct Entry {
     /// may still be in progress.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub restart_started: Option<i64>,
+    /// The process running that restart (a restart script, `systemctl`), journalled as soon
+    /// as it is spawned: recovery waits for it while it runs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub restarter: Option<super::inflight::Process>,
 }
 
 pub struct Journal {
@@ -254,10 +258,14 @@ impl Budget {
             restarts: self.recent(now)?,
         };
         f.restarts.push(now);
+        self.write(&f)
+    }
+
+    fn write(&self, f: &BudgetFile) -> Result<()> {
         if let Some(dir) = self.path.parent() {
             ensure_dir(dir)?;
         }
-        let bytes = serde_json::to_vec(&f).map_err(|e| Error::other(e.to_string()))?;
+        let bytes = serde_json::to_vec(f).map_err(|e| Error::other(e.to_string()))?;
         write_atomic(&self.path, &bytes).context("writing the restart budget")
     }
 }
@@ -309,6 +317,7 @@ mod tests {
             failed: false,
             target_state: None,
             restart_started: None,
+            restarter: None,
         };
         j.record(&mut e, Phase::Intent).unwrap();
         j.record(&mut e, Phase::Applied).unwrap();

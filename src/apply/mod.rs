@@ -10,6 +10,7 @@ pub mod alter_system;
 pub mod applier;
 pub mod auto_conf;
 pub mod history;
+pub mod inflight;
 pub mod journal;
 pub mod plan;
 pub mod policy;
@@ -515,6 +516,7 @@ fn execute(
         knob_application: format!("{:?}", rec.knob_application).to_ascii_lowercase(),
         target_state: None,
         restart_started: None,
+        restarter: None,
     };
     // Before the journal's intent nothing was changed: recorded as refused.
     let not_started = |entry: &Entry, e: ApplyError| {
@@ -637,27 +639,64 @@ fn execute(
     }
 }
 
-/// Charges the restart budget once, records when the restart started, restarts through the
-/// target and waits for PostgreSQL to accept connections.
+/// Restarts through the target (`run_restart`) and waits for PostgreSQL to accept
+/// connections.
 fn restart(ctx: &ApplyContext<'_>, journal: &Journal, entry: &mut Entry) -> Result<()> {
+    let knobs = entry.knobs.clone();
+    run_restart(ctx, journal, entry, &knobs)
+        .map_err(|e| e.context(format!("restart of {} failed", ctx.target.describe())))?;
+    wait_ready(ctx.pg, ctx.ready_timeout)
+        .map_err(|e| e.context(format!("after the restart of {}", ctx.target.describe())))
+}
+
+/// One real restart: refused once shutdown has begun; otherwise the budget is charged once,
+/// the journal records when it started (and, the moment it is spawned, the process running
+/// it) before the target restarts, so a later start knows a restart may still be under way.
+fn run_restart(
+    ctx: &ApplyContext<'_>,
+    journal: &Journal,
+    entry: &mut Entry,
+    knobs: &[KnobChange],
+) -> Result<()> {
+    if wait::stopping() {
+        return Err(Error::new(
+            Kind::Interrupted,
+            "interrupted by shutdown before the restart started",
+        ));
+    }
+    let now = journal::now_unix();
     Budget::new(ctx.state_dir)
-        .record(journal::now_unix())
+        .record(now)
         .map_err(|e| e.context("recording the restart"))?;
-    entry.restart_started = Some(journal::now_unix());
+    entry.restart_started = Some(now);
+    entry.restarter = None;
     let phase = entry.phase;
     journal
         .record(entry, phase)
         .map_err(|e| e.context("recording the restart"))?;
-    ctx.target
-        .activate(
-            ctx.pg,
-            Activation::Restart,
-            &entry.knobs,
-            ctx.policy.restart_timeout,
-        )
-        .map_err(|e| e.context(format!("restart of {} failed", ctx.target.describe())))?;
-    wait_ready(ctx.pg, ctx.ready_timeout)
-        .map_err(|e| e.context(format!("after the restart of {}", ctx.target.describe())))
+    let seen = std::rc::Rc::new(std::cell::RefCell::new(None));
+    let watch = {
+        let (seen, dir, mut snapshot) = (seen.clone(), ctx.state_dir.to_path_buf(), entry.clone());
+        inflight::watch(move |p| {
+            snapshot.restarter = Some(p.clone());
+            let phase = snapshot.phase;
+            if let Err(e) = Journal::new(&dir).record(&mut snapshot, phase) {
+                log::warn!("recording the restart command {p} in the journal: {e}");
+            }
+            *seen.borrow_mut() = Some(p.clone());
+        })
+    };
+    let r = ctx.target.activate(
+        ctx.pg,
+        Activation::Restart,
+        knobs,
+        ctx.policy.restart_timeout,
+    );
+    drop(watch);
+    if let Some(p) = seen.borrow_mut().take() {
+        entry.restarter = Some(p);
+    }
+    r
 }
 
 /// Shutdown interrupted a wait: nothing is undone now; the journal stays unfinished so the
@@ -861,7 +900,7 @@ pub(crate) fn verify(
 /// PostgreSQL is down), reloads or restarts as needed and verifies. Returns what was done.
 pub(crate) fn rollback(
     ctx: &ApplyContext<'_>,
-    entry: &Entry,
+    entry: &mut Entry,
     knobs: &[KnobChange],
     retry: bool,
 ) -> Result<String> {
@@ -918,13 +957,7 @@ pub(crate) fn rollback(
             ctx.policy.max_restarts_per_day
         )));
     }
-    let _ = budget.record(now);
-    match target.activate(
-        ctx.pg,
-        Activation::Restart,
-        knobs,
-        ctx.policy.restart_timeout,
-    ) {
+    match run_restart(ctx, &Journal::new(ctx.state_dir), entry, knobs) {
         Ok(()) => how.push(format!("restarted {}", target.describe())),
         // Judged by the checks below: a script may fail after PostgreSQL came back.
         Err(e) if e.kind == Kind::Interrupted => return Err(e),

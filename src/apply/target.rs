@@ -14,6 +14,8 @@
 //! - `restore` writes the snapshot back and does not activate it; the pipeline activates.
 //! - Every wait inside a target goes through [`super::wait`], so progress is reported, logged
 //!   and interruptible at shutdown.
+//! - `settle_restart` never starts a restart: it waits for one an earlier run may have left
+//!   under way (at most finishing that same restart, e.g. starting a container it stopped).
 
 use super::journal::{Entry, KnobChange};
 use super::ApplyError;
@@ -106,6 +108,16 @@ pub trait Target: Send + Sync {
     /// How long a reload may take to show in `pg_settings` after `activate` returned.
     fn settle(&self) -> Duration {
         Duration::from_secs(10)
+    }
+
+    /// Start-up recovery found a restart journalled by an earlier run (killed, crashed or
+    /// stopped during it; any restart command it ran has exited). Waits, up to `deadline`,
+    /// until the provider shows that restart over, so recovery judges a settled server.
+    /// Default: PostgreSQL accepts connections, within 30 s at most (a restart script or
+    /// `systemctl restart` that has exited has done all it will: a server still down then is
+    /// not coming back by itself).
+    fn settle_restart(&self, pg: &Pg, _entry: &Entry, deadline: Duration) -> Result<()> {
+        super::wait::ready(pg, deadline.min(Duration::from_secs(30)))
     }
 
     /// Provider-only settings. Some providers take a parameter under their own name or unit

@@ -61,11 +61,19 @@ impl S3 {
                 UrlStyle::VirtualHost,
             ),
         };
-        let parsed = url
-            .parse()
-            .map_err(|e| format!("audit.s3_endpoint {url:?} is not a URL: {e}"))?;
-        let bucket = Bucket::new(parsed, style, bucket.to_string(), region.to_string())
-            .map_err(|e| format!("S3 bucket {bucket:?} at {url}: {e}"))?;
+        let parsed = url.parse().map_err(|e| {
+            format!(
+                "audit.s3_endpoint {:?} is not a URL: {e}",
+                crate::secret::url::mask(&url)
+            )
+        })?;
+        let bucket =
+            Bucket::new(parsed, style, bucket.to_string(), region.to_string()).map_err(|e| {
+                format!(
+                    "S3 bucket {bucket:?} at {}: {e}",
+                    crate::secret::url::mask(&url)
+                )
+            })?;
         let http = Http::new();
         let credentials = CredentialProvider::new(
             http.clone(),

@@ -713,9 +713,10 @@ pub fn host_of(url: &str) -> &str {
     auth.split(':').next().unwrap_or(auth)
 }
 
-/// The URL as shown in errors and logs: query strings (presigned signatures, tokens) removed.
-pub fn strip_query(url: &str) -> &str {
-    url.split(['?', '#']).next().unwrap_or(url)
+/// The URL as shown in errors and logs: query strings (presigned signatures, tokens) removed,
+/// userinfo masked (an endpoint override may carry credentials).
+pub fn strip_query(url: &str) -> String {
+    crate::secret::url::mask(url.split(['?', '#']).next().unwrap_or(url))
 }
 
 /// Replaces every registered secret in `text` with a mask.
@@ -780,6 +781,10 @@ mod tests {
             "https://h/p"
         );
         assert_eq!(host_of("https://user@h.example:8443/x"), "h.example");
+        assert_eq!(
+            strip_query("https://u:pa/ss@h.example:8443/x?sig=1"),
+            "https://u:***@h.example:8443/x"
+        );
         assert_eq!(host_of("http://[::1]:80/"), "::1");
         assert_eq!(
             redact("token abcdef used", &["abcdef".into()]),

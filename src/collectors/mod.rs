@@ -12,6 +12,7 @@ pub mod pg_class;
 pub mod pg_stats;
 pub mod pgss;
 pub mod probe;
+pub mod redact;
 pub mod registry;
 pub mod rowmap;
 pub mod skip;

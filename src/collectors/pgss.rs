@@ -574,7 +574,10 @@ impl PgStatStatements {
                     return Ok(());
                 }
                 let query = if texts.bytes < texts.budget || sent.contains(&k) {
-                    r.get::<_, Option<&str>>(4).map(pack)
+                    // Utility statements keep their literals: passwords go before anything
+                    // is kept or sent.
+                    r.get::<_, Option<&str>>(4)
+                        .map(|t| pack(&super::redact::passwords(t)))
                 } else {
                     None
                 };

@@ -8,6 +8,33 @@ pub const DEFAULT_MAX_RESTARTS_PER_DAY: u32 = 6;
 pub const DEFAULT_RESTART_TIMEOUT: Duration = Duration::from_secs(300);
 pub const DEFAULT_READY_TIMEOUT: Duration = Duration::from_secs(300);
 
+/// The keys read below (unknown ones are refused: `config::keys`).
+pub const KEYS: super::keys::Keys = super::keys::Keys {
+    section: "apply",
+    file: &[
+        "allow",
+        "deny",
+        "frozen",
+        "max_restarts_per_day",
+        "maintenance_window",
+        "restart_timeout",
+        "ready_timeout",
+        "auto_conf_path",
+        "history_limit",
+    ],
+    env: &[
+        "DBT_APPLY_ALLOW",
+        "DBT_APPLY_DENY",
+        "DBT_APPLY_FROZEN",
+        "DBT_APPLY_MAX_RESTARTS_PER_DAY",
+        "DBT_APPLY_MAINTENANCE_WINDOW",
+        "DBT_APPLY_RESTART_TIMEOUT",
+        "DBT_APPLY_READY_TIMEOUT",
+        "DBT_APPLY_AUTO_CONF_PATH",
+        "DBT_APPLY_HISTORY_LIMIT",
+    ],
+};
+
 #[derive(Clone, Debug)]
 pub struct ApplyConfig {
     /// Parameters the operator explicitly allows although the default deny list refuses them.

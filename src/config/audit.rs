@@ -14,6 +14,17 @@ pub struct AuditConfig {
     pub endpoint: Option<String>,
 }
 
+/// The keys read below (`config::keys`).
+pub const KEYS: super::keys::Keys = super::keys::Keys {
+    section: "audit",
+    file: &["s3_url", "s3_region", "s3_endpoint"],
+    env: &[
+        "DBT_AUDIT_S3_URL",
+        "DBT_AUDIT_S3_REGION",
+        "DBT_AUDIT_S3_ENDPOINT",
+    ],
+};
+
 pub const DEFAULT_REGION: &str = "us-east-1";
 
 impl AuditConfig {
@@ -60,7 +71,8 @@ impl AuditConfig {
         if let Some(e) = &endpoint {
             if !(e.starts_with("http://") || e.starts_with("https://")) || e.len() < 10 {
                 errs.push(format!(
-                    "audit.s3_endpoint (DBT_AUDIT_S3_ENDPOINT): {e:?} is not an http(s) URL (expected e.g. https://minio.internal:9000)"
+                    "audit.s3_endpoint (DBT_AUDIT_S3_ENDPOINT): {:?} is not an http(s) URL (expected e.g. https://minio.internal:9000)",
+                    crate::secret::url::mask(e)
                 ));
             }
         }

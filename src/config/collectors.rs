@@ -8,6 +8,15 @@ use super::Sources;
 use serde_norway::Value as Yaml;
 use std::collections::BTreeMap;
 
+/// The section's keys: everything under `collectors:` and every `DBT_COLLECTOR_*` is checked by
+/// the reader below itself (unknown collectors and fields are refused; variables by the
+/// strict-env rule).
+pub const KEYS: super::keys::Keys = super::keys::Keys {
+    section: "collectors",
+    file: &["*"],
+    env: &["DBT_COLLECTOR_*"],
+};
+
 /// One collector's settings after parsing.
 #[derive(Clone, Debug)]
 pub struct CollectorSettings {

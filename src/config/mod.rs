@@ -7,6 +7,7 @@
 pub mod apply;
 pub mod audit;
 pub mod collectors;
+pub mod keys;
 pub mod sources;
 
 use crate::error::{Error, Result};
@@ -54,6 +55,8 @@ pub struct Config {
     pub file: Option<PathBuf>,
     /// The parsed sources, for adapter sections (`docker:`, `rds:` …) read by their adapters.
     pub sources: Sources,
+    /// Unknown keys and variables outside `apply` (logged at start, shown by `--check`).
+    pub key_warnings: Vec<String>,
 }
 
 /// The directories searched, in order; the first holding a config file wins, nothing is merged.
@@ -233,7 +236,7 @@ impl Config {
             Some(u) => {
                 if let Err(e) = crate::pg::conninfo::ConnInfo::parse(u) {
                     errs.push(format!(
-                        "postgresql.connection_url: {} is invalid: {e}",
+                        "postgresql.connection_url (DBT_POSTGRESQL_CONNECTION_URL): {} is invalid: {e}",
                         crate::secret::redact_dsn(u)
                     ));
                 }
@@ -241,7 +244,8 @@ impl Config {
         }
         if !is_valid_url(&server_url) {
             errs.push(format!(
-                "dbtune.server_url (DBT_DBTUNE_SERVER_URL): {server_url:?} is not a URL (expected e.g. https://app.dbtune.com)"
+                "dbtune.server_url (DBT_DBTUNE_SERVER_URL): {:?} is not a URL (expected e.g. https://app.dbtune.com)",
+                crate::secret::url::mask(&server_url)
             ));
         }
         let (api_key, database_id) = if require_platform {
@@ -304,6 +308,10 @@ impl Config {
             }
         };
 
+        // After every reader above, so what they read counts as known.
+        let unknown = keys::check(&src);
+        errs.extend(unknown.errors);
+
         if !errs.is_empty() {
             let origin = match &file {
                 Some(f) => format!(" (file {})", f.display()),
@@ -337,6 +345,7 @@ impl Config {
             state_dir: PathBuf::from(state_dir),
             file,
             sources: src,
+            key_warnings: unknown.warnings,
         })
     }
 }

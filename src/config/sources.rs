@@ -5,11 +5,19 @@
 
 use crate::error::{Error, Result};
 use serde_norway::Value;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
 
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Default)]
 pub struct Env(pub BTreeMap<String, String>);
+
+/// Names only: the values hold passwords, keys and tokens.
+impl std::fmt::Debug for Env {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_set().entries(self.0.keys()).finish()
+    }
+}
 
 impl Env {
     pub fn from_process() -> Env {
@@ -37,12 +45,25 @@ impl Env {
     }
 }
 
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Default)]
 pub struct Sources {
     pub root: Value,
     pub env: Env,
     /// The file's path and, for TOML, the line of each dotted (lower-cased) key.
     origin: Option<(PathBuf, BTreeMap<String, usize>)>,
+    /// Every dotted key a reader asked for (shared by clones): the unknown-key check accepts
+    /// what is really read, whatever the declarations say.
+    reads: Arc<Mutex<BTreeSet<String>>>,
+}
+
+/// The file and the variables' names only: values may be secrets.
+impl std::fmt::Debug for Sources {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Sources")
+            .field("file", &self.origin.as_ref().map(|o| &o.0))
+            .field("env", &self.env)
+            .finish_non_exhaustive()
+    }
 }
 
 /// True for a file read as TOML (by extension, case-insensitive).
@@ -131,6 +152,7 @@ impl Sources {
                 root: Value::Null,
                 env,
                 origin: None,
+                reads: Default::default(),
             });
         };
         let bad =
@@ -145,6 +167,7 @@ impl Sources {
             root,
             env,
             origin: Some((p.to_path_buf(), lines)),
+            reads: Default::default(),
         })
     }
 
@@ -187,10 +210,22 @@ impl Sources {
             root,
             env,
             origin: None,
+            reads: Default::default(),
         })
     }
 
+    /// The dotted keys readers asked for so far.
+    pub fn reads(&self) -> BTreeSet<String> {
+        self.reads.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
     pub fn get(&self, path: &[&str]) -> Option<&Value> {
+        if !path.is_empty() {
+            self.reads
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .insert(Self::dotted(path));
+        }
         let mut v = &self.root;
         for k in path {
             v = v.as_mapping()?.get(Value::String((*k).to_string()))?;
@@ -345,5 +380,24 @@ impl Sources {
                 self.label(path, env)
             )),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn debug_never_shows_values() {
+        let s = Sources::from_yaml(
+            "postgresql:\n  connection_url: postgres://u:S3cr@h/db\n",
+            Env::from_pairs([("DBT_DBTUNE_API_KEY", "S3crKey")]),
+        )
+        .unwrap();
+        let d = format!("{s:?}");
+        assert!(
+            !d.contains("S3cr") && d.contains("DBT_DBTUNE_API_KEY"),
+            "{d}"
+        );
     }
 }

@@ -39,6 +39,9 @@ pub struct ConnInfo {
     pub config: postgres::Config,
     pub sslmode: SslMode,
     pub sslrootcert: Option<String>,
+    /// What `secret::conninfo::mask` hides of the raw string: a parsed part found in it is
+    /// not shown either (the driver may read a password as a host name).
+    hidden: Vec<String>,
 }
 
 /// Options the driver understands and we pass through.
@@ -70,6 +73,14 @@ impl ConnInfo {
             return Err(Error::invalid("the connection string is empty"));
         }
         let is_url = s.starts_with("postgres://") || s.starts_with("postgresql://");
+        // No error below quotes any part of the string (it may hold the password): they name
+        // the option or the position instead; callers show it through `secret::conninfo::mask`.
+        if let Some(n) = crate::secret::url::scheme_len(s).filter(|_| !is_url) {
+            return Err(Error::invalid(format!(
+                "the URL scheme {}:// is not supported (expected postgres:// or postgresql://, or key=value pairs)",
+                &s[..n - 3]
+            )));
+        }
         let pairs = if is_url { url_params(s) } else { dsn_pairs(s)? };
         let mut sslmode = None;
         let mut sslrootcert = None;
@@ -99,7 +110,18 @@ impl ConnInfo {
                 .join(" ")
         };
         let mut config = postgres::Config::from_str(&rebuilt).map_err(|e| {
-            Error::invalid(format!("not a valid PostgreSQL connection string: {e}"))
+            // The driver's cause names the option (`invalid value for option `port``) or a
+            // character of the text; only the first kind is shown.
+            let cause = std::error::Error::source(&e)
+                .map(|c| c.to_string())
+                .filter(|c| {
+                    c.starts_with("invalid value for option") || c.starts_with("unknown option")
+                })
+                .map(|c| format!(": {c}"))
+                .unwrap_or_default();
+            Error::invalid(format!(
+                "not a valid PostgreSQL connection string ({e}{cause})"
+            ))
         })?;
         apply_env_defaults(&mut config);
         let sslmode = match sslmode {
@@ -125,7 +147,47 @@ impl ConnInfo {
             config,
             sslmode,
             sslrootcert,
+            hidden: crate::secret::conninfo::hidden_parts(s),
         })
+    }
+}
+
+impl ConnInfo {
+    /// `user@host:port/dbname`, built from the parsed options (never from the raw string, so
+    /// no password can reach a message however it was written).
+    pub fn display(&self) -> String {
+        let c = &self.config;
+        let shown = |part: String| -> String {
+            if self.hidden.iter().any(|h| h.contains(part.as_str())) {
+                crate::secret::url::MASK.to_string()
+            } else {
+                part
+            }
+        };
+        let hosts: Vec<String> = c
+            .get_hosts()
+            .iter()
+            .enumerate()
+            .map(|(i, h)| {
+                let h = shown(match h {
+                    postgres::config::Host::Tcp(h) => h.clone(),
+                    postgres::config::Host::Unix(p) => p.display().to_string(),
+                });
+                match c.get_ports().get(i).or(c.get_ports().first()) {
+                    Some(p) => format!("{h}:{p}"),
+                    None => h,
+                }
+            })
+            .collect();
+        let user = c
+            .get_user()
+            .map(|u| format!("{}@", shown(u.to_string())))
+            .unwrap_or_default();
+        let db = c
+            .get_dbname()
+            .map(|d| shown(d.to_string()))
+            .unwrap_or_default();
+        format!("postgres://{user}{}/{db}", hosts.join(","))
     }
 }
 
@@ -202,7 +264,8 @@ fn dsn_pairs(s: &str) -> Result<Vec<(String, String)>> {
         }
         if chars.next() != Some('=') {
             return Err(Error::invalid(format!(
-                "connection string: expected key=value after {key:?}"
+                "connection string: word {} has no `=` (expected key=value pairs, or a postgres:// URL)",
+                out.len() + 1
             )));
         }
         while chars.peek().is_some_and(|c| c.is_whitespace()) {
@@ -273,6 +336,11 @@ mod tests {
         assert_eq!(c.sslrootcert.as_deref(), Some("/etc/ca.pem"));
         assert_eq!(c.config.get_dbname(), Some("app"));
         assert_eq!(c.config.get_ports(), &[6432]);
+        assert_eq!(c.display(), "postgres://u@db.example:6432/app");
+        let c = ConnInfo::parse("postgres://u:S3c/ret@127.0.0.1:1/db").unwrap();
+        assert!(!c.display().contains("S3c"), "{}", c.display());
+        let c = ConnInfo::parse("postgres://127.0.0.1:1/db?password=x@S3crJ").unwrap();
+        assert!(!c.display().contains("S3c"), "{}", c.display());
     }
 
     #[test]
@@ -284,6 +352,22 @@ mod tests {
         assert_eq!(c.sslmode, SslMode::Disable);
         assert_eq!(c.config.get_password(), Some(&b"a b'c"[..]));
         assert_eq!(c.config.get_ports(), &[5433]);
+    }
+
+    #[test]
+    fn errors_never_quote_the_string() {
+        for raw in [
+            "mysql://u:S3crA@h/db",
+            "host=h password=S3crB port",
+            "S3crC",
+            "host=h port=S3crD",
+            "postgres://u:p@h:S3crE/db",
+        ] {
+            let e = ConnInfo::parse(raw).unwrap_err().to_string();
+            assert!(!e.contains("S3cr"), "{raw}: {e}");
+        }
+        let e = ConnInfo::parse("host=h port=x").unwrap_err().to_string();
+        assert!(e.contains("`port`"), "{e}");
     }
 
     #[test]

@@ -200,7 +200,7 @@ impl Pg {
             pool,
             direct,
             last_error,
-            display_url: crate::secret::redact_dsn(url),
+            display_url: info.display(),
         })
     }
 

@@ -192,6 +192,16 @@ pub fn data_directory(c: &mut Client) -> Result<(String, i32)> {
     Ok((row.get(0), row.get(1)))
 }
 
+/// When the postmaster started, in unix seconds (whole seconds, rounded down).
+pub fn postmaster_start_epoch(c: &mut Client) -> Result<i64> {
+    Ok(query_one(
+        c,
+        "SELECT floor(extract(epoch FROM pg_catalog.pg_postmaster_start_time()))::int8",
+        &[],
+    )?
+    .get(0))
+}
+
 /// When the postmaster started (text): tells a restart done by a control plane (an RDS reboot)
 /// from a stale "available".
 pub fn postmaster_start_time(c: &mut Client) -> Result<String> {

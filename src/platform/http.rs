@@ -248,6 +248,10 @@ impl HttpCore {
         let start = Instant::now();
         let deadline = start + budget;
         let mut attempt = 0u32;
+        // Messages show the URL without userinfo (a server_url may carry credentials).
+        let shown = crate::secret::url::mask_showing(url, &["uuid"]);
+        let full_url = url;
+        let url = shown.as_str();
         loop {
             let now = Instant::now();
             let remaining = deadline.saturating_duration_since(now);
@@ -262,7 +266,7 @@ impl HttpCore {
             }
             attempt += 1;
             let timeout = remaining.min(self.timing.per_attempt);
-            let (last, retry_after) = match self.attempt(method, url, body, gzip, timeout) {
+            let (last, retry_after) = match self.attempt(method, full_url, body, gzip, timeout) {
                 Ok((status, _, body)) if !retryable_status(status) => {
                     return Ok(Response { status, body })
                 }

@@ -3,12 +3,34 @@
 //! are read (Go binds them to other keys and ignores them), and the Go client's own
 //! `AIVEN_WEB_URL` / `AIVEN_TOKEN` are honoured as fallbacks.
 
+use crate::config::keys::Keys;
 use crate::config::Sources;
 use crate::secret::Secret;
 use std::time::Duration;
 
 pub const API_URL: &str = "https://api.aiven.io";
 const DEFAULT_RESOLUTION: i64 = 30;
+
+/// The keys read below (`config::keys`): adapters.md §4.1 plus the `api_url` override.
+pub const KEYS: Keys = Keys {
+    section: "aiven",
+    file: &[
+        "aiven_api_token",
+        "aiven_project_name",
+        "aiven_service_name",
+        "metric_resolution_seconds",
+        "database_name",
+        "api_url",
+    ],
+    env: &[
+        "DBT_AIVEN_API_TOKEN",
+        "DBT_AIVEN_PROJECT_NAME",
+        "DBT_AIVEN_SERVICE_NAME",
+        "DBT_AIVEN_METRIC_RESOLUTION_SECONDS",
+        "DBT_AIVEN_DATABASE_NAME",
+        "DBT_AIVEN_API_URL",
+    ],
+};
 
 #[derive(Clone, Debug)]
 pub struct AivenConfig {
@@ -86,7 +108,8 @@ impl AivenConfig {
         if let Some(u) = &api_url {
             if !(u.starts_with("https://") || u.starts_with("http://")) {
                 errs.push(format!(
-                    "aiven.api_url (DBT_AIVEN_API_URL, AIVEN_WEB_URL): expected an http(s) URL, got {u:?}"
+                    "aiven.api_url (DBT_AIVEN_API_URL, AIVEN_WEB_URL): expected an http(s) URL, got {:?}",
+                    crate::secret::url::mask(u)
                 ));
             }
         }

@@ -413,6 +413,27 @@ impl Target for AivenTarget {
         r
     }
 
+    /// Aiven carries on a rebuild it started by itself: wait until the service is `RUNNING`.
+    fn settle_restart(&self, pg: &Pg, _entry: &Entry, deadline: Duration) -> Result<()> {
+        let what = format!(
+            "{} to be RUNNING after the interrupted restart",
+            self.api.resource()
+        );
+        wait::until(&what, deadline, POLL, |last| match self.service() {
+            Ok(s) => {
+                let state = s["state"].as_str().unwrap_or("?").to_string();
+                *last = format!("state {state}");
+                Ok((state == "RUNNING").then_some(()))
+            }
+            Err(e) => {
+                *last = e.to_string();
+                Ok(None)
+            }
+        })?;
+        self.forget_service();
+        wait::ready(pg, deadline)
+    }
+
     fn restore(
         &self,
         _pg: &Pg,

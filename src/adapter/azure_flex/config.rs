@@ -1,9 +1,29 @@
 //! The `azure_flex:` section and its `DBT_AZURE_FLEX_*` variables (adapters.md §3.1), plus
 //! the Resource Manager base URL for sovereign clouds, private endpoints and tests.
 
+use crate::config::keys::Keys;
 use crate::config::Sources;
 
 pub const ARM_URL: &str = "https://management.azure.com";
+
+/// The keys read below (`config::keys`).
+pub const KEYS: Keys = Keys {
+    section: "azure_flex",
+    file: &[
+        "subscription_id",
+        "resource_group_name",
+        "server_name",
+        "auth_method",
+        "arm_url",
+    ],
+    env: &[
+        "DBT_AZURE_FLEX_SUBSCRIPTION_ID",
+        "DBT_AZURE_FLEX_RESOURCE_GROUP_NAME",
+        "DBT_AZURE_FLEX_SERVER_NAME",
+        "DBT_AZURE_FLEX_AUTH_METHOD",
+        "DBT_AZURE_FLEX_ARM_URL",
+    ],
+};
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct AzureFlexConfig {
@@ -45,7 +65,8 @@ impl AzureFlexConfig {
         let is_url = arm_url.starts_with("https://") || arm_url.starts_with("http://");
         if !(arm_url.is_empty() || is_url) {
             errs.push(format!(
-                "azure_flex.arm_url (DBT_AZURE_FLEX_ARM_URL): expected an http(s) URL, got {arm_url:?}"
+                "azure_flex.arm_url (DBT_AZURE_FLEX_ARM_URL): expected an http(s) URL, got {:?}",
+                crate::secret::url::mask(&arm_url)
             ));
         }
         if !errs.is_empty() {

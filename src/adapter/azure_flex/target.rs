@@ -184,6 +184,27 @@ impl Target for AzureTarget {
         }
     }
 
+    /// Servers_Restart goes on in Azure without us: wait until the server is `Ready` again.
+    fn settle_restart(&self, pg: &Pg, _entry: &Entry, deadline: Duration) -> Result<()> {
+        crate::apply::wait::until(
+            &format!("{} to be Ready after the interrupted restart", self.id),
+            deadline,
+            Duration::from_secs(2),
+            |last| match self.arm.get(&self.id, API_VERSION) {
+                Ok(s) => {
+                    let state = s["properties"]["state"].as_str().unwrap_or("?").to_string();
+                    *last = format!("state {state}");
+                    Ok((state == "Ready").then_some(()))
+                }
+                Err(e) => {
+                    *last = e.to_string();
+                    Ok(None)
+                }
+            },
+        )?;
+        crate::apply::wait::ready(pg, deadline)
+    }
+
     fn restore(
         &self,
         _pg: &Pg,

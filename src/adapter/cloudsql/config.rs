@@ -1,10 +1,32 @@
 //! The `cloudsql:` section and its `DBT_GCP_*` variables (adapters.md §2.1), plus the API base
 //! URLs for private endpoints and tests.
 
+use crate::config::keys::Keys;
 use crate::config::Sources;
 
 pub const SQLADMIN_URL: &str = "https://sqladmin.googleapis.com";
 pub const MONITORING_URL: &str = "https://monitoring.googleapis.com";
+
+/// The keys read below (`config::keys`); the `dbt_gcp_*` spellings are the Go agent's
+/// documentation sample, the misspelt variable its detection key.
+pub const KEYS: Keys = Keys {
+    section: "cloudsql",
+    file: &[
+        "project_id",
+        "dbt_gcp_project_id",
+        "database_name",
+        "dbt_gcp_database_name",
+        "sqladmin_url",
+        "monitoring_url",
+    ],
+    env: &[
+        "DBT_GCP_PROJECT_ID",
+        "DBT_GCP_DATABASE_NAME",
+        "DBT_GCP_DATABSE_NAME",
+        "DBT_GCP_SQLADMIN_URL",
+        "DBT_GCP_MONITORING_URL",
+    ],
+};
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct CloudSqlConfig {

@@ -3,10 +3,32 @@
 //! kubeconfig (`kubeconfig_path`, then `KUBECONFIG`, then `~/.kube/config`).
 
 use crate::cloud::k8s::KubeConfig;
+use crate::config::keys::Keys;
 use crate::config::Sources;
 use crate::error::{Error, Result};
 use std::path::PathBuf;
 use std::time::Duration;
+
+/// The keys read below (`config::keys`).
+pub const KEYS: Keys = Keys {
+    section: "cnpg",
+    file: &[
+        "namespace",
+        "cluster_name",
+        "pod_name",
+        "container_name",
+        "kubeconfig_path",
+        "failover_stabilization_seconds",
+    ],
+    env: &[
+        "DBT_CNPG_NAMESPACE",
+        "DBT_CNPG_CLUSTER_NAME",
+        "DBT_CNPG_POD_NAME",
+        "DBT_CNPG_CONTAINER_NAME",
+        "DBT_CNPG_KUBECONFIG_PATH",
+        "DBT_CNPG_FAILOVER_STABILIZATION_SECONDS",
+    ],
+};
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct CnpgConfig {

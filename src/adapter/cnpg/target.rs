@@ -399,6 +399,39 @@ impl Target for CnpgTarget {
         }
     }
 
+    /// The operator carries on a rolling restart by itself: wait until the Cluster is healthy
+    /// again (every instance ready, the generation observed).
+    fn settle_restart(&self, pg: &Pg, _entry: &Entry, deadline: Duration) -> Result<()> {
+        let inner = &self.inner;
+        wait::until(
+            &format!(
+                "Cluster {} to settle after the interrupted restart",
+                self.name()
+            ),
+            deadline,
+            POLL,
+            |last| match inner.api.cluster() {
+                Ok(c) if c.failed().is_some() => Err(Error::other(format!(
+                    "Cluster {} reports {}",
+                    self.name(),
+                    c.failed().unwrap_or_default()
+                ))),
+                Ok(c) if c.settled() => Ok(Some(())),
+                Ok(c) => {
+                    *last = c.summary();
+                    Ok(None)
+                }
+                Err(e) => {
+                    *last = e.to_string();
+                    Ok(None)
+                }
+            },
+        )?;
+        inner.forget_primary();
+        inner.invalidate_cluster();
+        wait::ready(pg, deadline)
+    }
+
     fn restore(
         &self,
         pg: &Pg,

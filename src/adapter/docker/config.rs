@@ -1,6 +1,14 @@
 //! The `docker:` section (adapters.md §7.1): which container runs PostgreSQL.
 
+use crate::config::keys::Keys;
 use crate::config::Sources;
+
+/// The keys read below (`config::keys`).
+pub const KEYS: Keys = Keys {
+    section: "docker",
+    file: &["container_name", "stop_timeout"],
+    env: &["DBT_DOCKER_CONTAINER_NAME", "DBT_DOCKER_STOP_TIMEOUT"],
+};
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct DockerConfig {

@@ -12,6 +12,10 @@ use serde_json::json;
 use std::sync::Arc;
 use std::time::Duration;
 
+/// A stopped container is ours to start only when the interrupted restart is this recent
+/// (older, the operator may have stopped it since).
+const RESTART_RECENT: Duration = Duration::from_secs(3600);
+
 pub struct DockerTarget {
     pub docker: Arc<Docker>,
     pub container: String,
@@ -116,6 +120,35 @@ impl Target for DockerTarget {
             Activation::Reload => alter_system::reload(pg),
             Activation::Restart => self.restart(deadline),
         }
+    }
+
+    /// The Engine's restart may still be running (`restarting`), or this agent's own SIGINT
+    /// restart was interrupted between the stop and the start: that restart is finished here
+    /// (the container started), not repeated.
+    fn settle_restart(&self, pg: &Pg, entry: &Entry, deadline: Duration) -> Result<()> {
+        let e = |e: crate::cloud::CloudError| Error::other(e.to_string());
+        let status = wait::until(
+            &format!("container {} to finish restarting", self.container),
+            deadline,
+            Duration::from_millis(500),
+            |last| {
+                let v = self.docker.inspect(&self.container).map_err(e)?;
+                let status = v["State"]["Status"].as_str().unwrap_or("?").to_string();
+                *last = status.clone();
+                Ok((!matches!(status.as_str(), "restarting" | "removing")).then_some(status))
+            },
+        )?;
+        let recent = entry.restart_started.is_some_and(|t| {
+            crate::apply::journal::now_unix() - t < RESTART_RECENT.as_secs() as i64
+        });
+        if matches!(status.as_str(), "exited" | "created") && recent {
+            log::warn!(
+                "container {} is {status} after a restart interrupted between its stop and its start; starting it (the rest of that restart)",
+                self.container
+            );
+            self.docker.start(&self.container).map_err(e)?;
+        }
+        wait::ready(pg, deadline)
     }
 
     fn restore(&self, pg: &Pg, entry: &Entry, knobs: &[KnobChange], pg_up: bool) -> Result<String> {

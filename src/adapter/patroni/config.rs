@@ -6,10 +6,38 @@
 //! identifies this node in `/cluster` (role and leader checks); optional HTTPS trust (`ca_file`)
 //! and basic auth (`username` / `password`, Patroni's `restapi.authentication`).
 
+use crate::config::keys::Keys;
 use crate::config::Sources;
 use crate::error::{Error, Result};
 use crate::secret::Secret;
 use std::time::Duration;
+
+/// The keys read below (`config::keys`).
+pub const KEYS: Keys = Keys {
+    section: "patroni",
+    file: &[
+        "node_name",
+        "patroni_api_url",
+        "node_host",
+        "node_port",
+        "cluster_name",
+        "ca_file",
+        "username",
+        "password",
+        "request_timeout",
+    ],
+    env: &[
+        "DBT_PATRONI_NODE_NAME",
+        "DBT_PATRONI_API_URL",
+        "DBT_PATRONI_NODE_HOST",
+        "DBT_PATRONI_NODE_PORT",
+        "DBT_PATRONI_CLUSTER_NAME",
+        "DBT_PATRONI_CA_FILE",
+        "DBT_PATRONI_USERNAME",
+        "DBT_PATRONI_PASSWORD",
+        "DBT_PATRONI_REQUEST_TIMEOUT",
+    ],
+};
 
 #[derive(Clone, Debug)]
 pub struct PatroniConfig {
@@ -82,7 +110,8 @@ impl PatroniConfig {
         if let Some(u) = &api_url {
             if !(u.starts_with("http://") || u.starts_with("https://")) || u.len() < 10 {
                 errs.push(format!(
-                    "patroni.patroni_api_url (DBT_PATRONI_API_URL): {u:?} is not an http:// or https:// URL"
+                    "patroni.patroni_api_url (DBT_PATRONI_API_URL): {:?} is not an http:// or https:// URL",
+                    crate::secret::url::mask(u)
                 ));
             }
         }

@@ -137,7 +137,8 @@ impl Adapter for Patroni {
     }
 
     fn control_plane_checks(&self) -> Vec<Check> {
-        let url = format!("{}/cluster", self.cfg.api_url);
+        // Shown in the report: without any userinfo the URL may carry.
+        let url = crate::secret::url::mask(&format!("{}/cluster", self.cfg.api_url));
         let c = match self.rest.cluster() {
             Ok(c) => c,
             Err(e) => {

@@ -325,6 +325,36 @@ impl Target for PatroniTarget {
         }
     }
 
+    /// Patroni carries on a restart it accepted on its own: wait until the leader is up and no
+    /// member is restarting, starting or stopping (a replica down for other reasons does not
+    /// hold recovery up).
+    fn settle_restart(&self, pg: &Pg, _entry: &Entry, deadline: Duration) -> Result<()> {
+        wait::until(
+            "every Patroni member to be up after the interrupted restart",
+            deadline,
+            Duration::from_millis(500),
+            |last| {
+                let c = match self.rest.cluster() {
+                    Ok(c) => c,
+                    Err(e) => {
+                        *last = e.to_string();
+                        return Ok(None);
+                    }
+                };
+                let moving: Vec<String> = c
+                    .members
+                    .iter()
+                    .filter(|m| matches!(m.state.as_str(), "restarting" | "starting" | "stopping"))
+                    .map(|m| format!("{} {}", m.name, m.state))
+                    .collect();
+                *last = format!("in transition: [{}]", moving.join(", "));
+                let leader_up = c.leader().is_some_and(|l| l.is_up());
+                Ok((moving.is_empty() && leader_up).then_some(()))
+            },
+        )?;
+        wait::ready(pg, deadline)
+    }
+
     fn restore(&self, pg: &Pg, entry: &Entry, knobs: &[KnobChange], pg_up: bool) -> Result<String> {
         let params: Map<String, Value> = knobs
             .iter()

@@ -4,8 +4,37 @@
 //! deprecated `RDS_PARAMETER_GROUP_NAME` is warned about and ignored: the group is discovered.
 
 use crate::cloud::aws::StaticKeys;
+use crate::config::keys::Keys;
 use crate::config::Sources;
 use crate::secret::Secret;
+
+/// The keys read below, for `rds:` and `rds-aurora:` (`config::keys`).
+pub const KEYS: Keys = Keys {
+    section: "rds",
+    file: &[
+        "aws_access_key_id",
+        "aws_secret_access_key",
+        "aws_session_token",
+        "aws_region",
+        "rds_database_identifier",
+        "rds_parameter_group_name",
+        "iam_auth",
+    ],
+    env: &[
+        "DBT_AWS_ACCESS_KEY_ID",
+        "DBT_AWS_SECRET_ACCESS_KEY",
+        "DBT_AWS_SESSION_TOKEN",
+        "DBT_AWS_REGION",
+        "DBT_RDS_DATABASE_IDENTIFIER",
+        "DBT_RDS_PARAMETER_GROUP_NAME",
+        "DBT_RDS_IAM_AUTH",
+    ],
+};
+
+pub const KEYS_AURORA: Keys = Keys {
+    section: "rds-aurora",
+    ..KEYS
+};
 
 #[derive(Clone, Debug)]
 pub struct RdsConfig {

@@ -611,6 +611,41 @@ impl Target for RdsTarget {
         })
     }
 
+    /// A reboot RDS accepted goes on without us: wait until the instance is `available`
+    /// again. Just after the request a stale `available` is possible, so within the first
+    /// minute it counts only once PostgreSQL shows it restarted.
+    fn settle_restart(&self, pg: &Pg, entry: &Entry, deadline: Duration) -> Result<()> {
+        let id = self.sh.info().instance.identifier.clone();
+        let started = entry.restart_started.unwrap_or(0);
+        wait::until(
+            &format!("instance {id} to be available after the interrupted reboot"),
+            deadline,
+            POLL,
+            |last| {
+                let inst = match self.sh.api.describe_instance(&id) {
+                    Ok(i) => i,
+                    Err(e) => {
+                        *last = e.to_string();
+                        return Ok(None);
+                    }
+                };
+                *last = format!("DBInstanceStatus {}", inst.status);
+                if FAILED_STATES.contains(&inst.status.as_str()) {
+                    return Err(Error::other(format!("instance {id} is {}", inst.status)));
+                }
+                if inst.status != "available" {
+                    return Ok(None);
+                }
+                let young = crate::apply::journal::now_unix() - started < 60;
+                Ok(
+                    (!young || crate::apply::inflight::restarted_since(pg, started) == Some(true))
+                        .then_some(()),
+                )
+            },
+        )?;
+        wait::ready(pg, deadline)
+    }
+
     fn restore(
         &self,
         _pg: &Pg,

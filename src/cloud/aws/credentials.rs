@@ -598,7 +598,8 @@ fn check_full_uri(url: &str) -> std::result::Result<(), String> {
     }
     if !url.starts_with("http://") {
         return Err(format!(
-            "AWS_CONTAINER_CREDENTIALS_FULL_URI {url:?} is not an http(s) URL"
+            "AWS_CONTAINER_CREDENTIALS_FULL_URI {:?} is not an http(s) URL",
+            crate::secret::url::mask(url)
         ));
     }
     let host = crate::cloud::http::host_of(url);
