@@ -37,17 +37,30 @@ pub fn moto_binary() -> Option<PathBuf> {
 
 impl Moto {
     /// Starts moto on a free loopback port; the first `no_auth` requests skip authentication.
+    /// The port is free when chosen but may be taken before moto binds it (tests run in
+    /// parallel): moto then exits, and another free port is tried.
     pub fn start(bin: &PathBuf, no_auth: u32) -> Moto {
-        let port = TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        Moto::start_on(bin, port, no_auth)
+        let mut last = String::new();
+        for _ in 0..5 {
+            let port = TcpListener::bind("127.0.0.1:0")
+                .unwrap()
+                .local_addr()
+                .unwrap()
+                .port();
+            match Moto::try_start_on(bin, port, no_auth) {
+                Ok(m) => return m,
+                Err(e) => last = e,
+            }
+        }
+        panic!("moto did not start on five free ports; last: {last}");
     }
 
     /// Starts moto on `port` (to bring it back where clients expect it after an outage).
     pub fn start_on(bin: &PathBuf, port: u16, no_auth: u32) -> Moto {
+        Moto::try_start_on(bin, port, no_auth).unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    fn try_start_on(bin: &PathBuf, port: u16, no_auth: u32) -> Result<Moto, String> {
         let log = std::env::temp_dir().join(format!("dbtune-moto-{port}.log"));
         let out = std::fs::File::create(&log).unwrap();
         let child = Command::new(bin)
@@ -61,18 +74,24 @@ impl Moto {
             .unwrap_or_else(|e| panic!("starting {}: {e}", bin.display()));
         let mut m = Moto { child, port, log };
         let deadline = Instant::now() + Duration::from_secs(60);
-        while TcpStream::connect(("127.0.0.1", port)).is_err() {
+        loop {
             if let Ok(Some(status)) = m.child.try_wait() {
-                panic!("moto exited with {status}: {}", m.log_text());
+                return Err(format!("moto exited with {status}: {}", m.log_text()));
             }
-            assert!(
-                Instant::now() < deadline,
-                "moto did not listen within 60 s: {}",
-                m.log_text()
-            );
+            if TcpStream::connect(("127.0.0.1", port)).is_ok() {
+                // Someone listening is not yet moto listening: a moto that lost the port to
+                // another process exits within moments of its bind error.
+                std::thread::sleep(Duration::from_millis(300));
+                if let Ok(Some(status)) = m.child.try_wait() {
+                    return Err(format!("moto exited with {status}: {}", m.log_text()));
+                }
+                return Ok(m);
+            }
+            if Instant::now() >= deadline {
+                return Err(format!("moto did not listen within 60 s: {}", m.log_text()));
+            }
             std::thread::sleep(Duration::from_millis(100));
         }
-        m
     }
     pub fn url(&self) -> String {
         format!("http://127.0.0.1:{}", self.port)
