@@ -53,6 +53,17 @@ impl CloudError {
             request_id: None,
         }
     }
+    /// True when the request certainly changed nothing: it was never sent (configuration,
+    /// credentials) or the service refused it with a 4xx answer (throttling included). A 5xx,
+    /// a timeout, a broken connection or an unreadable answer may have landed: a target's
+    /// `write` counts such a request as written, so a rollback puts it back.
+    pub fn changed_nothing(&self) -> bool {
+        match self.kind {
+            ErrorKind::Config | ErrorKind::Auth | ErrorKind::Throttled => true,
+            ErrorKind::Service => self.status.is_some_and(|s| (400..500).contains(&s)),
+            ErrorKind::Transport | ErrorKind::Timeout | ErrorKind::Decode => false,
+        }
+    }
     pub fn config(context: impl Into<String>, message: impl Into<String>) -> Self {
         Self::new(ErrorKind::Config, context, message)
     }
@@ -731,6 +742,20 @@ pub fn redact(text: &str, secrets: &[String]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_a_refused_or_unsent_request_changed_nothing() {
+        let answered = |status| {
+            let mut e = CloudError::new(ErrorKind::Service, "PATCH x", "m");
+            e.status = Some(status);
+            e
+        };
+        assert!(answered(400).changed_nothing() && answered(409).changed_nothing());
+        assert!(!answered(500).changed_nothing() && !answered(503).changed_nothing());
+        assert!(CloudError::auth("token", "m").changed_nothing());
+        assert!(!CloudError::new(ErrorKind::Transport, "x", "reset").changed_nothing());
+        assert!(!CloudError::decode("x", "not JSON").changed_nothing());
+    }
 
     #[test]
     fn parses_each_vendor_error_shape() {

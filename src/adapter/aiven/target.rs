@@ -11,7 +11,6 @@ use super::api::AivenApi;
 use crate::apply::journal::{Entry, KnobChange};
 use crate::apply::units::BaseUnit;
 use crate::apply::{wait, Activation, ApplyError, Previous, Snapshot, Target, WriteError};
-use crate::cloud::ErrorKind;
 use crate::error::{Error, Result};
 use crate::pg::queries::Setting;
 use crate::pg::Pg;
@@ -364,11 +363,7 @@ impl Target for AivenTarget {
             Err(e) => Err(WriteError {
                 // Aiven validates the whole update before applying any of it: an error answer
                 // changed nothing; a lost answer may have landed.
-                written: if matches!(e.kind, ErrorKind::Service | ErrorKind::Auth) {
-                    0
-                } else {
-                    knobs.len()
-                },
+                written: if e.changed_nothing() { 0 } else { knobs.len() },
                 error: Error::from(e),
             }),
         }

@@ -219,11 +219,7 @@ impl Target for CloudSqlTarget {
             }
             Err(e) => Err(WriteError {
                 // An error answer means the patch was refused; a lost answer may have landed.
-                written: if e.kind == ErrorKind::Service || e.kind == ErrorKind::Auth {
-                    0
-                } else {
-                    knobs.len()
-                },
+                written: if e.changed_nothing() { 0 } else { knobs.len() },
                 error: Error::from(e),
             }),
         }

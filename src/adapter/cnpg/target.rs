@@ -369,11 +369,7 @@ impl Target for CnpgTarget {
             .collect();
         self.patch(&params).map_err(|e| WriteError {
             // A refused request changed nothing; a lost answer may have.
-            written: if e.status.is_some_and(|s| (400..500).contains(&s)) {
-                0
-            } else {
-                knobs.len()
-            },
+            written: if e.changed_nothing() { 0 } else { knobs.len() },
             error: Error::other(format!(
                 "merge-patching spec.postgresql.parameters of Cluster {}: {e}",
                 self.name()
