@@ -240,66 +240,109 @@ fn url_params(s: &str) -> Vec<(String, String)> {
     }
 }
 
-/// Splits `key=value key='quoted value'` into pairs (values unquoted).
-fn dsn_pairs(s: &str) -> Result<Vec<(String, String)>> {
+/// One word of a key=value connection string, read with libpq's rules.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Word {
+    /// `key=value` (spaces around `=` allowed; the value unquoted and unescaped).
+    /// `terminated` is false when a quoted value ran to the end of the string.
+    Pair {
+        key: String,
+        value: String,
+        terminated: bool,
+    },
+    /// A word not followed by `=` (libpq refuses the string).
+    Bare(String),
+}
+
+/// Reads a key=value connection string into words, never failing: the parser refuses what
+/// libpq refuses ([`dsn_pairs`]), the masker hides it ([`crate::secret::conninfo`]); one
+/// reading serves both so they cannot disagree on where a value (a password) ends.
+pub fn words(s: &str) -> Vec<Word> {
     let mut out = Vec::new();
-    let mut chars = s.chars().peekable();
-    loop {
-        while chars.peek().is_some_and(|c| c.is_whitespace()) {
-            chars.next();
+    let mut it = s.chars().peekable();
+    let skip_ws = |it: &mut std::iter::Peekable<std::str::Chars<'_>>| {
+        while it.peek().is_some_and(|c| c.is_whitespace()) {
+            it.next();
         }
-        if chars.peek().is_none() {
+    };
+    loop {
+        skip_ws(&mut it);
+        if it.peek().is_none() {
             break;
         }
         let mut key = String::new();
-        while let Some(&c) = chars.peek() {
+        while let Some(&c) = it.peek() {
             if c == '=' || c.is_whitespace() {
                 break;
             }
             key.push(c);
-            chars.next();
+            it.next();
         }
-        while chars.peek().is_some_and(|c| c.is_whitespace()) {
-            chars.next();
+        skip_ws(&mut it);
+        if it.peek() != Some(&'=') {
+            out.push(Word::Bare(key));
+            continue;
         }
-        if chars.next() != Some('=') {
-            return Err(Error::invalid(format!(
-                "connection string: word {} has no `=` (expected key=value pairs, or a postgres:// URL)",
-                out.len() + 1
-            )));
-        }
-        while chars.peek().is_some_and(|c| c.is_whitespace()) {
-            chars.next();
-        }
-        let mut val = String::new();
-        if chars.peek() == Some(&'\'') {
-            chars.next();
-            loop {
-                match chars.next() {
-                    Some('\\') => {
-                        if let Some(c) = chars.next() {
-                            val.push(c)
-                        }
+        it.next();
+        skip_ws(&mut it);
+        let mut value = String::new();
+        let mut terminated = true;
+        if it.peek() == Some(&'\'') {
+            it.next();
+            terminated = false;
+            while let Some(c) = it.next() {
+                match c {
+                    '\\' => value.extend(it.next()),
+                    '\'' => {
+                        terminated = true;
+                        break;
                     }
-                    Some('\'') => break,
-                    Some(c) => val.push(c),
-                    None => {
-                        return Err(Error::invalid(
-                            "connection string: unterminated quoted value",
-                        ))
-                    }
+                    c => value.push(c),
                 }
             }
         } else {
-            while let Some(&c) = chars.peek() {
+            while let Some(&c) = it.peek() {
                 if c.is_whitespace() {
                     break;
                 }
-                val.push(c);
-                chars.next();
+                it.next();
+                if c == '\\' {
+                    value.extend(it.next());
+                } else {
+                    value.push(c);
+                }
             }
         }
-        out.push((key, val));
+        out.push(Word::Pair {
+            key,
+            value,
+            terminated,
+        });
+    }
+    out
+}
+
+/// Splits `key=value key='quoted value'` into pairs (values unquoted), refusing what libpq
+/// refuses.
+fn dsn_pairs(s: &str) -> Result<Vec<(String, String)>> {
+    let mut out = Vec::new();
+    for w in words(s) {
+        match w {
+            Word::Bare(_) => {
+                return Err(Error::invalid(format!(
+                    "connection string: word {} has no `=` (expected key=value pairs, or a postgres:// URL)",
+                    out.len() + 1
+                )))
+            }
+            Word::Pair {
+                terminated: false, ..
+            } => {
+                return Err(Error::invalid(
+                    "connection string: unterminated quoted value",
+                ))
+            }
+            Word::Pair { key, value, .. } => out.push((key, value)),
+        }
     }
     Ok(out)
 }
@@ -325,6 +368,36 @@ fn percent_decode(s: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn words_follow_libpq_quoting_and_escapes() {
+        let pair = |k: &str, v: &str| Word::Pair {
+            key: k.into(),
+            value: v.into(),
+            terminated: true,
+        };
+        assert_eq!(
+            words(r"host = h password='a b\'c' user=u\ v"),
+            vec![
+                pair("host", "h"),
+                pair("password", "a b'c"),
+                pair("user", "u v")
+            ]
+        );
+        assert_eq!(
+            words("port 5 password='x y"),
+            vec![
+                Word::Bare("port".into()),
+                Word::Bare("5".into()),
+                Word::Pair {
+                    key: "password".into(),
+                    value: "x y".into(),
+                    terminated: false
+                }
+            ]
+        );
+        assert!(dsn_pairs("password='x y").is_err() && dsn_pairs("port 5").is_err());
+    }
 
     #[test]
     fn url_with_tls_and_foreign_options() {

@@ -6,6 +6,7 @@
 //! and a string that fails to parse is masked just as well as one that parses.
 
 use super::url::{self, MASK};
+use crate::pg::conninfo::{words, Word};
 
 /// Options whose values are shown (lower-case).
 const SHOWN: &[&str] = &[
@@ -64,72 +65,28 @@ fn quote(v: &str) -> String {
 }
 
 fn mask_pairs(s: &str, hidden: &mut Vec<String>) -> String {
+    let shown = |key: &str| SHOWN.contains(&key.to_ascii_lowercase().as_str());
     let mut out: Vec<String> = Vec::new();
-    let mut it = s.chars().peekable();
-    let skip_ws = |it: &mut std::iter::Peekable<std::str::Chars<'_>>| {
-        while it.peek().is_some_and(|c| c.is_whitespace()) {
-            it.next();
-        }
-    };
-    loop {
-        skip_ws(&mut it);
-        if it.peek().is_none() {
-            break;
-        }
-        let mut key = String::new();
-        while let Some(&c) = it.peek() {
-            if c == '=' || c.is_whitespace() {
-                break;
-            }
-            key.push(c);
-            it.next();
-        }
-        skip_ws(&mut it);
-        if it.peek() != Some(&'=') {
+    for w in words(s) {
+        match w {
             // A word without `=` (libpq refuses it): shown only when it is an option's name.
-            if SHOWN.contains(&key.to_ascii_lowercase().as_str()) || key == "password" {
-                out.push(key);
-            } else {
+            Word::Bare(key) if shown(&key) || key == "password" => out.push(key),
+            Word::Bare(key) => {
                 hidden.push(key);
                 out.push(MASK.into());
             }
-            continue;
-        }
-        it.next();
-        skip_ws(&mut it);
-        let mut val = String::new();
-        let mut unterminated = false;
-        if it.peek() == Some(&'\'') {
-            it.next();
-            unterminated = true;
-            while let Some(c) = it.next() {
-                match c {
-                    '\\' => val.extend(it.next()),
-                    '\'' => {
-                        unterminated = false;
-                        break;
-                    }
-                    c => val.push(c),
-                }
-            }
-        } else {
-            while let Some(&c) = it.peek() {
-                if c.is_whitespace() {
-                    break;
-                }
-                it.next();
-                if c == '\\' {
-                    val.extend(it.next());
+            Word::Pair {
+                key,
+                value,
+                terminated,
+            } => {
+                if terminated && shown(&key) {
+                    out.push(format!("{key}={}", quote(&value)));
                 } else {
-                    val.push(c);
+                    hidden.push(value);
+                    out.push(format!("{key}={MASK}"));
                 }
             }
-        }
-        if !unterminated && SHOWN.contains(&key.to_ascii_lowercase().as_str()) {
-            out.push(format!("{key}={}", quote(&val)));
-        } else {
-            hidden.push(val);
-            out.push(format!("{key}={MASK}"));
         }
     }
     out.join(" ")
