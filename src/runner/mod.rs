@@ -516,6 +516,9 @@ impl Runner {
             }
             if !wedged && now.duration_since(last_alive) >= self.opts.alive_every {
                 last_alive = now;
+                // Freed heap pages go back to the system between payloads, not only after a
+                // large one (glibc keeps them otherwise; a no-op elsewhere).
+                crate::alloc::release();
                 if let Some(f) = &self.opts.on_alive {
                     f();
                 }
