@@ -50,7 +50,7 @@ impl MemoryGuardrail {
     pub fn check(&self, pg: &Pg, threshold: f64) -> Result<Option<GuardrailSignal>> {
         let used = match self.limit(pg).as_ref().and_then(cgroup::read) {
             Some(cg) => cg.used_percent(),
-            None => memory::host()
+            None => memory::host_available()
                 .context("reading host memory")?
                 .used_percent(),
         };
