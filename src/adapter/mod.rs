@@ -119,19 +119,25 @@ pub trait Adapter: Send + Sync {
 /// The config sync sends them every 5 s, but they change only on a reload, a restart or in a new
 /// session: a one-row epoch query (see [`crate::pg::queries::settings_epoch`]) decides whether
 /// pg_settings is read again (reading it cost ~3 ms of server time per call, most of the
-/// agent's PostgreSQL time on a small server). One cached copy per connection string.
+/// agent's PostgreSQL time on a small server). The pool's sessions take turns, so the last few
+/// epochs are kept (equal rows share one copy).
 pub fn active_config_from_pg(pg: &Pg) -> Result<Vec<ConfigRow>> {
-    static CACHE: Mutex<Option<(String, Vec<ConfigRow>)>> = Mutex::new(None);
+    type Cached = (String, std::sync::Arc<Vec<ConfigRow>>);
+    const KEEP: usize = 4;
+    static CACHE: Mutex<Vec<Cached>> = Mutex::new(Vec::new());
     let mut c = pg.conn()?;
     let epoch = format!(
         "{}|{}",
         pg.display_url,
         crate::pg::queries::settings_epoch(&mut c)?
     );
-    if let Some((e, rows)) = &*CACHE.lock().unwrap_or_else(|p| p.into_inner()) {
-        if *e == epoch {
-            return Ok(rows.clone());
-        }
+    if let Some((_, rows)) = CACHE
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .iter()
+        .find(|(e, _)| *e == epoch)
+    {
+        return Ok(rows.to_vec());
     }
     let rows: Vec<ConfigRow> = crate::pg::queries::active_settings(&mut c)?
         .into_iter()
@@ -143,6 +149,14 @@ pub fn active_config_from_pg(pg: &Pg) -> Result<Vec<ConfigRow>> {
             context,
         })
         .collect();
-    *CACHE.lock().unwrap_or_else(|p| p.into_inner()) = Some((epoch, rows.clone()));
+    let mut cache = CACHE.lock().unwrap_or_else(|p| p.into_inner());
+    let shared = match cache.iter().find(|(_, r)| **r == rows) {
+        Some((_, r)) => r.clone(),
+        None => std::sync::Arc::new(rows.clone()),
+    };
+    if cache.len() >= KEEP {
+        cache.remove(0);
+    }
+    cache.push((epoch, shared));
     Ok(rows)
 }
