@@ -127,8 +127,20 @@ impl Num {
 }
 
 type Key = (i64, u32, u32); // (queryid, userid, dbid)
-/// Previous tick's aggregated counters per key: (calls, total_exec_time).
-type Snapshot = HashMap<Key, (Option<i64>, Option<f64>)>;
+/// Previous tick's aggregated counters: key → index into `vals` (calls, total_exec_time). The
+/// index is the tick's aggregation map, kept; excluded statements hold (0, 0), as if absent.
+struct Snapshot {
+    pos: HashMap<Key, u32>,
+    vals: Vec<(Option<i64>, Option<f64>)>,
+}
+
+impl Snapshot {
+    fn get(&self, k: &Key) -> (Option<i64>, Option<f64>) {
+        self.pos
+            .get(k)
+            .map_or((Some(0), Some(0.0)), |&i| self.vals[i as usize])
+    }
+}
 
 /// The extension's (major, minor) from `extversion` (`1.10`, `1.11dev` …).
 pub fn parse_ext_version(s: &str) -> Option<(u32, u32)> {
@@ -249,12 +261,71 @@ pub fn counter_columns(v: (u32, u32)) -> String {
     c.join(", ")
 }
 
+/// Bits 61..63 of [`StatRow::nulls`]: userid, dbid, queryid NULL (a pass-through row).
+const ID_NULL_SHIFT: u32 = 61;
+
+/// One row's counters as 8-byte words (an `i64`, the bits of an `f64` or a bool, per the field's
+/// [`Ty`]) with a null bitmask: 352 bytes, no allocation, so a tick's rows are one contiguous
+/// buffer (half the size of a vector of tagged numbers).
 #[derive(Clone, Debug)]
 pub struct StatRow {
-    key: Option<Key>,
-    ids: [Num; 3], // userid, dbid, queryid as read
-    /// Inline (no allocation per row): the tick's rows are one contiguous buffer, freed after.
-    vals: [Num; NF],
+    /// (queryid, userid, dbid); a NULL component is 0 with its bit set in `nulls`.
+    key: Key,
+    /// Bit i: `FIELDS[i]` is NULL; bits from [`ID_NULL_SHIFT`]: the ids.
+    nulls: u64,
+    vals: [u64; NF],
+}
+
+impl StatRow {
+    fn new(queryid: Option<i64>, userid: Option<u32>, dbid: Option<u32>) -> StatRow {
+        let nulls = (userid.is_none() as u64) << ID_NULL_SHIFT
+            | (dbid.is_none() as u64) << (ID_NULL_SHIFT + 1)
+            | (queryid.is_none() as u64) << (ID_NULL_SHIFT + 2)
+            | ((1u64 << NF) - 1);
+        StatRow {
+            key: (
+                queryid.unwrap_or(0),
+                userid.unwrap_or(0),
+                dbid.unwrap_or(0),
+            ),
+            nulls,
+            vals: [0; NF],
+        }
+    }
+    /// The aggregation key; `None` when a component is NULL (pass-through row).
+    fn key(&self) -> Option<Key> {
+        (self.nulls >> ID_NULL_SHIFT == 0).then_some(self.key)
+    }
+    /// userid, dbid, queryid as read.
+    fn ids(&self) -> [Num; 3] {
+        let null = |b: u32| self.nulls >> (ID_NULL_SHIFT + b) & 1 == 1;
+        [
+            if null(0) { Num::Null } else { Num::I(self.key.1 as i64) },
+            if null(1) { Num::Null } else { Num::I(self.key.2 as i64) },
+            if null(2) { Num::Null } else { Num::I(self.key.0) },
+        ]
+    }
+    fn get(&self, i: usize) -> Num {
+        if self.nulls >> i & 1 == 1 {
+            return Num::Null;
+        }
+        let w = self.vals[i];
+        match FIELDS[i].1 {
+            Ty::I => Num::I(w as i64),
+            Ty::F => Num::F(f64::from_bits(w)),
+            Ty::B => Num::B(w != 0),
+        }
+    }
+    fn set(&mut self, i: usize, n: Num) {
+        let (null, w) = match n {
+            Num::Null => (true, 0),
+            Num::I(v) => (false, v as u64),
+            Num::F(v) => (false, v.to_bits()),
+            Num::B(v) => (false, v as u64),
+        };
+        self.nulls = self.nulls & !(1 << i) | (null as u64) << i;
+        self.vals[i] = w;
+    }
 }
 
 #[derive(Clone, Copy, Default, Debug)]
@@ -301,29 +372,19 @@ impl Pool {
     }
 }
 
-struct Merged {
-    row: StatRow,
-    exec: Pool,
-    plan: Pool,
-}
-
-fn pool_inputs(
-    r: &StatRow,
-    n: &str,
-    mean: &str,
-    sd: &str,
-) -> (Option<f64>, Option<f64>, Option<f64>) {
-    (
-        r.vals[idx(n)].f(),
-        r.vals[idx(mean)].f(),
-        r.vals[idx(sd)].f(),
-    )
+/// Exec and plan pools of one row on its own (before any merge).
+fn pools_of(r: &StatRow) -> (Pool, Pool) {
+    let (mut exec, mut plan) = (Pool::default(), Pool::default());
+    let f = |n: &str| r.get(idx(n)).f();
+    exec.add(f("calls"), f("mean_exec_time"), f("stddev_exec_time"));
+    plan.add(f("plans"), f("mean_plan_time"), f("stddev_plan_time"));
+    (exec, plan)
 }
 
 fn merge_into(a: &mut StatRow, b: &StatRow) {
     for (i, (_, ty, agg)) in FIELDS.iter().enumerate() {
-        let (x, y) = (a.vals[i], b.vals[i]);
-        a.vals[i] = match (agg, x, y) {
+        let (x, y) = (a.get(i), b.get(i));
+        let v = match (agg, x, y) {
             (_, Num::Null, y) if *agg != Agg::Null => y,
             (_, x, Num::Null) => x,
             (Agg::Sum, Num::I(p), Num::I(q)) if *ty == Ty::I => Num::I(p.saturating_add(q)),
@@ -332,56 +393,92 @@ fn merge_into(a: &mut StatRow, b: &StatRow) {
             (Agg::Max, x, y) => Num::F(x.f().unwrap_or(f64::MIN).max(y.f().unwrap_or(f64::MIN))),
             _ => x,
         };
+        a.set(i, v);
     }
 }
 
-/// §4.3 step 2: merge rows with the same (queryid, userid, dbid) in first-seen order, recompute
-/// means and pooled stddevs, null `toplevel`; rows lacking a key component follow unmerged.
-pub fn aggregate(rows: Vec<StatRow>) -> Vec<StatRow> {
-    let mut order: Vec<Merged> = Vec::new();
-    let mut pos: HashMap<Key, usize> = HashMap::new();
-    let mut passthrough = Vec::new();
-    for r in rows {
-        let Some(k) = r.key else {
-            passthrough.push(r);
-            continue;
+/// §4.3 step 2, done as rows arrive: rows with the same (queryid, userid, dbid) merge into the
+/// first one in place (one buffer for the tick, never a second copy); rows lacking a key
+/// component are kept apart and follow the keyed rows unmerged.
+#[derive(Default)]
+struct Aggregator {
+    rows: Vec<StatRow>,
+    pass: Vec<StatRow>,
+    /// Key → index in `rows`; becomes the next snapshot's index.
+    pos: HashMap<Key, u32>,
+    /// Pooled stddev inputs, only for rows that had a duplicate.
+    pools: HashMap<u32, (Pool, Pool)>,
+}
+
+impl Aggregator {
+    fn with_capacity(n: usize) -> Aggregator {
+        Aggregator {
+            rows: Vec::with_capacity(n),
+            pos: HashMap::with_capacity(n),
+            ..Default::default()
+        }
+    }
+    fn add(&mut self, r: StatRow) {
+        let Some(k) = r.key() else {
+            self.pass.push(r);
+            return;
         };
-        let (en, em, es) = pool_inputs(&r, "calls", "mean_exec_time", "stddev_exec_time");
-        let (pn, pm, ps) = pool_inputs(&r, "plans", "mean_plan_time", "stddev_plan_time");
-        match pos.get(&k) {
+        match self.pos.get(&k) {
             Some(&i) => {
-                let m = &mut order[i];
-                merge_into(&mut m.row, &r);
-                m.exec.add(en, em, es);
-                m.plan.add(pn, pm, ps);
+                let m = &mut self.rows[i as usize];
+                let p = self.pools.entry(i).or_insert_with(|| pools_of(m));
+                let f = |n: &str| r.get(idx(n)).f();
+                p.0.add(f("calls"), f("mean_exec_time"), f("stddev_exec_time"));
+                p.1.add(f("plans"), f("mean_plan_time"), f("stddev_plan_time"));
+                merge_into(m, &r);
             }
             None => {
-                let mut exec = Pool::default();
-                exec.add(en, em, es);
-                let mut plan = Pool::default();
-                plan.add(pn, pm, ps);
-                pos.insert(k, order.len());
-                order.push(Merged { row: r, exec, plan });
+                self.pos.insert(k, self.rows.len() as u32);
+                self.rows.push(r);
             }
         }
     }
-    let mut out = Vec::with_capacity(order.len() + passthrough.len());
-    for mut m in order {
+    /// Means recomputed, stddevs pooled, `toplevel` nulled on every keyed row (§4.3 step 2).
+    fn finish(&mut self) {
         let mean = |total: Num, n: Num| match (total.f(), n.f()) {
             (None, _) => Num::Null,
             (Some(_), None) => Num::F(0.0),
             (Some(_), Some(0.0)) => Num::F(0.0),
             (Some(t), Some(c)) => Num::F(t / c),
         };
-        let v = &mut m.row.vals;
-        v[idx("mean_exec_time")] = mean(v[idx("total_exec_time")], v[idx("calls")]);
-        v[idx("mean_plan_time")] = mean(v[idx("total_plan_time")], v[idx("plans")]);
-        v[idx("stddev_exec_time")] = m.exec.result();
-        v[idx("stddev_plan_time")] = m.plan.result();
-        v[idx("toplevel")] = Num::Null;
-        out.push(m.row);
+        for (i, r) in self.rows.iter_mut().enumerate() {
+            let (exec, plan) = self
+                .pools
+                .get(&(i as u32))
+                .copied()
+                .unwrap_or_else(|| pools_of(r));
+            let g = |r: &StatRow, n: &str| r.get(idx(n));
+            r.set(
+                idx("mean_exec_time"),
+                mean(g(r, "total_exec_time"), g(r, "calls")),
+            );
+            r.set(
+                idx("mean_plan_time"),
+                mean(g(r, "total_plan_time"), g(r, "plans")),
+            );
+            r.set(idx("stddev_exec_time"), exec.result());
+            r.set(idx("stddev_plan_time"), plan.result());
+            r.set(idx("toplevel"), Num::Null);
+        }
+        self.pools = HashMap::new();
     }
-    out.extend(passthrough);
+}
+
+/// §4.3 step 2 on a list of rows: keyed rows merged in first-seen order with means and pooled
+/// stddevs recomputed and `toplevel` nulled, then the pass-through rows.
+pub fn aggregate(rows: Vec<StatRow>) -> Vec<StatRow> {
+    let mut a = Aggregator::default();
+    for r in rows {
+        a.add(r);
+    }
+    a.finish();
+    let mut out = a.rows;
+    out.extend(a.pass);
     out
 }
 
@@ -440,7 +537,7 @@ impl TextCache {
         }
     }
     /// Keeps only `live` keys (statements deallocated or reset away leave the cache).
-    fn retain(&mut self, live: &HashMap<Key, ()>) {
+    fn retain(&mut self, live: &HashMap<Key, u32>) {
         let mut freed = 0;
         self.map.retain(|k, e| {
             let keep = live.contains_key(k);
@@ -496,6 +593,8 @@ pub struct PgStatStatements {
     snapshot: Option<Snapshot>,
     texts: TextCache,
     tick: u64,
+    /// Rows of the last tick: the next tick's buffer is sized from it (no doubling copies).
+    last_len: usize,
 }
 
 impl PgStatStatements {
@@ -511,6 +610,7 @@ impl PgStatStatements {
             snapshot: None,
             texts: TextCache::new(budget),
             tick: 0,
+            last_len: 0,
         }
     }
     pub fn text_cache(&self) -> &TextCache {
@@ -594,7 +694,8 @@ impl PgStatStatements {
         Ok(())
     }
 
-    /// Reads the counters, streaming: each row becomes a compact [`StatRow`] as it arrives.
+    /// Reads the counters, streaming: each row becomes a compact [`StatRow`] as it arrives and is
+    /// merged into its key's row at once (one buffer per tick, sized from the last tick).
     /// Also returns the extension version the server reports now (read in the same statement,
     /// so an upgrade is noticed without a separate query each tick).
     fn read_counters(
@@ -602,14 +703,14 @@ impl PgStatStatements {
         ctx: &CollectCtx<'_>,
         v: (u32, u32),
         schema: &str,
-    ) -> Result<(Vec<StatRow>, Option<String>)> {
+    ) -> Result<(Aggregator, Option<String>)> {
         let sql = format!(
             "SELECT {}, (SELECT e.extversion FROM pg_catalog.pg_extension e WHERE e.extname = 'pg_stat_statements') \
              AS dbtune_extversion FROM {}(false)",
             counter_columns(v),
             Self::relation(schema)
         );
-        let mut out = Vec::new();
+        let mut out = Aggregator::with_capacity(self.last_len + self.last_len / 16 + 16);
         let mut cols: Option<Vec<Option<usize>>> = None;
         let mut version = None;
         ctx.pg
@@ -634,7 +735,7 @@ impl PgStatStatements {
                 let queryid: Option<i64> = r.try_get(2).map_err(|e| {
                     Error::other(format!("reading pg_stat_statements.queryid: {e}"))
                 })?;
-                let mut vals = [Num::Null; NF];
+                let mut row = StatRow::new(queryid, userid, dbid);
                 for (fi, (name, ty, _)) in FIELDS.iter().enumerate() {
                     let v = match cols[fi] {
                         None => Num::Null,
@@ -658,18 +759,9 @@ impl PgStatStatements {
                             }
                         }
                     };
-                    vals[fi] = v;
+                    row.set(fi, v);
                 }
-                let key = match (queryid, userid, dbid) {
-                    (Some(q), Some(u), Some(d)) => Some((q, u, d)),
-                    _ => None,
-                };
-                let ids = [
-                    userid.map_or(Num::Null, |u| Num::I(u as i64)),
-                    dbid.map_or(Num::Null, |d| Num::I(d as i64)),
-                    queryid.map_or(Num::Null, Num::I),
-                ];
-                out.push(StatRow { key, ids, vals });
+                out.add(row);
                 Ok(())
             })
             .context("failed to query pg_stat_statements")?;
@@ -702,11 +794,12 @@ impl PgStatStatements {
 
     fn row_json(&self, r: &StatRow) -> Value {
         let mut m = Map::with_capacity(FIELDS.len() + 5);
-        m.insert("userid".into(), r.ids[0].json());
-        m.insert("dbid".into(), r.ids[1].json());
-        m.insert("queryid".into(), r.ids[2].json());
+        let ids = r.ids();
+        m.insert("userid".into(), ids[0].json());
+        m.insert("dbid".into(), ids[1].json());
+        m.insert("queryid".into(), ids[2].json());
         if self.include_queries {
-            let (q, l) = match r.key {
+            let (q, l) = match r.key() {
                 Some(k) => self
                     .texts
                     .map
@@ -726,7 +819,7 @@ impl PgStatStatements {
             }
         }
         for (i, (name, _, _)) in FIELDS.iter().enumerate() {
-            let v = r.vals[i];
+            let v = r.get(i);
             if v == Num::Null && OMITEMPTY.contains(name) {
                 continue;
             }
@@ -736,11 +829,6 @@ impl PgStatStatements {
     }
 }
 
-struct Delta {
-    calls: i64,
-    exec: f64,
-}
-
 impl CatalogCollector for PgStatStatements {
     fn collect_into(&mut self, ctx: &CollectCtx<'_>, out: &mut PayloadSink) -> Result<bool> {
         self.tick += 1;
@@ -748,7 +836,7 @@ impl CatalogCollector for PgStatStatements {
         // The extension's version and schema are read once; the counters statement reports
         // the current version, and a change (upgrade) or a failure makes this tick re-read them.
         let mut attempt = 0;
-        let (raw, schema) = loop {
+        let (agg, schema) = loop {
             attempt += 1;
             let (v, schema) = match self.ext.clone() {
                 Some(e) => e,
@@ -765,7 +853,10 @@ impl CatalogCollector for PgStatStatements {
                 Ok((_, Some(now))) if parse_ext_version(&now) != Some(v) && attempt == 1 => {
                     self.ext = None;
                 }
-                Ok((raw, _)) => break (raw, schema),
+                Ok((mut agg, _)) => {
+                    agg.finish();
+                    break (agg, schema);
+                }
                 Err(e) if attempt == 1 => {
                     log::debug!("pg_stat_statements: re-reading the extension after: {e}");
                     self.ext = None;
@@ -777,77 +868,85 @@ impl CatalogCollector for PgStatStatements {
             }
         };
 
+        let Aggregator {
+            rows,
+            pass,
+            pos,
+            ..
+        } = agg;
+        self.last_len = rows.len() + pass.len();
+
         // Verdicts and texts for statements not seen before.
-        let mut live: HashMap<Key, ()> = HashMap::with_capacity(raw.len());
-        let mut unknown = Vec::new();
-        for r in &raw {
-            if let Some(k) = r.key {
-                if live.insert(k, ()).is_none() && !self.texts.map.contains_key(&k) {
-                    unknown.push(k);
-                }
-            }
-        }
-        // Texts come along when the new statements fit in one payload; otherwise only the
-        // verdicts, and texts later for the rows actually sent (bounds memory and transfer).
+        let unknown: Vec<Key> = rows
+            .iter()
+            .map(|r| r.key)
+            .filter(|k| !self.texts.map.contains_key(k))
+            .collect();
         // Texts come along (compressed, within the budget); rows sent without one yet get
         // theirs below.
         self.fetch_texts(ctx, &schema, &unknown, true, &Default::default())?;
-        self.texts.retain(&live);
+        drop(unknown);
+        self.texts.retain(&pos);
 
-        // Excluded statements are dropped; statements whose text vanished between the two reads
-        // are kept in the baseline but not sent this tick.
-        let mut rows = Vec::with_capacity(raw.len());
-        for r in raw {
-            match r.key.map(|k| self.texts.map.get(&k).map(|e| e.excluded)) {
-                Some(Some(true)) => {}
-                _ => rows.push(r),
-            }
-        }
-        let rows = aggregate(rows);
-
+        // Excluded statements are dropped (left out of ranking, deltas and snapshot); statements
+        // whose text vanished between the two reads are kept in the baseline but not sent.
+        let excluded: Vec<bool> = rows
+            .iter()
+            .map(|r| self.texts.map.get(&r.key).is_some_and(|e| e.excluded))
+            .collect();
         let (ci, ei) = (idx("calls"), idx("total_exec_time"));
         let counters = |r: &StatRow| {
-            let c = match r.vals[ci] {
+            let c = match r.get(ci) {
                 Num::I(i) => Some(i),
                 _ => None,
             };
-            (c, r.vals[ei].f())
+            (c, r.get(ei).f())
         };
-        let mut deltas: Vec<Option<Delta>> = Vec::with_capacity(rows.len());
+        // Deltas of keyed rows, (0, _) for none: both diffs must be > 0.
+        let mut deltas: Vec<(i64, f64)> = vec![(0, 0.0); rows.len()];
         let (mut sum_calls, mut sum_exec, mut delta_count) = (0i64, 0f64, 0usize);
-        for r in &rows {
-            let d = match (&self.snapshot, r.key) {
-                (Some(prev), Some(k)) => {
-                    let (pc, pe) = prev.get(&k).copied().unwrap_or((Some(0), Some(0.0)));
-                    let (c, e) = counters(r);
-                    match (c, pc, e, pe) {
-                        (Some(c), Some(pc), Some(e), Some(pe)) if c - pc > 0 && e - pe > 0.0 => {
-                            Some(Delta {
-                                calls: c - pc,
-                                exec: e - pe,
-                            })
-                        }
-                        _ => None,
+        if let Some(prev) = &self.snapshot {
+            for (i, r) in rows.iter().enumerate() {
+                if excluded[i] {
+                    continue;
+                }
+                let (pc, pe) = prev.get(&r.key);
+                if let ((Some(c), Some(pc)), (Some(e), Some(pe))) = ((counters(r).0, pc), (counters(r).1, pe)) {
+                    if c - pc > 0 && e - pe > 0.0 {
+                        deltas[i] = (c - pc, e - pe);
+                        delta_count += 1;
+                        sum_calls += c - pc;
+                        sum_exec += e - pe;
                     }
                 }
-                _ => None,
-            };
-            if let Some(d) = &d {
-                delta_count += 1;
-                sum_calls += d.calls;
-                sum_exec += d.exec;
             }
-            deltas.push(d);
         }
         let first_run = self.snapshot.is_none();
-        let visible: Vec<bool> = rows
-            .iter()
-            .map(|r| r.key.is_none_or(|k| self.texts.map.contains_key(&k)))
-            .collect();
+        let nk = rows.len();
+        let row_at = |i: u32| -> &StatRow {
+            let i = i as usize;
+            if i < nk {
+                &rows[i]
+            } else {
+                &pass[i - nk]
+            }
+        };
 
-        // Top-N by interval mean time (stable: rows without a delta keep their order).
-        let mut order: Vec<usize> = (0..rows.len()).filter(|&i| visible[i]).collect();
-        let rank = |i: usize| deltas[i].as_ref().map_or(0.0, |d| d.exec / d.calls as f64);
+        // Top-N by interval mean time (stable: rows without a delta keep their order); keyed
+        // rows first in first-seen order, then pass-through rows.
+        let mut order: Vec<u32> = (0..nk)
+            .filter(|&i| !excluded[i] && self.texts.map.contains_key(&rows[i].key))
+            .chain(nk..nk + pass.len())
+            .map(|i| i as u32)
+            .collect();
+        drop(excluded);
+        let rank = |i: u32| {
+            let i = i as usize;
+            match deltas.get(i) {
+                Some(&(c, e)) if c > 0 => e / c as f64,
+                _ => 0.0,
+            }
+        };
         if !first_run {
             order.sort_by(|&a, &b| {
                 rank(b)
@@ -858,12 +957,14 @@ impl CatalogCollector for PgStatStatements {
         if self.diff_limit > 0 && order.len() > self.diff_limit {
             order.truncate(self.diff_limit);
         }
+        order.shrink_to_fit();
+        let has_delta = |i: u32| deltas.get(i as usize).is_some_and(|d| d.0 > 0);
 
         // Texts evicted from the cache are fetched again for the rows being sent.
         if self.include_queries {
             let missing: Vec<Key> = order
                 .iter()
-                .filter_map(|&i| rows[i].key)
+                .filter_map(|&i| row_at(i).key())
                 .filter(|k| self.texts.map.get(k).is_some_and(|e| e.query.is_none()))
                 .collect();
             if !missing.is_empty() {
@@ -889,7 +990,7 @@ impl CatalogCollector for PgStatStatements {
             }
         }
         for &i in &order {
-            if let Some(e) = rows[i].key.and_then(|k| self.texts.map.get_mut(&k)) {
+            if let Some(e) = row_at(i).key().and_then(|k| self.texts.map.get_mut(&k)) {
                 e.last_used = self.tick;
             }
         }
@@ -897,23 +998,24 @@ impl CatalogCollector for PgStatStatements {
         out.begin(collected_at)?;
         out.begin_rows()?;
         for &i in &order {
-            out.value_row(&self.row_json(&rows[i]))?;
+            out.value_row(&self.row_json(row_at(i)))?;
         }
         out.end_rows()?;
-        if order.iter().any(|&i| deltas[i].is_some()) {
+        if order.iter().any(|&i| has_delta(i)) {
             out.member_with("deltas", |out| {
                 out.scratch().push('[');
                 let mut first = true;
                 for &i in &order {
-                    let (Some(d), r) = (&deltas[i], &rows[i]) else {
+                    if !has_delta(i) {
                         continue;
-                    };
+                    }
+                    let (d, ids) = (deltas[i as usize], row_at(i).ids());
                     let mut m = Map::new();
-                    m.insert("userid".into(), r.ids[0].json());
-                    m.insert("dbid".into(), r.ids[1].json());
-                    m.insert("queryid".into(), r.ids[2].json());
-                    m.insert("calls".into(), Value::from(d.calls));
-                    m.insert("total_exec_time".into(), Num::F(d.exec).json());
+                    m.insert("userid".into(), ids[0].json());
+                    m.insert("dbid".into(), ids[1].json());
+                    m.insert("queryid".into(), ids[2].json());
+                    m.insert("calls".into(), Value::from(d.0));
+                    m.insert("total_exec_time".into(), Num::F(d.1).json());
                     if !first {
                         out.scratch().push(',');
                     }
@@ -927,11 +1029,19 @@ impl CatalogCollector for PgStatStatements {
             })?;
         }
         self.texts.enforce_budget();
-        self.snapshot = Some(
-            rows.iter()
-                .filter_map(|r| r.key.map(|k| (k, counters(r))))
-                .collect(),
-        );
+        // The next baseline: every keyed row's (calls, total), indexed by this tick's map.
+        let vals = rows
+            .iter()
+            .map(|r| {
+                if self.texts.map.get(&r.key).is_some_and(|e| e.excluded) {
+                    (Some(0), Some(0.0))
+                } else {
+                    counters(r)
+                }
+            })
+            .collect();
+        drop(rows);
+        self.snapshot = Some(Snapshot { pos, vals });
         out.member("delta_count", &Value::from(delta_count))?;
         let avg = if sum_calls > 0 {
             sum_exec / sum_calls as f64
@@ -956,19 +1066,19 @@ mod tests {
         min: f64,
         max: f64,
     ) -> StatRow {
-        let mut vals = [Num::Null; NF];
-        vals[idx("calls")] = Num::I(calls);
-        vals[idx("total_exec_time")] = Num::F(total);
-        vals[idx("mean_exec_time")] = Num::F(mean);
-        vals[idx("stddev_exec_time")] = Num::F(sd);
-        vals[idx("min_exec_time")] = Num::F(min);
-        vals[idx("max_exec_time")] = Num::F(max);
-        vals[idx("toplevel")] = Num::B(true);
-        StatRow {
-            key,
-            ids: [Num::I(10), Num::I(5), Num::I(-4242)],
-            vals,
-        }
+        let (q, u, d) = match key {
+            Some((q, u, d)) => (Some(q), Some(u), Some(d)),
+            None => (None, Some(10), Some(5)),
+        };
+        let mut r = StatRow::new(q, u, d);
+        r.set(idx("calls"), Num::I(calls));
+        r.set(idx("total_exec_time"), Num::F(total));
+        r.set(idx("mean_exec_time"), Num::F(mean));
+        r.set(idx("stddev_exec_time"), Num::F(sd));
+        r.set(idx("min_exec_time"), Num::F(min));
+        r.set(idx("max_exec_time"), Num::F(max));
+        r.set(idx("toplevel"), Num::B(true));
+        r
     }
 
     #[test]
@@ -979,19 +1089,21 @@ mod tests {
             row(k, 1, 30.0, 30.0, 0.0, 30.0, 30.0),
         ]);
         assert_eq!(out.len(), 1);
-        let v = &out[0].vals;
-        assert_eq!(v[idx("calls")], Num::I(3));
-        assert_eq!(v[idx("total_exec_time")], Num::F(60.0));
-        assert_eq!(v[idx("mean_exec_time")], Num::F(20.0));
-        assert_eq!(v[idx("min_exec_time")], Num::F(10.0));
-        assert_eq!(v[idx("max_exec_time")], Num::F(30.0));
-        assert_eq!(v[idx("toplevel")], Num::Null);
-        let Num::F(sd) = v[idx("stddev_exec_time")] else {
+        let v = |n: &str| out[0].get(idx(n));
+        assert_eq!(v("calls"), Num::I(3));
+        assert_eq!(v("total_exec_time"), Num::F(60.0));
+        assert_eq!(v("mean_exec_time"), Num::F(20.0));
+        assert_eq!(v("min_exec_time"), Num::F(10.0));
+        assert_eq!(v("max_exec_time"), Num::F(30.0));
+        assert_eq!(v("toplevel"), Num::Null);
+        let Num::F(sd) = v("stddev_exec_time") else {
             panic!()
         };
         assert!((sd - (200.0f64 / 3.0).sqrt()).abs() < 1e-9, "{sd}");
         // Plan stddev had no inputs → null.
-        assert_eq!(v[idx("stddev_plan_time")], Num::Null);
+        assert_eq!(v("stddev_plan_time"), Num::Null);
+        // Untouched counters stay NULL through the merge.
+        assert_eq!(v("wal_bytes"), Num::Null);
     }
 
     #[test]
@@ -1002,9 +1114,13 @@ mod tests {
             row(Some((1, 1, 1)), 3, 50.0, 16.0, 0.0, 1.0, 1.0),
         ]);
         assert_eq!(out.len(), 2);
-        assert_eq!(out[0].vals[idx("calls")], Num::I(8));
-        assert_eq!(out[0].vals[idx("total_exec_time")], Num::F(150.0));
-        assert!(out[1].key.is_none());
+        assert_eq!(out[0].get(idx("calls")), Num::I(8));
+        assert_eq!(out[0].get(idx("total_exec_time")), Num::F(150.0));
+        assert!(out[1].key().is_none());
+        // The pass-through row is not finalised: its mean stays as read.
+        assert_eq!(out[1].get(idx("mean_exec_time")), Num::F(1.0));
+        assert_eq!(out[1].ids()[2], Num::Null);
+        assert_eq!(out[1].ids()[0], Num::I(10));
     }
 
     #[test]
