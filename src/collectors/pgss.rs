@@ -2,9 +2,13 @@
 //! (queryid, userid, dbid), with interval deltas and a top-N cut.
 //!
 //! Cheaper than the Go agent (DECISIONS.md): counters are read every tick with
-//! `pg_stat_statements(false)` (no query texts); texts — and the §4.1 exclusion filter, which
-//! needs them — are fetched only for statement keys not seen before, and kept in a cache bounded
-//! by a byte budget of compressed text (least recently sent texts are dropped first and re-fetched when needed).
+//! `pg_stat_statements(false)` (no query texts), in two statements: ids, calls and total exec
+//! time of every statement (all that ranking, deltas and the baseline need; 48 bytes a
+//! statement in memory), then the full counters of the at most `diff_limit` rows sent, by key.
+//! The sent rows' counters are therefore read a few milliseconds after the ones the deltas are
+//! computed from. Texts — and the §4.1 exclusion filter, which needs them — are fetched only for
+//! statement keys not seen before, and kept in a cache bounded by a byte budget of compressed
+//! text (least recently sent texts are dropped first and re-fetched when needed).
 //! Keys that disappear (dealloc, reset) leave the cache. The extension is never reset; resets and
 //! upgrades are inferred (negative diffs → no delta; version change → fresh baseline).
 
@@ -261,12 +265,71 @@ pub fn counter_columns(v: (u32, u32)) -> String {
     c.join(", ")
 }
 
+const _: () = assert!(std::mem::size_of::<StatRow>() == 352);
+
 /// Bits 61..63 of [`StatRow::nulls`]: userid, dbid, queryid NULL (a pass-through row).
 const ID_NULL_SHIFT: u32 = 61;
 
 /// One row's counters as 8-byte words (an `i64`, the bits of an `f64` or a bool, per the field's
 /// [`Ty`]) with a null bitmask: 352 bytes, no allocation, so a tick's rows are one contiguous
 /// buffer (half the size of a vector of tagged numbers).
+/// The columns read for every statement each tick (ranking, deltas, the snapshot): ids, calls
+/// and total exec time. The full counters are read only for the rows sent.
+pub fn light_columns(v: (u32, u32)) -> &'static str {
+    if v >= (1, 8) {
+        "userid, dbid, queryid, calls, total_exec_time"
+    } else {
+        "userid, dbid, queryid, calls, total_time AS total_exec_time"
+    }
+}
+
+/// One statement as every tick needs it: 48 bytes (the full counters are read for the rows
+/// sent only, so a tick holds all statements in this form and at most `diff_limit` full rows).
+#[derive(Clone, Copy, Debug)]
+struct Light {
+    key: Key,
+    calls: Option<i64>,
+    exec: Option<f64>,
+}
+
+const _: () = assert!(std::mem::size_of::<Light>() == 48);
+
+/// Light rows merged by key as they arrive (§4.3 step 2 for calls and total exec time: NULL-aware
+/// sums); pass-through rows are only counted.
+#[derive(Default)]
+struct LightAgg {
+    rows: Vec<Light>,
+    pass: usize,
+    /// Key → index in `rows`; becomes the next snapshot's index.
+    pos: HashMap<Key, u32>,
+}
+
+impl LightAgg {
+    fn add(&mut self, key: Option<Key>, calls: Option<i64>, exec: Option<f64>) {
+        let Some(k) = key else {
+            self.pass += 1;
+            return;
+        };
+        match self.pos.get(&k) {
+            Some(&i) => {
+                let m = &mut self.rows[i as usize];
+                m.calls = match (m.calls, calls) {
+                    (Some(a), Some(b)) => Some(a.saturating_add(b)),
+                    (a, b) => a.or(b),
+                };
+                m.exec = match (m.exec, exec) {
+                    (Some(a), Some(b)) => Some(a + b),
+                    (a, b) => a.or(b),
+                };
+            }
+            None => {
+                self.pos.insert(k, self.rows.len() as u32);
+                self.rows.push(Light { key: k, calls, exec });
+            }
+        }
+    }
+}
+
 #[derive(Clone, Debug)]
 pub struct StatRow {
     /// (queryid, userid, dbid); a NULL component is 0 with its bit set in `nulls`.
@@ -694,33 +757,85 @@ impl PgStatStatements {
         Ok(())
     }
 
-    /// Reads the counters, streaming: each row becomes a compact [`StatRow`] as it arrives and is
-    /// merged into its key's row at once (one buffer per tick, sized from the last tick).
-    /// Also returns the extension version the server reports now (read in the same statement,
-    /// so an upgrade is noticed without a separate query each tick).
-    fn read_counters(
+    /// Reads ids, calls and total exec time of every statement, streaming, merged by key as they
+    /// arrive into a buffer sized from the last tick. Also returns the extension version the
+    /// server reports now (read in the same statement, so an upgrade is noticed without a
+    /// separate query each tick).
+    fn read_light(
         &self,
         ctx: &CollectCtx<'_>,
         v: (u32, u32),
         schema: &str,
-    ) -> Result<(Aggregator, Option<String>)> {
+    ) -> Result<(LightAgg, Option<String>)> {
         let sql = format!(
             "SELECT {}, (SELECT e.extversion FROM pg_catalog.pg_extension e WHERE e.extname = 'pg_stat_statements') \
              AS dbtune_extversion FROM {}(false)",
-            counter_columns(v),
+            light_columns(v),
             Self::relation(schema)
         );
-        let mut out = Aggregator::with_capacity(self.last_len + self.last_len / 16 + 16);
-        let mut cols: Option<Vec<Option<usize>>> = None;
+        let n = self.last_len + self.last_len / 16 + 16;
+        let mut out = LightAgg {
+            rows: Vec::with_capacity(n),
+            pass: 0,
+            pos: HashMap::with_capacity(n),
+        };
         let mut version = None;
+        let mut first = true;
         ctx.pg
             .for_each_row(&sql, &[], |r| {
+                if first {
+                    first = false;
+                    version = r.get::<_, Option<String>>(5);
+                }
+                let col = |name: &str, e: postgres::Error| {
+                    Error::other(format!("reading pg_stat_statements.{name}: {e}"))
+                };
+                let userid: Option<u32> = r.try_get(0).map_err(|e| col("userid", e))?;
+                let dbid: Option<u32> = r.try_get(1).map_err(|e| col("dbid", e))?;
+                let queryid: Option<i64> = r.try_get(2).map_err(|e| col("queryid", e))?;
+                let calls: Option<i64> = r.try_get(3).map_err(|e| col("calls", e))?;
+                let exec: Option<f64> = r.try_get(4).map_err(|e| col("total_exec_time", e))?;
+                let key = match (queryid, userid, dbid) {
+                    (Some(q), Some(u), Some(d)) => Some((q, u, d)),
+                    _ => None,
+                };
+                out.add(key, calls, exec);
+                Ok(())
+            })
+            .context("failed to query pg_stat_statements")?;
+        Ok((out, version))
+    }
+
+    /// Reads the full counters of `keys` (and of the pass-through rows when `pass`), streaming:
+    /// each row becomes a compact [`StatRow`] merged into its key's row as it arrives.
+    fn read_full(
+        &self,
+        ctx: &CollectCtx<'_>,
+        v: (u32, u32),
+        schema: &str,
+        keys: &[Key],
+        pass: bool,
+    ) -> Result<Aggregator> {
+        let sql = format!(
+            "SELECT {} FROM {}(false) s WHERE (s.queryid, s.userid, s.dbid) IN \
+             (SELECT * FROM unnest($1::bigint[], $2::oid[], $3::oid[])){}",
+            counter_columns(v),
+            Self::relation(schema),
+            if pass {
+                " OR s.queryid IS NULL OR s.userid IS NULL OR s.dbid IS NULL"
+            } else {
+                ""
+            }
+        );
+        let qids: Vec<i64> = keys.iter().map(|k| k.0).collect();
+        let uids: Vec<u32> = keys.iter().map(|k| k.1).collect();
+        let dids: Vec<u32> = keys.iter().map(|k| k.2).collect();
+        let mut out = Aggregator::with_capacity(keys.len());
+        let mut cols: Option<Vec<Option<usize>>> = None;
+        ctx.pg
+            .for_each_row(&sql, &[&qids, &uids, &dids], |r| {
                 let cols = cols.get_or_insert_with(|| {
                     let names: Vec<&str> = r.columns().iter().map(|c| c.name()).collect();
-                    version = names
-                        .iter()
-                        .position(|n| *n == "dbtune_extversion")
-                        .and_then(|i| r.get::<_, Option<String>>(i));
                     FIELDS
                         .iter()
                         .map(|f| names.iter().position(|n| *n == f.0))
@@ -764,8 +879,9 @@ impl PgStatStatements {
                 out.add(row);
                 Ok(())
             })
-            .context("failed to query pg_stat_statements")?;
-        Ok((out, version))
+            .context("failed to query pg_stat_statements counters of the rows sent")?;
+        out.finish();
+        Ok(out)
     }
 
     fn extension(&self, ctx: &CollectCtx<'_>) -> Result<((u32, u32), String)> {
@@ -836,7 +952,7 @@ impl CatalogCollector for PgStatStatements {
         // The extension's version and schema are read once; the counters statement reports
         // the current version, and a change (upgrade) or a failure makes this tick re-read them.
         let mut attempt = 0;
-        let (agg, schema) = loop {
+        let (light, v, schema) = loop {
             attempt += 1;
             let (v, schema) = match self.ext.clone() {
                 Some(e) => e,
@@ -849,14 +965,11 @@ impl CatalogCollector for PgStatStatements {
                     e
                 }
             };
-            match self.read_counters(ctx, v, &schema) {
+            match self.read_light(ctx, v, &schema) {
                 Ok((_, Some(now))) if parse_ext_version(&now) != Some(v) && attempt == 1 => {
                     self.ext = None;
                 }
-                Ok((mut agg, _)) => {
-                    agg.finish();
-                    break (agg, schema);
-                }
+                Ok((light, _)) => break (light, v, schema),
                 Err(e) if attempt == 1 => {
                     log::debug!("pg_stat_statements: re-reading the extension after: {e}");
                     self.ext = None;
@@ -867,14 +980,8 @@ impl CatalogCollector for PgStatStatements {
                 }
             }
         };
-
-        let Aggregator {
-            rows,
-            pass,
-            pos,
-            ..
-        } = agg;
-        self.last_len = rows.len() + pass.len();
+        let LightAgg { rows, pass, pos } = light;
+        self.last_len = rows.len() + pass;
 
         // Verdicts and texts for statements not seen before.
         let unknown: Vec<Key> = rows
@@ -894,14 +1001,6 @@ impl CatalogCollector for PgStatStatements {
             .iter()
             .map(|r| self.texts.map.get(&r.key).is_some_and(|e| e.excluded))
             .collect();
-        let (ci, ei) = (idx("calls"), idx("total_exec_time"));
-        let counters = |r: &StatRow| {
-            let c = match r.get(ci) {
-                Num::I(i) => Some(i),
-                _ => None,
-            };
-            (c, r.get(ei).f())
-        };
         // Deltas of keyed rows, (0, _) for none: both diffs must be > 0.
         let mut deltas: Vec<(i64, f64)> = vec![(0, 0.0); rows.len()];
         let (mut sum_calls, mut sum_exec, mut delta_count) = (0i64, 0f64, 0usize);
@@ -910,8 +1009,10 @@ impl CatalogCollector for PgStatStatements {
                 if excluded[i] {
                     continue;
                 }
-                let (pc, pe) = prev.get(&r.key);
-                if let ((Some(c), Some(pc)), (Some(e), Some(pe))) = ((counters(r).0, pc), (counters(r).1, pe)) {
+                if let ((Some(c), Some(pc)), (Some(e), Some(pe))) = {
+                    let (pc, pe) = prev.get(&r.key);
+                    ((r.calls, pc), (r.exec, pe))
+                } {
                     if c - pc > 0 && e - pe > 0.0 {
                         deltas[i] = (c - pc, e - pe);
                         delta_count += 1;
@@ -923,29 +1024,18 @@ impl CatalogCollector for PgStatStatements {
         }
         let first_run = self.snapshot.is_none();
         let nk = rows.len();
-        let row_at = |i: u32| -> &StatRow {
-            let i = i as usize;
-            if i < nk {
-                &rows[i]
-            } else {
-                &pass[i - nk]
-            }
-        };
 
         // Top-N by interval mean time (stable: rows without a delta keep their order); keyed
-        // rows first in first-seen order, then pass-through rows.
+        // rows first in first-seen order, then pass-through rows (indices from `nk`).
         let mut order: Vec<u32> = (0..nk)
             .filter(|&i| !excluded[i] && self.texts.map.contains_key(&rows[i].key))
-            .chain(nk..nk + pass.len())
+            .chain(nk..nk + pass)
             .map(|i| i as u32)
             .collect();
         drop(excluded);
-        let rank = |i: u32| {
-            let i = i as usize;
-            match deltas.get(i) {
-                Some(&(c, e)) if c > 0 => e / c as f64,
-                _ => 0.0,
-            }
+        let rank = |i: u32| match deltas.get(i as usize) {
+            Some(&(c, e)) if c > 0 => e / c as f64,
+            _ => 0.0,
         };
         if !first_run {
             order.sort_by(|&a, &b| {
@@ -958,13 +1048,13 @@ impl CatalogCollector for PgStatStatements {
             order.truncate(self.diff_limit);
         }
         order.shrink_to_fit();
-        let has_delta = |i: u32| deltas.get(i as usize).is_some_and(|d| d.0 > 0);
+        let key_at = |i: u32| rows.get(i as usize).map(|r| r.key);
 
         // Texts evicted from the cache are fetched again for the rows being sent.
         if self.include_queries {
             let missing: Vec<Key> = order
                 .iter()
-                .filter_map(|&i| row_at(i).key())
+                .filter_map(|&i| key_at(i))
                 .filter(|k| self.texts.map.get(k).is_some_and(|e| e.query.is_none()))
                 .collect();
             if !missing.is_empty() {
@@ -990,15 +1080,39 @@ impl CatalogCollector for PgStatStatements {
             }
         }
         for &i in &order {
-            if let Some(e) = row_at(i).key().and_then(|k| self.texts.map.get_mut(&k)) {
+            if let Some(e) = key_at(i).and_then(|k| self.texts.map.get_mut(&k)) {
                 e.last_used = self.tick;
             }
         }
 
+        // The full counters of the rows sent only (at most diff_limit rows in memory). They are
+        // read just after the light read; deltas and the baseline come from the light read.
+        let sent_keys: Vec<Key> = order.iter().filter_map(|&i| key_at(i)).collect();
+        let with_pass = order.iter().any(|&i| i as usize >= nk);
+        let full = if sent_keys.is_empty() && !with_pass {
+            Aggregator::default()
+        } else {
+            self.read_full(ctx, v, &schema, &sent_keys, with_pass)
+                .inspect_err(|_| self.ext = None)?
+        };
+        drop(sent_keys);
+        // A statement deallocated between the two reads is left out with its delta (every delta
+        // has its row).
+        let full_at = |i: u32| -> Option<&StatRow> {
+            match key_at(i) {
+                Some(k) => full.pos.get(&k).map(|&j| &full.rows[j as usize]),
+                None => full.pass.get(i as usize - nk),
+            }
+        };
+        order.retain(|&i| full_at(i).is_some());
+        let has_delta = |i: u32| deltas.get(i as usize).is_some_and(|d| d.0 > 0);
+
         out.begin(collected_at)?;
         out.begin_rows()?;
         for &i in &order {
-            out.value_row(&self.row_json(row_at(i)))?;
+            if let Some(r) = full_at(i) {
+                out.value_row(&self.row_json(r))?;
+            }
         }
         out.end_rows()?;
         if order.iter().any(|&i| has_delta(i)) {
@@ -1006,10 +1120,10 @@ impl CatalogCollector for PgStatStatements {
                 out.scratch().push('[');
                 let mut first = true;
                 for &i in &order {
-                    if !has_delta(i) {
+                    let Some(r) = full_at(i).filter(|_| has_delta(i)) else {
                         continue;
-                    }
-                    let (d, ids) = (deltas[i as usize], row_at(i).ids());
+                    };
+                    let (d, ids) = (deltas[i as usize], r.ids());
                     let mut m = Map::new();
                     m.insert("userid".into(), ids[0].json());
                     m.insert("dbid".into(), ids[1].json());
@@ -1028,6 +1142,7 @@ impl CatalogCollector for PgStatStatements {
                 Ok(())
             })?;
         }
+        drop(full);
         self.texts.enforce_budget();
         // The next baseline: every keyed row's (calls, total), indexed by this tick's map.
         let vals = rows
@@ -1036,7 +1151,7 @@ impl CatalogCollector for PgStatStatements {
                 if self.texts.map.get(&r.key).is_some_and(|e| e.excluded) {
                     (Some(0), Some(0.0))
                 } else {
-                    counters(r)
+                    (r.calls, r.exec)
                 }
             })
             .collect();
