@@ -467,7 +467,10 @@ fn rows_sent_carry_full_counters_and_pass_through_rows_follow() {
     let hidden: Vec<usize> = (0..rows.len())
         .filter(|&i| rows[i]["queryid"].is_null())
         .collect();
-    assert!(!hidden.is_empty(), "other roles' statements are pass-through rows: {v}");
+    assert!(
+        !hidden.is_empty(),
+        "other roles' statements are pass-through rows: {v}"
+    );
     let first_hidden = hidden[0];
     assert!(
         hidden.iter().copied().eq(first_hidden..rows.len()),
@@ -497,11 +500,15 @@ fn rows_sent_carry_full_counters_and_pass_through_rows_follow() {
     let rows = v["rows"].as_array().unwrap();
     assert_eq!(rows.len(), 2);
     for r in rows {
-        assert!(r["calls"].is_i64() && r["total_plan_time"].is_number(), "{r}");
+        assert!(
+            r["calls"].is_i64() && r["total_plan_time"].is_number(),
+            "{r}"
+        );
     }
     for d in v["deltas"].as_array().into_iter().flatten() {
         assert!(
-            rows.iter().any(|r| r["queryid"] == d["queryid"] && r["userid"] == d["userid"]),
+            rows.iter()
+                .any(|r| r["queryid"] == d["queryid"] && r["userid"] == d["userid"]),
             "every delta has its row: {d}"
         );
     }

@@ -324,7 +324,11 @@ impl LightAgg {
             }
             None => {
                 self.pos.insert(k, self.rows.len() as u32);
-                self.rows.push(Light { key: k, calls, exec });
+                self.rows.push(Light {
+                    key: k,
+                    calls,
+                    exec,
+                });
             }
         }
     }
@@ -346,11 +350,7 @@ impl StatRow {
             | (queryid.is_none() as u64) << (ID_NULL_SHIFT + 2)
             | ((1u64 << NF) - 1);
         StatRow {
-            key: (
-                queryid.unwrap_or(0),
-                userid.unwrap_or(0),
-                dbid.unwrap_or(0),
-            ),
+            key: (queryid.unwrap_or(0), userid.unwrap_or(0), dbid.unwrap_or(0)),
             nulls,
             vals: [0; NF],
         }
@@ -363,9 +363,21 @@ impl StatRow {
     fn ids(&self) -> [Num; 3] {
         let null = |b: u32| self.nulls >> (ID_NULL_SHIFT + b) & 1 == 1;
         [
-            if null(0) { Num::Null } else { Num::I(self.key.1 as i64) },
-            if null(1) { Num::Null } else { Num::I(self.key.2 as i64) },
-            if null(2) { Num::Null } else { Num::I(self.key.0) },
+            if null(0) {
+                Num::Null
+            } else {
+                Num::I(self.key.1 as i64)
+            },
+            if null(1) {
+                Num::Null
+            } else {
+                Num::I(self.key.2 as i64)
+            },
+            if null(2) {
+                Num::Null
+            } else {
+                Num::I(self.key.0)
+            },
         ]
     }
     fn get(&self, i: usize) -> Num {
