@@ -6,7 +6,8 @@
 //! time of every statement (all that ranking, deltas and the baseline need; 48 bytes a
 //! statement in memory), then the full counters of the at most `diff_limit` rows sent, by key.
 //! The sent rows' counters are therefore read a few milliseconds after the ones the deltas are
-//! computed from. Texts — and the §4.1 exclusion filter, which needs them — are fetched only for
+//! computed from. With few statements (at most twice `diff_limit` at the last tick, or no cap)
+//! one read of every full row costs the server less, and is what is done. Texts — and the §4.1 exclusion filter, which needs them — are fetched only for
 //! statement keys not seen before, and kept in a cache bounded by a byte budget of compressed
 //! text (least recently sent texts are dropped first and re-fetched when needed).
 //! Keys that disappear (dealloc, reset) leave the cache. The extension is never reset; resets and
@@ -305,6 +306,25 @@ struct LightAgg {
 }
 
 impl LightAgg {
+    /// The light view of a full read (same sums: calls and total exec time merge alike).
+    fn of(full: &Aggregator) -> LightAgg {
+        let light = |r: &StatRow| {
+            let calls = match r.get(idx("calls")) {
+                Num::I(i) => Some(i),
+                _ => None,
+            };
+            Light {
+                key: r.key,
+                calls,
+                exec: r.get(idx("total_exec_time")).f(),
+            }
+        };
+        LightAgg {
+            rows: full.rows.iter().map(light).collect(),
+            pass: full.pass.len(),
+            pos: full.pos.clone(),
+        }
+    }
     fn add(&mut self, key: Option<Key>, calls: Option<i64>, exec: Option<f64>) {
         let Some(k) = key else {
             self.pass += 1;
@@ -818,36 +838,47 @@ impl PgStatStatements {
         Ok((out, version))
     }
 
-    /// Reads the full counters of `keys` (and of the pass-through rows when `pass`), streaming:
-    /// each row becomes a compact [`StatRow`] merged into its key's row as it arrives.
+    /// Reads the full counters of `sel`'s keys (and of the pass-through rows when its flag is
+    /// set), or of every statement for `None` (then with the version the server reports, as
+    /// [`PgStatStatements::read_light`]), streaming: each row becomes a compact [`StatRow`]
+    /// merged into its key's row as it arrives.
     fn read_full(
         &self,
         ctx: &CollectCtx<'_>,
         v: (u32, u32),
         schema: &str,
-        keys: &[Key],
-        pass: bool,
-    ) -> Result<Aggregator> {
+        sel: Option<(&[Key], bool)>,
+    ) -> Result<(Aggregator, Option<String>)> {
+        // One statement text for both uses, so switching between them adds no new
+        // pg_stat_statements entry (each one would cost a text fetch).
         let sql = format!(
-            "SELECT {} FROM {}(false) s WHERE (s.queryid, s.userid, s.dbid) IN \
-             (SELECT * FROM unnest($1::bigint[], $2::oid[], $3::oid[])){}",
+            "SELECT {}, (SELECT e.extversion FROM pg_catalog.pg_extension e WHERE e.extname = 'pg_stat_statements') \
+             AS dbtune_extversion FROM {}(false) s WHERE $4::boolean \
+             OR (s.queryid, s.userid, s.dbid) IN (SELECT * FROM unnest($1::bigint[], $2::oid[], $3::oid[])) \
+             OR ($5::boolean AND (s.queryid IS NULL OR s.userid IS NULL OR s.dbid IS NULL))",
             counter_columns(v),
             Self::relation(schema),
-            if pass {
-                " OR s.queryid IS NULL OR s.userid IS NULL OR s.dbid IS NULL"
-            } else {
-                ""
-            }
         );
+        let (keys, pass) = sel.unwrap_or((&[], false));
         let qids: Vec<i64> = keys.iter().map(|k| k.0).collect();
         let uids: Vec<u32> = keys.iter().map(|k| k.1).collect();
         let dids: Vec<u32> = keys.iter().map(|k| k.2).collect();
-        let mut out = Aggregator::with_capacity(keys.len());
+        let all = sel.is_none();
+        let params: [&(dyn postgres::types::ToSql + Sync); 5] = [&qids, &uids, &dids, &all, &pass];
+        let mut out = Aggregator::with_capacity(match sel {
+            Some(_) => keys.len(),
+            None => self.last_len + self.last_len / 16 + 16,
+        });
+        let mut version = None;
         let mut cols: Option<Vec<Option<usize>>> = None;
         ctx.pg
-            .for_each_row(&sql, &[&qids, &uids, &dids], |r| {
+            .for_each_row(&sql, &params, |r| {
                 let cols = cols.get_or_insert_with(|| {
                     let names: Vec<&str> = r.columns().iter().map(|c| c.name()).collect();
+                    version = names
+                        .iter()
+                        .position(|n| *n == "dbtune_extversion")
+                        .and_then(|i| r.get::<_, Option<String>>(i));
                     FIELDS
                         .iter()
                         .map(|f| names.iter().position(|n| *n == f.0))
@@ -891,9 +922,13 @@ impl PgStatStatements {
                 out.add(row);
                 Ok(())
             })
-            .context("failed to query pg_stat_statements counters of the rows sent")?;
+            .context(if sel.is_some() {
+                "failed to query pg_stat_statements counters of the rows sent"
+            } else {
+                "failed to query pg_stat_statements"
+            })?;
         out.finish();
-        Ok(out)
+        Ok((out, version))
     }
 
     fn extension(&self, ctx: &CollectCtx<'_>) -> Result<((u32, u32), String)> {
@@ -964,7 +999,7 @@ impl CatalogCollector for PgStatStatements {
         // The extension's version and schema are read once; the counters statement reports
         // the current version, and a change (upgrade) or a failure makes this tick re-read them.
         let mut attempt = 0;
-        let (light, v, schema) = loop {
+        let (light, full_read, v, schema) = loop {
             attempt += 1;
             let (v, schema) = match self.ext.clone() {
                 Some(e) => e,
@@ -977,11 +1012,22 @@ impl CatalogCollector for PgStatStatements {
                     e
                 }
             };
-            match self.read_light(ctx, v, &schema) {
+            // Few statements (at most twice what is sent): one read of everything costs the
+            // server less than the light read plus the read of the rows sent.
+            let one_read =
+                self.tick > 1 && (self.diff_limit == 0 || self.last_len <= 2 * self.diff_limit);
+            let read = if one_read {
+                self.read_full(ctx, v, &schema, None)
+                    .map(|(full, now)| ((LightAgg::of(&full), Some(full)), now))
+            } else {
+                self.read_light(ctx, v, &schema)
+                    .map(|(l, now)| ((l, None), now))
+            };
+            match read {
                 Ok((_, Some(now))) if parse_ext_version(&now) != Some(v) && attempt == 1 => {
                     self.ext = None;
                 }
-                Ok((light, _)) => break (light, v, schema),
+                Ok(((light, full), _)) => break (light, full, v, schema),
                 Err(e) if attempt == 1 => {
                     log::debug!("pg_stat_statements: re-reading the extension after: {e}");
                     self.ext = None;
@@ -1101,11 +1147,14 @@ impl CatalogCollector for PgStatStatements {
         // read just after the light read; deltas and the baseline come from the light read.
         let sent_keys: Vec<Key> = order.iter().filter_map(|&i| key_at(i)).collect();
         let with_pass = order.iter().any(|&i| i as usize >= nk);
-        let full = if sent_keys.is_empty() && !with_pass {
-            Aggregator::default()
-        } else {
-            self.read_full(ctx, v, &schema, &sent_keys, with_pass)
-                .inspect_err(|_| self.ext = None)?
+        let full = match full_read {
+            Some(full) => full,
+            None if sent_keys.is_empty() && !with_pass => Aggregator::default(),
+            None => {
+                self.read_full(ctx, v, &schema, Some((&sent_keys, with_pass)))
+                    .inspect_err(|_| self.ext = None)?
+                    .0
+            }
         };
         drop(sent_keys);
         // A statement deallocated between the two reads is left out with its delta (every delta
