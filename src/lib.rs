@@ -21,6 +21,7 @@ pub mod metrics;
 pub mod model;
 pub mod pg;
 pub mod platform;
+pub mod resolver;
 pub mod runner;
 pub mod sdnotify;
 pub mod secret;

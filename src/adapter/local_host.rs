@@ -30,19 +30,27 @@ pub fn system_info(pg: &Pg) -> Result<Vec<Metric>> {
     ])
 }
 
-/// The memory guardrail, with the postmaster's PID (for its cgroup) re-resolved at most once a
-/// minute.
+/// The memory guardrail (every second). The postmaster's PID and the cgroup directory whose
+/// limit applies to it are re-resolved at most once a minute; each check then reads only that
+/// directory's three files (or /proc/meminfo when no limit applies).
 #[derive(Default)]
 pub struct MemoryGuardrail {
-    postmaster: Mutex<(Option<u32>, Option<Instant>)>,
+    located: Mutex<Located>,
     resolving: AtomicBool,
+}
+
+#[derive(Default)]
+struct Located {
+    postmaster: Option<u32>,
+    limit: Option<cgroup::Limited>,
+    at: Option<Instant>,
 }
 
 impl MemoryGuardrail {
     pub fn check(&self, pg: &Pg, threshold: f64) -> Result<Option<GuardrailSignal>> {
-        let used = match self.postmaster_pid(pg).and_then(cgroup::memory_of) {
+        let used = match self.limit(pg).as_ref().and_then(cgroup::read) {
             Some(cg) => cg.used_percent(),
-            None => memory::host()
+            None => memory::host_available()
                 .context("reading host memory")?
                 .used_percent(),
         };
@@ -53,21 +61,22 @@ impl MemoryGuardrail {
         }))
     }
 
-    fn postmaster_pid(&self, pg: &Pg) -> Option<u32> {
-        let mut g = self.postmaster.lock().unwrap_or_else(|p| p.into_inner());
-        let stale = g.1.is_none_or(|t| t.elapsed() > Duration::from_secs(60));
+    fn limit(&self, pg: &Pg) -> Option<cgroup::Limited> {
+        let mut g = self.located.lock().unwrap_or_else(|p| p.into_inner());
+        let stale = g.at.is_none_or(|t| t.elapsed() > Duration::from_secs(60));
         if stale && !self.resolving.swap(true, Ordering::SeqCst) {
-            g.1 = Some(Instant::now());
+            g.at = Some(Instant::now());
             drop(g);
             let pid = resolve_postmaster(pg);
-            self.resolving.store(false, Ordering::SeqCst);
-            let mut g = self.postmaster.lock().unwrap_or_else(|p| p.into_inner());
+            let mut g = self.located.lock().unwrap_or_else(|p| p.into_inner());
             if pid.is_some() {
-                g.0 = pid;
+                g.postmaster = pid;
             }
-            return g.0;
+            g.limit = g.postmaster.and_then(cgroup::locate);
+            self.resolving.store(false, Ordering::SeqCst);
+            return g.limit.clone();
         }
-        g.0
+        g.limit.clone()
     }
 }
 

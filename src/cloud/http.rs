@@ -396,15 +396,16 @@ impl Http {
         b = b.disable_verification(tls.insecure);
         let tls_config = b.build();
         let agent = |proxy: Option<ureq::Proxy>| -> ureq::Agent {
-            ureq::Agent::config_builder()
-                .http_status_as_error(false)
-                .user_agent(USER_AGENT)
-                .tls_config(tls_config.clone())
-                .proxy(proxy)
-                .max_redirects(0)
-                .timeout_global(Some(Duration::from_secs(30)))
-                .build()
-                .new_agent()
+            crate::resolver::agent(
+                ureq::Agent::config_builder()
+                    .http_status_as_error(false)
+                    .user_agent(USER_AGENT)
+                    .tls_config(tls_config.clone())
+                    .proxy(proxy)
+                    .max_redirects(0)
+                    .timeout_global(Some(Duration::from_secs(30)))
+                    .build(),
+            )
         };
         Ok(Http {
             proxied: agent(ureq::Proxy::try_from_env()),

@@ -49,8 +49,12 @@ pub static DATABASE_CONNECTIONS: Spec = Spec {
 
 // Databases the agent may not size (no CONNECT privilege and no pg_read_all_stats) are left out
 // instead of failing the whole sum every 5 s.
-const DB_SIZE_SQL: &str = "SELECT COALESCE(sum(pg_catalog.pg_database_size(oid)), 0)::bigint AS total_size_bytes \
-     FROM pg_catalog.pg_database WHERE has_database_privilege(oid, 'CONNECT') OR pg_has_role('pg_read_all_stats', 'USAGE')";
+/// One row per database the agent may size; `pg_database_size()` only for those not in `$1`
+/// (their cached size is still valid). Dropped databases simply stop appearing.
+const DB_SIZE_SQL: &str = "SELECT d.oid, d.datistemplate, \
+     CASE WHEN d.oid = ANY($1::oid[]) THEN NULL ELSE pg_catalog.pg_database_size(d.oid) END AS size \
+     FROM pg_catalog.pg_database d \
+     WHERE has_database_privilege(d.oid, 'CONNECT') OR pg_has_role('pg_read_all_stats', 'USAGE')";
 
 /// How long a computed database size is sent again before it is recomputed, at least.
 /// `pg_database_size()` walks every file of every database (~0.5 s at 10,000 tables), while
@@ -68,32 +72,62 @@ pub fn db_size_refresh(took: Duration) -> Duration {
     (took * DB_SIZE_COST_FACTOR).clamp(DB_SIZE_REFRESH, DB_SIZE_REFRESH_MAX)
 }
 
-/// `system_db_size`: the total size of the databases, recomputed every [`DB_SIZE_REFRESH`] or
-/// less often when computing it is slow ([`db_size_refresh`]).
+/// `system_db_size`: the total size of the databases. Each database's size is kept and
+/// recomputed on its own schedule: every [`DB_SIZE_REFRESH`], or less often when computing it
+/// is slow ([`db_size_refresh`]); template databases (which nobody writes to in normal
+/// operation) every [`DB_SIZE_REFRESH_MAX`]. A tick with nothing due runs no statement.
 #[derive(Default)]
 pub struct SystemDbSize {
-    /// (computed at, valid for, size).
-    last: Option<(Instant, Duration, i64)>,
+    /// oid → (size, recompute after).
+    sizes: std::collections::HashMap<u32, (i64, Instant)>,
+    total: Option<i64>,
 }
 
 impl CatalogCollector for SystemDbSize {
     fn collect_into(&mut self, ctx: &CollectCtx<'_>, out: &mut PayloadSink) -> Result<bool> {
         let collected_at = SystemTime::now();
-        let size = match self.last {
-            Some((at, valid, size)) if at.elapsed() < valid => size,
-            _ => {
-                let started = Instant::now();
-                let size: i64 = ctx
-                    .pg
-                    .query_one(DB_SIZE_SQL, &[])
-                    .context("failed to query system_db_size")?
-                    .get(0);
-                self.last = Some((Instant::now(), db_size_refresh(started.elapsed()), size));
-                size
+        let now = Instant::now();
+        let due = self.total.is_none() || self.sizes.values().any(|(_, at)| *at <= now);
+        if due {
+            let valid: Vec<u32> = self
+                .sizes
+                .iter()
+                .filter(|(_, (_, at))| *at > now)
+                .map(|(oid, _)| *oid)
+                .collect();
+            let started = Instant::now();
+            let rows = ctx
+                .pg
+                .query(DB_SIZE_SQL, &[&valid])
+                .context("failed to query system_db_size")?;
+            let took = started.elapsed();
+            let mut sizes = std::collections::HashMap::with_capacity(rows.len());
+            for r in &rows {
+                let (oid, template, size): (u32, bool, Option<i64>) =
+                    (r.get(0), r.get(1), r.get(2));
+                let entry = match (size, self.sizes.get(&oid)) {
+                    (Some(size), _) => {
+                        let wait = if template {
+                            DB_SIZE_REFRESH_MAX
+                        } else {
+                            db_size_refresh(took)
+                        };
+                        (size, Instant::now() + wait)
+                    }
+                    (None, Some(cached)) => *cached,
+                    // Not sized and not cached (cannot happen: only cached oids are skipped).
+                    (None, None) => continue,
+                };
+                sizes.insert(oid, entry);
             }
-        };
+            self.total = Some(sizes.values().map(|(s, _)| *s).sum());
+            self.sizes = sizes;
+        }
         let mut m = Map::new();
-        m.insert("total_size_bytes".into(), Value::from(size));
+        m.insert(
+            "total_size_bytes".into(),
+            Value::from(self.total.unwrap_or(0)),
+        );
         one_row(out, collected_at, &Value::Object(m))
     }
 }

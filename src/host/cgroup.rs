@@ -3,6 +3,7 @@
 //! its own limit, not the host's RAM.
 
 use super::{proc_path, sys_path};
+use std::path::{Path, PathBuf};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct CgroupMemory {
@@ -17,29 +18,40 @@ impl CgroupMemory {
     }
 }
 
-fn read_u64(p: &std::path::Path) -> Option<u64> {
+fn read_u64(p: &Path) -> Option<u64> {
     std::fs::read_to_string(p).ok()?.trim().parse().ok()
 }
 
-fn stat_field(p: &std::path::Path, key: &str) -> Option<u64> {
+fn stat_field(p: &Path, key: &str) -> Option<u64> {
     std::fs::read_to_string(p)
         .ok()?
         .lines()
         .find_map(|l| l.strip_prefix(key)?.strip_prefix(' ')?.trim().parse().ok())
 }
 
-/// Limit and usage for `pid`'s cgroup; `None` when no limit applies (or nothing is readable).
-pub fn memory_of(pid: u32) -> Option<CgroupMemory> {
-    memory_at(&proc_path(""), &sys_path(""), pid)
+/// Where the limit that applies to a process is kept: the cgroup directory (the nearest
+/// ancestor with a limit on v2, the memory controller's group on v1). Finding it walks the
+/// hierarchy; reading it afterwards is three small files, so the guardrail (every second)
+/// locates once a minute and reads every time.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Limited {
+    V2(PathBuf),
+    V1(PathBuf),
 }
 
-/// [`memory_of`] with explicit `/proc` and `/sys` roots. The membership (/proc/<pid>/cgroup) is
+/// Limit and usage for `pid`'s cgroup; `None` when no limit applies (or nothing is readable).
+pub fn memory_of(pid: u32) -> Option<CgroupMemory> {
+    locate(pid).as_ref().and_then(read)
+}
+
+/// The cgroup directory whose limit applies to `pid`; `None` when none does.
+pub fn locate(pid: u32) -> Option<Limited> {
+    locate_at(&proc_path(""), &sys_path(""), pid)
+}
+
+/// [`locate`] with explicit `/proc` and `/sys` roots. The membership (/proc/<pid>/cgroup) is
 /// parsed by procfs; the limits are cgroupfs files.
-fn memory_at(
-    proc_root: &std::path::Path,
-    sys_root: &std::path::Path,
-    pid: u32,
-) -> Option<CgroupMemory> {
+fn locate_at(proc_root: &Path, sys_root: &Path, pid: u32) -> Option<Limited> {
     let groups = procfs::process::Process::new_with_root(proc_root.join(pid.to_string()))
         .ok()?
         .cgroups()
@@ -54,52 +66,64 @@ fn memory_at(
         let mut dir = base.join(g.pathname.trim_start_matches('/'));
         // The nearest ancestor with a limit is what applies.
         loop {
-            if let Ok(max) = std::fs::read_to_string(dir.join("memory.max")) {
-                let max = max.trim();
-                if max != "max" {
-                    if let (Ok(limit), Some(current)) =
-                        (max.parse::<u64>(), read_u64(&dir.join("memory.current")))
-                    {
-                        let inactive =
-                            stat_field(&dir.join("memory.stat"), "inactive_file").unwrap_or(0);
-                        return Some(CgroupMemory {
-                            limit,
-                            used: current.saturating_sub(inactive),
-                        });
-                    }
-                }
+            let limited = Limited::V2(dir.clone());
+            if read(&limited).is_some() {
+                return Some(limited);
             }
             if dir == base || !dir.pop() || !dir.starts_with(&base) {
-                break;
+                return None;
             }
         }
-        return None;
     }
     // v1: the hierarchy whose controllers include `memory` (they may be combined).
     let g = groups
         .iter()
         .find(|g| g.controllers.iter().any(|c| c == "memory"))?;
-    let dir = sys_root
-        .join("fs/cgroup/memory")
-        .join(g.pathname.trim_start_matches('/'));
-    let limit = read_u64(&dir.join("memory.limit_in_bytes"))?;
-    // v1 reports "no limit" as a huge page-rounded number.
-    if limit >= (1u64 << 60) {
-        return None;
+    let limited = Limited::V1(
+        sys_root
+            .join("fs/cgroup/memory")
+            .join(g.pathname.trim_start_matches('/')),
+    );
+    read(&limited).map(|_| limited)
+}
+
+/// Limit and working set kept in `at`; `None` when it holds no limit (any more).
+pub fn read(at: &Limited) -> Option<CgroupMemory> {
+    match at {
+        Limited::V2(dir) => {
+            let max = std::fs::read_to_string(dir.join("memory.max")).ok()?;
+            let limit = max.trim().parse::<u64>().ok()?; // "max": no limit here
+            let current = read_u64(&dir.join("memory.current"))?;
+            let inactive = stat_field(&dir.join("memory.stat"), "inactive_file").unwrap_or(0);
+            Some(CgroupMemory {
+                limit,
+                used: current.saturating_sub(inactive),
+            })
+        }
+        Limited::V1(dir) => {
+            let limit = read_u64(&dir.join("memory.limit_in_bytes"))?;
+            // v1 reports "no limit" as a huge page-rounded number.
+            if limit >= (1u64 << 60) {
+                return None;
+            }
+            let usage = read_u64(&dir.join("memory.usage_in_bytes"))?;
+            let inactive = stat_field(&dir.join("memory.stat"), "total_inactive_file").unwrap_or(0);
+            Some(CgroupMemory {
+                limit,
+                used: usage.saturating_sub(inactive),
+            })
+        }
     }
-    let usage = read_u64(&dir.join("memory.usage_in_bytes"))?;
-    let inactive = stat_field(&dir.join("memory.stat"), "total_inactive_file").unwrap_or(0);
-    Some(CgroupMemory {
-        limit,
-        used: usage.saturating_sub(inactive),
-    })
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use std::fs;
-    use std::path::Path;
+
+    fn memory_at(proc_root: &Path, sys_root: &Path, pid: u32) -> Option<CgroupMemory> {
+        locate_at(proc_root, sys_root, pid).as_ref().and_then(read)
+    }
 
     fn write(root: &Path, rel: &str, text: &str) {
         let p = root.join(rel);

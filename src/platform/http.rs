@@ -125,14 +125,15 @@ fn parse_http_date(v: &str) -> Option<std::time::SystemTime> {
 
 impl HttpCore {
     pub fn new(api_key: Secret, timing: Timing) -> HttpCore {
-        let agent: ureq::Agent = ureq::Agent::config_builder()
-            .http_status_as_error(false)
-            .user_agent(crate::version::user_agent())
-            .proxy(ureq::Proxy::try_from_env())
-            .max_redirects(10)
-            .timeout_global(Some(timing.per_attempt))
-            .build()
-            .into();
+        let agent = crate::resolver::agent(
+            ureq::Agent::config_builder()
+                .http_status_as_error(false)
+                .user_agent(crate::version::user_agent())
+                .proxy(ureq::Proxy::try_from_env())
+                .max_redirects(10)
+                .timeout_global(Some(timing.per_attempt))
+                .build(),
+        );
         HttpCore {
             agent,
             api_key,

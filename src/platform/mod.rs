@@ -57,6 +57,10 @@ pub struct Platform {
     database_id: String,
     transport: Transport,
     pub budgets: Budgets,
+    /// The last compressed configurations body and the fingerprint of its rows: the active
+    /// configuration is sent every 5 s and rarely changes, so it is encoded, hashed and
+    /// compressed once per change instead of on every send.
+    config_body: std::sync::Mutex<Option<(u64, std::sync::Arc<Vec<u8>>)>>,
 }
 
 fn gzip(bytes: &[u8]) -> Vec<u8> {
@@ -80,6 +84,7 @@ impl Platform {
             database_id: database_id.to_string(),
             transport: Transport::Http(HttpCore::new(api_key, timing)),
             budgets: Budgets::default(),
+            config_body: Default::default(),
         }
     }
 
@@ -89,6 +94,7 @@ impl Platform {
             database_id: database_id.to_string(),
             transport: Transport::DryRun(dryrun::DryRun::new(out)),
             budgets: Budgets::default(),
+            config_body: Default::default(),
         }
     }
 
@@ -143,11 +149,29 @@ impl Platform {
             .map_err(|e| Error::other(format!("encoding {segment} payload: {e}")))?;
         match &self.transport {
             Transport::DryRun(d) => d.write(method, segment, gzipped, &bytes),
+            Transport::Http(_) => {
+                let wire = if gzipped { gzip(&bytes) } else { bytes };
+                self.send_wire(method, segment, &wire, gzipped, budget, retry)
+            }
+        }
+    }
+
+    /// Sends an already encoded (and, when `gzipped`, compressed) body.
+    fn send_wire(
+        &self,
+        method: Method,
+        segment: &str,
+        wire: &[u8],
+        gzipped: bool,
+        budget: Duration,
+        retry: bool,
+    ) -> Result<()> {
+        match &self.transport {
+            Transport::DryRun(d) => d.write(method, segment, gzipped, wire),
             Transport::Http(h) => {
                 let url = self.url(segment);
-                let wire = if gzipped { gzip(&bytes) } else { bytes };
                 let r = h
-                    .send_with(method, &url, Some(&wire), gzipped, budget, retry)
+                    .send_with(method, &url, Some(wire), gzipped, budget, retry)
                     .map_err(|e| e.context(format!("sending {segment}")))?;
                 if (200..300).contains(&r.status) {
                     Ok(())
@@ -190,14 +214,44 @@ impl Platform {
     }
 
     pub fn configurations(&self, rows: &[ConfigRow]) -> Result<()> {
-        let body = payload::configurations(rows)
-            .map_err(|e| Error::other(format!("encoding configurations: {e}")))?;
-        self.send(
+        let encode = || {
+            payload::configurations(rows)
+                .map_err(|e| Error::other(format!("encoding configurations: {e}")))
+        };
+        if self.is_dry_run() {
+            return self.send(
+                Method::Post,
+                "configurations",
+                &encode()?,
+                true,
+                self.budgets.configurations,
+            );
+        }
+        let fp = payload::config_fingerprint(rows);
+        let cached = self
+            .config_body
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .as_ref()
+            .filter(|(f, _)| *f == fp)
+            .map(|(_, b)| b.clone());
+        let wire = match cached {
+            Some(b) => b,
+            None => {
+                let bytes = gojson::to_vec(&encode()?)
+                    .map_err(|e| Error::other(format!("encoding configurations payload: {e}")))?;
+                let b = std::sync::Arc::new(gzip(&bytes));
+                *self.config_body.lock().unwrap_or_else(|p| p.into_inner()) = Some((fp, b.clone()));
+                b
+            }
+        };
+        self.send_wire(
             Method::Post,
             "configurations",
-            &body,
+            &wire,
             true,
             self.budgets.configurations,
+            true,
         )
     }
 

@@ -112,6 +112,29 @@ pub fn configurations(rows: &[ConfigRow]) -> Result<Value, String> {
     Ok(obj(vec![("config", arr), ("hash", Value::from(hash))]))
 }
 
+/// A fingerprint of the rows [`configurations`] encodes (equal rows, equal body).
+pub fn config_fingerprint(rows: &[ConfigRow]) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    rows.len().hash(&mut h);
+    for r in rows {
+        r.name.hash(&mut h);
+        match &r.setting {
+            Value::String(s) => (0u8, s.as_str()).hash(&mut h),
+            Value::Number(n) => match (n.as_i64(), n.as_f64()) {
+                (Some(i), _) => (1u8, i).hash(&mut h),
+                (None, Some(f)) => (2u8, f.to_bits()).hash(&mut h),
+                _ => (3u8, n.to_string()).hash(&mut h),
+            },
+            other => (4u8, other.to_string()).hash(&mut h),
+        }
+        r.unit.hash(&mut h);
+        r.vartype.hash(&mut h);
+        r.context.hash(&mut h);
+    }
+    h.finish()
+}
+
 /// The `setting` of an active-config row: integer and real settings become numbers (int
 /// first, then float), everything else stays text (protocol.md §5.6).
 pub fn typed_setting(vartype: &str, setting: &str) -> Value {

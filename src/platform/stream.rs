@@ -19,8 +19,18 @@ use std::io::Write;
 use std::time::SystemTime;
 
 enum Out {
+    /// Gzip to come: the first [`LAZY_GZIP`] bytes are kept plain, so a payload that ends up
+    /// not sent (empty, unchanged) never builds a deflate state (~250 KiB, allocated and zeroed).
+    Pending(Vec<u8>),
     Gzip(GzEncoder<Vec<u8>>),
     Plain(Vec<u8>),
+}
+
+/// Plain bytes held before the compressor starts.
+const LAZY_GZIP: usize = 16 << 10;
+
+fn encoder() -> GzEncoder<Vec<u8>> {
+    GzEncoder::new(Vec::with_capacity(4096), flate2::Compression::default())
 }
 
 #[derive(Clone, Copy, PartialEq, Debug)]
@@ -89,10 +99,7 @@ impl PayloadSink {
     /// A sink whose body is gzip (HTTP) or plain JSON (dry-run, tests).
     pub fn new(gzip: bool) -> PayloadSink {
         let out = if gzip {
-            Out::Gzip(GzEncoder::new(
-                Vec::with_capacity(4096),
-                flate2::Compression::default(),
-            ))
+            Out::Pending(Vec::new())
         } else {
             Out::Plain(Vec::with_capacity(4096))
         };
@@ -114,8 +121,14 @@ impl PayloadSink {
         }
         self.json_len += b.len() as u64;
         let r = match &mut self.out {
+            Out::Pending(v) if v.len() + b.len() > LAZY_GZIP => {
+                let mut g = encoder();
+                let r = g.write_all(v).and_then(|_| g.write_all(b));
+                self.out = Out::Gzip(g);
+                r
+            }
             Out::Gzip(g) => g.write_all(b),
-            Out::Plain(v) => {
+            Out::Pending(v) | Out::Plain(v) => {
                 v.extend_from_slice(b);
                 Ok(())
             }
@@ -319,6 +332,16 @@ impl PayloadSink {
             self.flush_buf()?;
         }
         let (body, gzipped) = match self.out {
+            Out::Pending(v) => {
+                let mut g = encoder();
+                g.write_all(&v)
+                    .map_err(|e| Error::other(format!("compressing a payload: {e}")))?;
+                (
+                    g.finish()
+                        .map_err(|e| Error::other(format!("compressing a payload: {e}")))?,
+                    true,
+                )
+            }
             Out::Gzip(g) => (
                 g.finish()
                     .map_err(|e| Error::other(format!("compressing a payload: {e}")))?,

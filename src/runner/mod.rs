@@ -45,7 +45,8 @@ pub struct Shared {
     pub guard: Arc<PanicGuard>,
     pub stop: Arc<AtomicBool>,
     pub settings: Arc<RwLock<Settings>>,
-    pub server: Arc<RwLock<ServerInfo>>,
+    /// Swapped whole on a probe; a task takes a cheap `Arc` snapshot (no copy of the caps set).
+    pub server: Arc<RwLock<Arc<ServerInfo>>>,
     pub agent_id: String,
     pub start_time: SystemTime,
     pub last_signal: Mutex<Option<Instant>>,
@@ -231,10 +232,10 @@ impl Runner {
     ) -> Runner {
         let stop = Arc::new(AtomicBool::new(false));
         let platform_dry_run = platform.is_dry_run();
-        let server = Arc::new(RwLock::new(ServerInfo::default()));
+        let server = Arc::new(RwLock::new(Arc::new(ServerInfo::default())));
         let (pg, srv) = (adapter.pg().clone(), server.clone());
         let health = HealthGate::new(Box::new(move || match collectors::probe::probe(&pg) {
-            Ok(info) => *srv.write().unwrap_or_else(|p| p.into_inner()) = info,
+            Ok(info) => *srv.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(info),
             Err(e) => log::warn!("capability probe after reconnect failed: {e}"),
         }));
         let shared = Arc::new(Shared {
@@ -364,7 +365,7 @@ impl Runner {
                     .shared
                     .server
                     .write()
-                    .unwrap_or_else(|p| p.into_inner()) = info
+                    .unwrap_or_else(|p| p.into_inner()) = Arc::new(info)
             }
             Err(e) => {
                 log::warn!(
