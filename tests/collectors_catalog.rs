@@ -331,10 +331,38 @@ fn per_table_collectors_page_sample_and_follow_changes() {
     agent.run(&mut st).unwrap(); // tab2, tab3
     agent.run(&mut st).unwrap(); // tab4
     assert!(agent.run(&mut st).is_none(), "backfill done");
+    // Only the exact (schema, table) pairs analyzed since the last poll: other.tab4 has
+    // statistics but was not analyzed again, so it must not come along with public.tab4.
+    admin
+        .batch_execute(
+            "CREATE SCHEMA other; CREATE TABLE other.tab4(a int); CREATE TABLE other.x(a int); \
+             INSERT INTO other.tab4 SELECT generate_series(1, 50); INSERT INTO other.x SELECT generate_series(1, 50); \
+             ANALYZE other.tab4; ANALYZE other.x",
+        )
+        .unwrap();
     thread::sleep(Duration::from_millis(1100));
-    admin.batch_execute("ANALYZE tab4").unwrap();
+    let v = agent.run(&mut st).expect("the new schema's tables");
+    assert!(rows(&v).iter().all(|r| r["schemaname"] == "other"));
+    thread::sleep(Duration::from_millis(1100));
+    assert!(agent.run(&mut st).is_none(), "nothing analyzed since");
+    admin
+        .batch_execute("ANALYZE tab4; ANALYZE other.x")
+        .unwrap();
     let v = agent.run(&mut st).expect("analyzed table");
-    assert!(rows(&v).iter().all(|r| r["tablename"] == "tab4"));
+    let pairs: std::collections::BTreeSet<(String, String)> = rows(&v)
+        .iter()
+        .map(|r| {
+            (
+                r["schemaname"].as_str().unwrap().to_string(),
+                r["tablename"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect();
+    let want: std::collections::BTreeSet<(String, String)> = [("other", "x"), ("public", "tab4")]
+        .iter()
+        .map(|(a, b)| (a.to_string(), b.to_string()))
+        .collect();
+    assert_eq!(pairs, want);
 
     // pg_stat_user_tables: three samples of category_limit each.
     admin

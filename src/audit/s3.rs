@@ -148,4 +148,23 @@ mod tests {
             .unwrap_err()
             .contains("bucket name"));
     }
+
+    /// `url` is built with the IDNA stub (Cargo.toml: idna_adapter): ASCII and xn-- hosts
+    /// parse, a non-ASCII host does not (config::audit refuses it first, with a clearer error).
+    #[test]
+    fn endpoint_hosts_under_the_idna_stub() {
+        for e in [
+            "http://127.0.0.1:9000",
+            "https://minio.internal:9000/s3",
+            "https://xn--bcher-kva.example",
+        ] {
+            let s3 = S3::new("audit-bkt", "eu-west-1", Some(e)).unwrap();
+            assert_eq!(s3.label, "s3://audit-bkt");
+        }
+        let e = S3::new("audit-bkt", "eu-west-1", Some("https://bücher.example"))
+            .err()
+            .unwrap();
+        assert!(e.contains("audit.s3_endpoint"), "{e}");
+        S3::new("audit-bkt", "eu-west-1", None).unwrap();
+    }
 }

@@ -74,6 +74,13 @@ impl AuditConfig {
                     "audit.s3_endpoint (DBT_AUDIT_S3_ENDPOINT): {:?} is not an http(s) URL (expected e.g. https://minio.internal:9000)",
                     crate::secret::url::mask(e)
                 ));
+            } else if !endpoint_host(e).is_ascii() {
+                // The URL parser behind rusty-s3 is built without Unicode tables (Cargo.toml:
+                // idna_adapter), so it cannot map an internationalised name itself.
+                errs.push(format!(
+                    "audit.s3_endpoint (DBT_AUDIT_S3_ENDPOINT): {:?} has a non-ASCII host name (expected its ASCII form, xn--…)",
+                    crate::secret::url::mask(e)
+                ));
             }
         }
         if errs.is_empty() {
@@ -86,6 +93,14 @@ impl AuditConfig {
             Err(errs.join("; "))
         }
     }
+}
+
+/// The host (and port) of an `http(s)://[user@]host[:port]/…` URL: user info is left out, the
+/// parser percent-encodes it.
+fn endpoint_host(url: &str) -> &str {
+    let rest = url.split_once("://").map_or(url, |(_, r)| r);
+    let authority = rest.split(['/', '?', '#']).next().unwrap_or("");
+    authority.rsplit('@').next().unwrap_or("")
 }
 
 #[cfg(test)]
@@ -117,6 +132,34 @@ mod tests {
         assert!(
             e.contains("audit.s3_endpoint (DBT_AUDIT_S3_ENDPOINT)"),
             "{e}"
+        );
+    }
+
+    #[test]
+    fn a_non_ascii_endpoint_host_asks_for_its_ascii_form() {
+        let load = |endpoint: &str| {
+            let s = Sources::from_yaml(
+                "audit:\n  s3_url: s3://audit-bkt/db1/\n",
+                Env::from_pairs([("DBT_AUDIT_S3_ENDPOINT", endpoint)]),
+            )
+            .unwrap();
+            AuditConfig::from_sources(&s)
+        };
+        let e = load("https://bücher.example:9000/s3").unwrap_err();
+        assert!(
+            e.contains("audit.s3_endpoint (DBT_AUDIT_S3_ENDPOINT)") && e.contains("xn--"),
+            "{e}"
+        );
+        // The same store written in its ASCII form, and non-ASCII outside the host, load.
+        let c = load("https://xn--bcher-kva.example:9000/s3").unwrap();
+        assert_eq!(
+            c.endpoint.as_deref(),
+            Some("https://xn--bcher-kva.example:9000/s3")
+        );
+        load("https://minio.internal:9000/bücher").unwrap();
+        assert_eq!(
+            endpoint_host("https://user:pässword@minio:9000/x"),
+            "minio:9000"
         );
     }
 }

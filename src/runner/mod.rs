@@ -516,6 +516,9 @@ impl Runner {
             }
             if !wedged && now.duration_since(last_alive) >= self.opts.alive_every {
                 last_alive = now;
+                // Freed heap pages go back to the system between payloads, not only after a
+                // large one (glibc keeps them otherwise; a no-op elsewhere).
+                crate::alloc::release();
                 if let Some(f) = &self.opts.on_alive {
                     f();
                 }
@@ -539,35 +542,56 @@ impl Runner {
             let wait = wake
                 .saturating_duration_since(Instant::now())
                 .min(Duration::from_secs(1));
-            select! {
-                recv(done_rx) -> i => {
-                    if let Ok((i, ran)) = i {
-                        running[i] = None;
-                        warned[i] = false;
-                        if in_bootstrap && !ran && !self.shared.stop.load(Ordering::SeqCst) {
-                            // Still part of the pass: it runs when the gate opens.
-                            if bootstrap_left.contains(&i) && !bootstrap_skipped.contains(&i) {
-                                bootstrap_skipped.push(i);
-                            }
-                        } else if in_bootstrap {
-                            if let Some(pos) = bootstrap_left.iter().position(|x| *x == i) {
-                                bootstrap_left.remove(pos);
-                                if bootstrap_left.is_empty() {
-                                    in_bootstrap = false;
-                                    log::info!("catalog bootstrap done in {:?}", start.elapsed());
-                                    self.schedule_catalog(&mut due, Instant::now(), &bootstrapped);
-                                }
-                            }
+            // Finished runs are picked up at the next wake (at most a second away: the guardrail
+            // ticks every second); the loop is woken by a finish only when something waits for
+            // it (the bootstrap pass, or a task that came due while running), which halves the
+            // wake-ups of a steady cycle.
+            let waiting_on_run = in_bootstrap
+                || (0..n).any(|i| running[i].is_some() && due[i].is_some_and(|d| d <= now));
+            let mut finished: Vec<Done> = done_rx.try_iter().collect();
+            if finished.is_empty() {
+                let woke = if waiting_on_run {
+                    select! {
+                        recv(done_rx) -> d => d.ok().map(Ok),
+                        recv(commands) -> c => Some(Err(c)),
+                        default(wait) => None,
+                    }
+                } else {
+                    select! {
+                        recv(commands) -> c => Some(Err(c)),
+                        default(wait) => None,
+                    }
+                };
+                match woke {
+                    Some(Ok(d)) => finished.push(d),
+                    Some(Err(Ok(Command::Reload))) => {
+                        if let Some(f) = &self.opts.on_reload {
+                            f();
+                        }
+                    }
+                    Some(Err(Ok(Command::Stop) | Err(_))) => break,
+                    None => {}
+                }
+                finished.extend(done_rx.try_iter());
+            }
+            for (i, ran) in finished {
+                running[i] = None;
+                warned[i] = false;
+                if in_bootstrap && !ran && !self.shared.stop.load(Ordering::SeqCst) {
+                    // Still part of the pass: it runs when the gate opens.
+                    if bootstrap_left.contains(&i) && !bootstrap_skipped.contains(&i) {
+                        bootstrap_skipped.push(i);
+                    }
+                } else if in_bootstrap {
+                    if let Some(pos) = bootstrap_left.iter().position(|x| *x == i) {
+                        bootstrap_left.remove(pos);
+                        if bootstrap_left.is_empty() {
+                            in_bootstrap = false;
+                            log::info!("catalog bootstrap done in {:?}", start.elapsed());
+                            self.schedule_catalog(&mut due, Instant::now(), &bootstrapped);
                         }
                     }
                 }
-                recv(commands) -> c => match c {
-                    Ok(Command::Reload) => {
-                        if let Some(f) = &self.opts.on_reload { f(); }
-                    }
-                    Ok(Command::Stop) | Err(_) => break,
-                },
-                default(wait) => {}
             }
         }
         self.shutdown(&mut lanes, &done_rx, &mut running);
