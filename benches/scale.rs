@@ -10,7 +10,8 @@
 //!   cargo build --release
 //!   cargo bench --bench scale -- [--minutes N] [--tables N --statements M] [--agent PATH]
 //!
-//! `--tables`/`--statements` run that one case only. The agent defaults to the glibc release
+//! `--tables`/`--statements` run that one case only. `--agent2 PATH` runs a second agent binary
+//! (its own role) in the same run, for before/after comparisons under the same conditions. The agent defaults to the glibc release
 //! build (target/release). Targets at 10,000 tables (issue 13): peak RSS <= 16 MiB, steady <= 12,
 //! CPU <= 1 s/min, PG time <= 1 s/min after the bootstrap minute.
 
@@ -92,6 +93,11 @@ fn run_case(
         })
     };
     let mut subjects = vec![Subject::agent("agent", bin, &pg, "bench_agent")];
+    // A second agent binary in the same run (same cluster, same load): before/after comparisons
+    // on a shared machine.
+    if let Some(b) = sbs::arg("--agent2") {
+        subjects.push(Subject::agent("agent2", &b, &pg, "bench_agent2"));
+    }
     if with_exporter {
         subjects.extend(Subject::exporter(&pg, "bench_exporter"));
     }

@@ -432,3 +432,85 @@ fn extension_upgrade_changes_columns_and_restarts_the_baseline() {
         "deltas again on the next tick"
     );
 }
+
+/// The full counters are read only for the rows sent (by key, after the light read of every
+/// statement): a role without pg_read_all_stats sees other roles' statements with a NULL
+/// queryid, and those pass-through rows still come with their full counters, after the keyed
+/// rows; with `diff_limit` the sent rows are the top ones, each with its counters.
+#[test]
+fn rows_sent_carry_full_counters_and_pass_through_rows_follow() {
+    let pg = PgCluster::start();
+    let mut cl = pg.client();
+    cl.batch_execute(
+        "CREATE ROLE pgss_plain LOGIN; GRANT EXECUTE ON FUNCTION pg_stat_statements(boolean) TO pgss_plain; \
+         CREATE TABLE pgss_p(id int primary key); INSERT INTO pgss_p SELECT generate_series(1, 50)",
+    )
+    .unwrap();
+    for i in 0..5 {
+        cl.query("SELECT count(*) FROM pgss_p WHERE id > $1", &[&i])
+            .unwrap();
+    }
+    let url = pg.url().replacen("postgres@", "pgss_plain@", 1);
+    let plain = Pg::new(&url, 2, SessionLimits::default()).unwrap();
+    let server = probe::probe(&plain).unwrap();
+    let mut own = postgres::Client::connect(&url, postgres::NoTls).unwrap();
+    own.batch_execute("SELECT 1 AS own_statement").unwrap();
+    let mut c = PgStatStatements::new(&settings(&[]));
+    let v = c
+        .collect(&CollectCtx {
+            pg: &plain,
+            server: &server,
+        })
+        .unwrap()
+        .unwrap();
+    let rows = v["rows"].as_array().unwrap();
+    let hidden: Vec<usize> = (0..rows.len())
+        .filter(|&i| rows[i]["queryid"].is_null())
+        .collect();
+    assert!(
+        !hidden.is_empty(),
+        "other roles' statements are pass-through rows: {v}"
+    );
+    let first_hidden = hidden[0];
+    assert!(
+        hidden.iter().copied().eq(first_hidden..rows.len()),
+        "pass-through rows follow the keyed rows"
+    );
+    assert!(first_hidden > 0, "our own statements are keyed rows");
+    for r in rows {
+        assert!(r["calls"].as_i64().is_some_and(|c| c > 0), "{r}");
+        assert!(r["rows"].is_i64() && r["shared_blks_hit"].is_i64(), "{r}");
+        assert!(r["mean_exec_time"].is_f64(), "{r}");
+    }
+    assert_eq!(rows[first_hidden]["query"], "<insufficient privilege>");
+    // Unaggregated: a pass-through row keeps the server's own toplevel flag (PG 14+).
+    if pg.major() >= 14 {
+        assert!(rows[first_hidden]["toplevel"].is_boolean());
+    }
+
+    // A cut to the top 2: the rows kept are full rows too, and each delta has its row.
+    let mut c = PgStatStatements::new(&settings(&[("diff_limit", OptionValue::Int(2))]));
+    let agent = Agent::new(&pg);
+    agent.run(&mut c);
+    for i in 0..20 {
+        cl.query("SELECT count(*) FROM pgss_p WHERE id > $1", &[&i])
+            .unwrap();
+    }
+    let v = agent.run(&mut c);
+    let rows = v["rows"].as_array().unwrap();
+    assert_eq!(rows.len(), 2);
+    for r in rows {
+        assert!(
+            r["calls"].is_i64() && r["total_plan_time"].is_number(),
+            "{r}"
+        );
+    }
+    for d in v["deltas"].as_array().into_iter().flatten() {
+        assert!(
+            rows.iter()
+                .any(|r| r["queryid"] == d["queryid"] && r["userid"] == d["userid"]),
+            "every delta has its row: {d}"
+        );
+    }
+    assert!(v["delta_count"].as_i64().unwrap() >= 1);
+}

@@ -2,9 +2,14 @@
 //! (queryid, userid, dbid), with interval deltas and a top-N cut.
 //!
 //! Cheaper than the Go agent (DECISIONS.md): counters are read every tick with
-//! `pg_stat_statements(false)` (no query texts); texts — and the §4.1 exclusion filter, which
-//! needs them — are fetched only for statement keys not seen before, and kept in a cache bounded
-//! by a byte budget of compressed text (least recently sent texts are dropped first and re-fetched when needed).
+//! `pg_stat_statements(false)` (no query texts), in two statements: ids, calls and total exec
+//! time of every statement (all that ranking, deltas and the baseline need; 48 bytes a
+//! statement in memory), then the full counters of the at most `diff_limit` rows sent, by key.
+//! The sent rows' counters are therefore read a few milliseconds after the ones the deltas are
+//! computed from. With few statements (at most twice `diff_limit` at the last tick, or no cap)
+//! one read of every full row costs the server less, and is what is done. Texts — and the §4.1 exclusion filter, which needs them — are fetched only for
+//! statement keys not seen before, and kept in a cache bounded by a byte budget of compressed
+//! text (least recently sent texts are dropped first and re-fetched when needed).
 //! Keys that disappear (dealloc, reset) leave the cache. The extension is never reset; resets and
 //! upgrades are inferred (negative diffs → no delta; version change → fresh baseline).
 
@@ -127,8 +132,20 @@ impl Num {
 }
 
 type Key = (i64, u32, u32); // (queryid, userid, dbid)
-/// Previous tick's aggregated counters per key: (calls, total_exec_time).
-type Snapshot = HashMap<Key, (Option<i64>, Option<f64>)>;
+/// Previous tick's aggregated counters: key → index into `vals` (calls, total_exec_time). The
+/// index is the tick's aggregation map, kept; excluded statements hold (0, 0), as if absent.
+struct Snapshot {
+    pos: HashMap<Key, u32>,
+    vals: Vec<(Option<i64>, Option<f64>)>,
+}
+
+impl Snapshot {
+    fn get(&self, k: &Key) -> (Option<i64>, Option<f64>) {
+        self.pos
+            .get(k)
+            .map_or((Some(0), Some(0.0)), |&i| self.vals[i as usize])
+    }
+}
 
 /// The extension's (major, minor) from `extversion` (`1.10`, `1.11dev` …).
 pub fn parse_ext_version(s: &str) -> Option<(u32, u32)> {
@@ -249,12 +266,161 @@ pub fn counter_columns(v: (u32, u32)) -> String {
     c.join(", ")
 }
 
+const _: () = assert!(std::mem::size_of::<StatRow>() == 352);
+
+/// Bits 61..63 of [`StatRow::nulls`]: userid, dbid, queryid NULL (a pass-through row).
+const ID_NULL_SHIFT: u32 = 61;
+
+/// One row's counters as 8-byte words (an `i64`, the bits of an `f64` or a bool, per the field's
+/// [`Ty`]) with a null bitmask: 352 bytes, no allocation, so a tick's rows are one contiguous
+/// buffer (half the size of a vector of tagged numbers).
+/// The columns read for every statement each tick (ranking, deltas, the snapshot): ids, calls
+/// and total exec time. The full counters are read only for the rows sent.
+pub fn light_columns(v: (u32, u32)) -> &'static str {
+    if v >= (1, 8) {
+        "userid, dbid, queryid, calls, total_exec_time"
+    } else {
+        "userid, dbid, queryid, calls, total_time AS total_exec_time"
+    }
+}
+
+/// One statement as every tick needs it: 48 bytes (the full counters are read for the rows
+/// sent only, so a tick holds all statements in this form and at most `diff_limit` full rows).
+#[derive(Clone, Copy, Debug)]
+struct Light {
+    key: Key,
+    calls: Option<i64>,
+    exec: Option<f64>,
+}
+
+const _: () = assert!(std::mem::size_of::<Light>() == 48);
+
+/// Light rows merged by key as they arrive (§4.3 step 2 for calls and total exec time: NULL-aware
+/// sums); pass-through rows are only counted.
+#[derive(Default)]
+struct LightAgg {
+    rows: Vec<Light>,
+    pass: usize,
+    /// Key → index in `rows`; becomes the next snapshot's index.
+    pos: HashMap<Key, u32>,
+}
+
+impl LightAgg {
+    /// The light view of a full read (same sums: calls and total exec time merge alike).
+    fn of(full: &Aggregator) -> LightAgg {
+        let light = |r: &StatRow| {
+            let calls = match r.get(idx("calls")) {
+                Num::I(i) => Some(i),
+                _ => None,
+            };
+            Light {
+                key: r.key,
+                calls,
+                exec: r.get(idx("total_exec_time")).f(),
+            }
+        };
+        LightAgg {
+            rows: full.rows.iter().map(light).collect(),
+            pass: full.pass.len(),
+            pos: full.pos.clone(),
+        }
+    }
+    fn add(&mut self, key: Option<Key>, calls: Option<i64>, exec: Option<f64>) {
+        let Some(k) = key else {
+            self.pass += 1;
+            return;
+        };
+        match self.pos.get(&k) {
+            Some(&i) => {
+                let m = &mut self.rows[i as usize];
+                m.calls = match (m.calls, calls) {
+                    (Some(a), Some(b)) => Some(a.saturating_add(b)),
+                    (a, b) => a.or(b),
+                };
+                m.exec = match (m.exec, exec) {
+                    (Some(a), Some(b)) => Some(a + b),
+                    (a, b) => a.or(b),
+                };
+            }
+            None => {
+                self.pos.insert(k, self.rows.len() as u32);
+                self.rows.push(Light {
+                    key: k,
+                    calls,
+                    exec,
+                });
+            }
+        }
+    }
+}
+
 #[derive(Clone, Debug)]
 pub struct StatRow {
-    key: Option<Key>,
-    ids: [Num; 3], // userid, dbid, queryid as read
-    /// Inline (no allocation per row): the tick's rows are one contiguous buffer, freed after.
-    vals: [Num; NF],
+    /// (queryid, userid, dbid); a NULL component is 0 with its bit set in `nulls`.
+    key: Key,
+    /// Bit i: `FIELDS[i]` is NULL; bits from [`ID_NULL_SHIFT`]: the ids.
+    nulls: u64,
+    vals: [u64; NF],
+}
+
+impl StatRow {
+    fn new(queryid: Option<i64>, userid: Option<u32>, dbid: Option<u32>) -> StatRow {
+        let nulls = (userid.is_none() as u64) << ID_NULL_SHIFT
+            | (dbid.is_none() as u64) << (ID_NULL_SHIFT + 1)
+            | (queryid.is_none() as u64) << (ID_NULL_SHIFT + 2)
+            | ((1u64 << NF) - 1);
+        StatRow {
+            key: (queryid.unwrap_or(0), userid.unwrap_or(0), dbid.unwrap_or(0)),
+            nulls,
+            vals: [0; NF],
+        }
+    }
+    /// The aggregation key; `None` when a component is NULL (pass-through row).
+    fn key(&self) -> Option<Key> {
+        (self.nulls >> ID_NULL_SHIFT == 0).then_some(self.key)
+    }
+    /// userid, dbid, queryid as read.
+    fn ids(&self) -> [Num; 3] {
+        let null = |b: u32| self.nulls >> (ID_NULL_SHIFT + b) & 1 == 1;
+        [
+            if null(0) {
+                Num::Null
+            } else {
+                Num::I(self.key.1 as i64)
+            },
+            if null(1) {
+                Num::Null
+            } else {
+                Num::I(self.key.2 as i64)
+            },
+            if null(2) {
+                Num::Null
+            } else {
+                Num::I(self.key.0)
+            },
+        ]
+    }
+    fn get(&self, i: usize) -> Num {
+        if self.nulls >> i & 1 == 1 {
+            return Num::Null;
+        }
+        let w = self.vals[i];
+        match FIELDS[i].1 {
+            Ty::I => Num::I(w as i64),
+            Ty::F => Num::F(f64::from_bits(w)),
+            Ty::B => Num::B(w != 0),
+        }
+    }
+    fn set(&mut self, i: usize, n: Num) {
+        let (null, w) = match n {
+            Num::Null => (true, 0),
+            Num::I(v) => (false, v as u64),
+            Num::F(v) => (false, v.to_bits()),
+            Num::B(v) => (false, v as u64),
+        };
+        self.nulls = self.nulls & !(1 << i) | (null as u64) << i;
+        self.vals[i] = w;
+    }
 }
 
 #[derive(Clone, Copy, Default, Debug)]
@@ -301,29 +467,19 @@ impl Pool {
     }
 }
 
-struct Merged {
-    row: StatRow,
-    exec: Pool,
-    plan: Pool,
-}
-
-fn pool_inputs(
-    r: &StatRow,
-    n: &str,
-    mean: &str,
-    sd: &str,
-) -> (Option<f64>, Option<f64>, Option<f64>) {
-    (
-        r.vals[idx(n)].f(),
-        r.vals[idx(mean)].f(),
-        r.vals[idx(sd)].f(),
-    )
+/// Exec and plan pools of one row on its own (before any merge).
+fn pools_of(r: &StatRow) -> (Pool, Pool) {
+    let (mut exec, mut plan) = (Pool::default(), Pool::default());
+    let f = |n: &str| r.get(idx(n)).f();
+    exec.add(f("calls"), f("mean_exec_time"), f("stddev_exec_time"));
+    plan.add(f("plans"), f("mean_plan_time"), f("stddev_plan_time"));
+    (exec, plan)
 }
 
 fn merge_into(a: &mut StatRow, b: &StatRow) {
     for (i, (_, ty, agg)) in FIELDS.iter().enumerate() {
-        let (x, y) = (a.vals[i], b.vals[i]);
-        a.vals[i] = match (agg, x, y) {
+        let (x, y) = (a.get(i), b.get(i));
+        let v = match (agg, x, y) {
             (_, Num::Null, y) if *agg != Agg::Null => y,
             (_, x, Num::Null) => x,
             (Agg::Sum, Num::I(p), Num::I(q)) if *ty == Ty::I => Num::I(p.saturating_add(q)),
@@ -332,56 +488,92 @@ fn merge_into(a: &mut StatRow, b: &StatRow) {
             (Agg::Max, x, y) => Num::F(x.f().unwrap_or(f64::MIN).max(y.f().unwrap_or(f64::MIN))),
             _ => x,
         };
+        a.set(i, v);
     }
 }
 
-/// §4.3 step 2: merge rows with the same (queryid, userid, dbid) in first-seen order, recompute
-/// means and pooled stddevs, null `toplevel`; rows lacking a key component follow unmerged.
-pub fn aggregate(rows: Vec<StatRow>) -> Vec<StatRow> {
-    let mut order: Vec<Merged> = Vec::new();
-    let mut pos: HashMap<Key, usize> = HashMap::new();
-    let mut passthrough = Vec::new();
-    for r in rows {
-        let Some(k) = r.key else {
-            passthrough.push(r);
-            continue;
+/// §4.3 step 2, done as rows arrive: rows with the same (queryid, userid, dbid) merge into the
+/// first one in place (one buffer for the tick, never a second copy); rows lacking a key
+/// component are kept apart and follow the keyed rows unmerged.
+#[derive(Default)]
+struct Aggregator {
+    rows: Vec<StatRow>,
+    pass: Vec<StatRow>,
+    /// Key → index in `rows`; becomes the next snapshot's index.
+    pos: HashMap<Key, u32>,
+    /// Pooled stddev inputs, only for rows that had a duplicate.
+    pools: HashMap<u32, (Pool, Pool)>,
+}
+
+impl Aggregator {
+    fn with_capacity(n: usize) -> Aggregator {
+        Aggregator {
+            rows: Vec::with_capacity(n),
+            pos: HashMap::with_capacity(n),
+            ..Default::default()
+        }
+    }
+    fn add(&mut self, r: StatRow) {
+        let Some(k) = r.key() else {
+            self.pass.push(r);
+            return;
         };
-        let (en, em, es) = pool_inputs(&r, "calls", "mean_exec_time", "stddev_exec_time");
-        let (pn, pm, ps) = pool_inputs(&r, "plans", "mean_plan_time", "stddev_plan_time");
-        match pos.get(&k) {
+        match self.pos.get(&k) {
             Some(&i) => {
-                let m = &mut order[i];
-                merge_into(&mut m.row, &r);
-                m.exec.add(en, em, es);
-                m.plan.add(pn, pm, ps);
+                let m = &mut self.rows[i as usize];
+                let p = self.pools.entry(i).or_insert_with(|| pools_of(m));
+                let f = |n: &str| r.get(idx(n)).f();
+                p.0.add(f("calls"), f("mean_exec_time"), f("stddev_exec_time"));
+                p.1.add(f("plans"), f("mean_plan_time"), f("stddev_plan_time"));
+                merge_into(m, &r);
             }
             None => {
-                let mut exec = Pool::default();
-                exec.add(en, em, es);
-                let mut plan = Pool::default();
-                plan.add(pn, pm, ps);
-                pos.insert(k, order.len());
-                order.push(Merged { row: r, exec, plan });
+                self.pos.insert(k, self.rows.len() as u32);
+                self.rows.push(r);
             }
         }
     }
-    let mut out = Vec::with_capacity(order.len() + passthrough.len());
-    for mut m in order {
+    /// Means recomputed, stddevs pooled, `toplevel` nulled on every keyed row (§4.3 step 2).
+    fn finish(&mut self) {
         let mean = |total: Num, n: Num| match (total.f(), n.f()) {
             (None, _) => Num::Null,
             (Some(_), None) => Num::F(0.0),
             (Some(_), Some(0.0)) => Num::F(0.0),
             (Some(t), Some(c)) => Num::F(t / c),
         };
-        let v = &mut m.row.vals;
-        v[idx("mean_exec_time")] = mean(v[idx("total_exec_time")], v[idx("calls")]);
-        v[idx("mean_plan_time")] = mean(v[idx("total_plan_time")], v[idx("plans")]);
-        v[idx("stddev_exec_time")] = m.exec.result();
-        v[idx("stddev_plan_time")] = m.plan.result();
-        v[idx("toplevel")] = Num::Null;
-        out.push(m.row);
+        for (i, r) in self.rows.iter_mut().enumerate() {
+            let (exec, plan) = self
+                .pools
+                .get(&(i as u32))
+                .copied()
+                .unwrap_or_else(|| pools_of(r));
+            let g = |r: &StatRow, n: &str| r.get(idx(n));
+            r.set(
+                idx("mean_exec_time"),
+                mean(g(r, "total_exec_time"), g(r, "calls")),
+            );
+            r.set(
+                idx("mean_plan_time"),
+                mean(g(r, "total_plan_time"), g(r, "plans")),
+            );
+            r.set(idx("stddev_exec_time"), exec.result());
+            r.set(idx("stddev_plan_time"), plan.result());
+            r.set(idx("toplevel"), Num::Null);
+        }
+        self.pools = HashMap::new();
     }
-    out.extend(passthrough);
+}
+
+/// §4.3 step 2 on a list of rows: keyed rows merged in first-seen order with means and pooled
+/// stddevs recomputed and `toplevel` nulled, then the pass-through rows.
+pub fn aggregate(rows: Vec<StatRow>) -> Vec<StatRow> {
+    let mut a = Aggregator::default();
+    for r in rows {
+        a.add(r);
+    }
+    a.finish();
+    let mut out = a.rows;
+    out.extend(a.pass);
     out
 }
 
@@ -440,7 +632,7 @@ impl TextCache {
         }
     }
     /// Keeps only `live` keys (statements deallocated or reset away leave the cache).
-    fn retain(&mut self, live: &HashMap<Key, ()>) {
+    fn retain(&mut self, live: &HashMap<Key, u32>) {
         let mut freed = 0;
         self.map.retain(|k, e| {
             let keep = live.contains_key(k);
@@ -496,6 +688,8 @@ pub struct PgStatStatements {
     snapshot: Option<Snapshot>,
     texts: TextCache,
     tick: u64,
+    /// Rows of the last tick: the next tick's buffer is sized from it (no doubling copies).
+    last_len: usize,
 }
 
 impl PgStatStatements {
@@ -511,6 +705,7 @@ impl PgStatStatements {
             snapshot: None,
             texts: TextCache::new(budget),
             tick: 0,
+            last_len: 0,
         }
     }
     pub fn text_cache(&self) -> &TextCache {
@@ -594,26 +789,90 @@ impl PgStatStatements {
         Ok(())
     }
 
-    /// Reads the counters, streaming: each row becomes a compact [`StatRow`] as it arrives.
-    /// Also returns the extension version the server reports now (read in the same statement,
-    /// so an upgrade is noticed without a separate query each tick).
-    fn read_counters(
+    /// Reads ids, calls and total exec time of every statement, streaming, merged by key as they
+    /// arrive into a buffer sized from the last tick. Also returns the extension version the
+    /// server reports now (read in the same statement, so an upgrade is noticed without a
+    /// separate query each tick).
+    fn read_light(
         &self,
         ctx: &CollectCtx<'_>,
         v: (u32, u32),
         schema: &str,
-    ) -> Result<(Vec<StatRow>, Option<String>)> {
+    ) -> Result<(LightAgg, Option<String>)> {
         let sql = format!(
             "SELECT {}, (SELECT e.extversion FROM pg_catalog.pg_extension e WHERE e.extname = 'pg_stat_statements') \
              AS dbtune_extversion FROM {}(false)",
-            counter_columns(v),
+            light_columns(v),
             Self::relation(schema)
         );
-        let mut out = Vec::new();
-        let mut cols: Option<Vec<Option<usize>>> = None;
+        let n = self.last_len + self.last_len / 16 + 16;
+        let mut out = LightAgg {
+            rows: Vec::with_capacity(n),
+            pass: 0,
+            pos: HashMap::with_capacity(n),
+        };
         let mut version = None;
+        let mut first = true;
         ctx.pg
             .for_each_row(&sql, &[], |r| {
+                if first {
+                    first = false;
+                    version = r.get::<_, Option<String>>(5);
+                }
+                let col = |name: &str, e: postgres::Error| {
+                    Error::other(format!("reading pg_stat_statements.{name}: {e}"))
+                };
+                let userid: Option<u32> = r.try_get(0).map_err(|e| col("userid", e))?;
+                let dbid: Option<u32> = r.try_get(1).map_err(|e| col("dbid", e))?;
+                let queryid: Option<i64> = r.try_get(2).map_err(|e| col("queryid", e))?;
+                let calls: Option<i64> = r.try_get(3).map_err(|e| col("calls", e))?;
+                let exec: Option<f64> = r.try_get(4).map_err(|e| col("total_exec_time", e))?;
+                let key = match (queryid, userid, dbid) {
+                    (Some(q), Some(u), Some(d)) => Some((q, u, d)),
+                    _ => None,
+                };
+                out.add(key, calls, exec);
+                Ok(())
+            })
+            .context("failed to query pg_stat_statements")?;
+        Ok((out, version))
+    }
+
+    /// Reads the full counters of `sel`'s keys (and of the pass-through rows when its flag is
+    /// set), or of every statement for `None` (then with the version the server reports, as
+    /// [`PgStatStatements::read_light`]), streaming: each row becomes a compact [`StatRow`]
+    /// merged into its key's row as it arrives.
+    fn read_full(
+        &self,
+        ctx: &CollectCtx<'_>,
+        v: (u32, u32),
+        schema: &str,
+        sel: Option<(&[Key], bool)>,
+    ) -> Result<(Aggregator, Option<String>)> {
+        // One statement text for both uses, so switching between them adds no new
+        // pg_stat_statements entry (each one would cost a text fetch).
+        let sql = format!(
+            "SELECT {}, (SELECT e.extversion FROM pg_catalog.pg_extension e WHERE e.extname = 'pg_stat_statements') \
+             AS dbtune_extversion FROM {}(false) s WHERE $4::boolean \
+             OR (s.queryid, s.userid, s.dbid) IN (SELECT * FROM unnest($1::bigint[], $2::oid[], $3::oid[])) \
+             OR ($5::boolean AND (s.queryid IS NULL OR s.userid IS NULL OR s.dbid IS NULL))",
+            counter_columns(v),
+            Self::relation(schema),
+        );
+        let (keys, pass) = sel.unwrap_or((&[], false));
+        let qids: Vec<i64> = keys.iter().map(|k| k.0).collect();
+        let uids: Vec<u32> = keys.iter().map(|k| k.1).collect();
+        let dids: Vec<u32> = keys.iter().map(|k| k.2).collect();
+        let all = sel.is_none();
+        let params: [&(dyn postgres::types::ToSql + Sync); 5] = [&qids, &uids, &dids, &all, &pass];
+        let mut out = Aggregator::with_capacity(match sel {
+            Some(_) => keys.len(),
+            None => self.last_len + self.last_len / 16 + 16,
+        });
+        let mut version = None;
+        let mut cols: Option<Vec<Option<usize>>> = None;
+        ctx.pg
+            .for_each_row(&sql, &params, |r| {
                 let cols = cols.get_or_insert_with(|| {
                     let names: Vec<&str> = r.columns().iter().map(|c| c.name()).collect();
                     version = names
@@ -634,7 +893,7 @@ impl PgStatStatements {
                 let queryid: Option<i64> = r.try_get(2).map_err(|e| {
                     Error::other(format!("reading pg_stat_statements.queryid: {e}"))
                 })?;
-                let mut vals = [Num::Null; NF];
+                let mut row = StatRow::new(queryid, userid, dbid);
                 for (fi, (name, ty, _)) in FIELDS.iter().enumerate() {
                     let v = match cols[fi] {
                         None => Num::Null,
@@ -658,21 +917,17 @@ impl PgStatStatements {
                             }
                         }
                     };
-                    vals[fi] = v;
+                    row.set(fi, v);
                 }
-                let key = match (queryid, userid, dbid) {
-                    (Some(q), Some(u), Some(d)) => Some((q, u, d)),
-                    _ => None,
-                };
-                let ids = [
-                    userid.map_or(Num::Null, |u| Num::I(u as i64)),
-                    dbid.map_or(Num::Null, |d| Num::I(d as i64)),
-                    queryid.map_or(Num::Null, Num::I),
-                ];
-                out.push(StatRow { key, ids, vals });
+                out.add(row);
                 Ok(())
             })
-            .context("failed to query pg_stat_statements")?;
+            .context(if sel.is_some() {
+                "failed to query pg_stat_statements counters of the rows sent"
+            } else {
+                "failed to query pg_stat_statements"
+            })?;
+        out.finish();
         Ok((out, version))
     }
 
@@ -702,11 +957,12 @@ impl PgStatStatements {
 
     fn row_json(&self, r: &StatRow) -> Value {
         let mut m = Map::with_capacity(FIELDS.len() + 5);
-        m.insert("userid".into(), r.ids[0].json());
-        m.insert("dbid".into(), r.ids[1].json());
-        m.insert("queryid".into(), r.ids[2].json());
+        let ids = r.ids();
+        m.insert("userid".into(), ids[0].json());
+        m.insert("dbid".into(), ids[1].json());
+        m.insert("queryid".into(), ids[2].json());
         if self.include_queries {
-            let (q, l) = match r.key {
+            let (q, l) = match r.key() {
                 Some(k) => self
                     .texts
                     .map
@@ -726,7 +982,7 @@ impl PgStatStatements {
             }
         }
         for (i, (name, _, _)) in FIELDS.iter().enumerate() {
-            let v = r.vals[i];
+            let v = r.get(i);
             if v == Num::Null && OMITEMPTY.contains(name) {
                 continue;
             }
@@ -736,11 +992,6 @@ impl PgStatStatements {
     }
 }
 
-struct Delta {
-    calls: i64,
-    exec: f64,
-}
-
 impl CatalogCollector for PgStatStatements {
     fn collect_into(&mut self, ctx: &CollectCtx<'_>, out: &mut PayloadSink) -> Result<bool> {
         self.tick += 1;
@@ -748,7 +999,7 @@ impl CatalogCollector for PgStatStatements {
         // The extension's version and schema are read once; the counters statement reports
         // the current version, and a change (upgrade) or a failure makes this tick re-read them.
         let mut attempt = 0;
-        let (raw, schema) = loop {
+        let (light, full_read, v, schema) = loop {
             attempt += 1;
             let (v, schema) = match self.ext.clone() {
                 Some(e) => e,
@@ -761,11 +1012,22 @@ impl CatalogCollector for PgStatStatements {
                     e
                 }
             };
-            match self.read_counters(ctx, v, &schema) {
+            // Few statements (at most twice what is sent): one read of everything costs the
+            // server less than the light read plus the read of the rows sent.
+            let one_read =
+                self.tick > 1 && (self.diff_limit == 0 || self.last_len <= 2 * self.diff_limit);
+            let read = if one_read {
+                self.read_full(ctx, v, &schema, None)
+                    .map(|(full, now)| ((LightAgg::of(&full), Some(full)), now))
+            } else {
+                self.read_light(ctx, v, &schema)
+                    .map(|(l, now)| ((l, None), now))
+            };
+            match read {
                 Ok((_, Some(now))) if parse_ext_version(&now) != Some(v) && attempt == 1 => {
                     self.ext = None;
                 }
-                Ok((raw, _)) => break (raw, schema),
+                Ok(((light, full), _)) => break (light, full, v, schema),
                 Err(e) if attempt == 1 => {
                     log::debug!("pg_stat_statements: re-reading the extension after: {e}");
                     self.ext = None;
@@ -776,78 +1038,63 @@ impl CatalogCollector for PgStatStatements {
                 }
             }
         };
+        let LightAgg { rows, pass, pos } = light;
+        self.last_len = rows.len() + pass;
 
         // Verdicts and texts for statements not seen before.
-        let mut live: HashMap<Key, ()> = HashMap::with_capacity(raw.len());
-        let mut unknown = Vec::new();
-        for r in &raw {
-            if let Some(k) = r.key {
-                if live.insert(k, ()).is_none() && !self.texts.map.contains_key(&k) {
-                    unknown.push(k);
-                }
-            }
-        }
-        // Texts come along when the new statements fit in one payload; otherwise only the
-        // verdicts, and texts later for the rows actually sent (bounds memory and transfer).
+        let unknown: Vec<Key> = rows
+            .iter()
+            .map(|r| r.key)
+            .filter(|k| !self.texts.map.contains_key(k))
+            .collect();
         // Texts come along (compressed, within the budget); rows sent without one yet get
         // theirs below.
         self.fetch_texts(ctx, &schema, &unknown, true, &Default::default())?;
-        self.texts.retain(&live);
+        drop(unknown);
+        self.texts.retain(&pos);
 
-        // Excluded statements are dropped; statements whose text vanished between the two reads
-        // are kept in the baseline but not sent this tick.
-        let mut rows = Vec::with_capacity(raw.len());
-        for r in raw {
-            match r.key.map(|k| self.texts.map.get(&k).map(|e| e.excluded)) {
-                Some(Some(true)) => {}
-                _ => rows.push(r),
-            }
-        }
-        let rows = aggregate(rows);
-
-        let (ci, ei) = (idx("calls"), idx("total_exec_time"));
-        let counters = |r: &StatRow| {
-            let c = match r.vals[ci] {
-                Num::I(i) => Some(i),
-                _ => None,
-            };
-            (c, r.vals[ei].f())
-        };
-        let mut deltas: Vec<Option<Delta>> = Vec::with_capacity(rows.len());
+        // Excluded statements are dropped (left out of ranking, deltas and snapshot); statements
+        // whose text vanished between the two reads are kept in the baseline but not sent.
+        let excluded: Vec<bool> = rows
+            .iter()
+            .map(|r| self.texts.map.get(&r.key).is_some_and(|e| e.excluded))
+            .collect();
+        // Deltas of keyed rows, (0, _) for none: both diffs must be > 0.
+        let mut deltas: Vec<(i64, f64)> = vec![(0, 0.0); rows.len()];
         let (mut sum_calls, mut sum_exec, mut delta_count) = (0i64, 0f64, 0usize);
-        for r in &rows {
-            let d = match (&self.snapshot, r.key) {
-                (Some(prev), Some(k)) => {
-                    let (pc, pe) = prev.get(&k).copied().unwrap_or((Some(0), Some(0.0)));
-                    let (c, e) = counters(r);
-                    match (c, pc, e, pe) {
-                        (Some(c), Some(pc), Some(e), Some(pe)) if c - pc > 0 && e - pe > 0.0 => {
-                            Some(Delta {
-                                calls: c - pc,
-                                exec: e - pe,
-                            })
-                        }
-                        _ => None,
+        if let Some(prev) = &self.snapshot {
+            for (i, r) in rows.iter().enumerate() {
+                if excluded[i] {
+                    continue;
+                }
+                if let ((Some(c), Some(pc)), (Some(e), Some(pe))) = {
+                    let (pc, pe) = prev.get(&r.key);
+                    ((r.calls, pc), (r.exec, pe))
+                } {
+                    if c - pc > 0 && e - pe > 0.0 {
+                        deltas[i] = (c - pc, e - pe);
+                        delta_count += 1;
+                        sum_calls += c - pc;
+                        sum_exec += e - pe;
                     }
                 }
-                _ => None,
-            };
-            if let Some(d) = &d {
-                delta_count += 1;
-                sum_calls += d.calls;
-                sum_exec += d.exec;
             }
-            deltas.push(d);
         }
         let first_run = self.snapshot.is_none();
-        let visible: Vec<bool> = rows
-            .iter()
-            .map(|r| r.key.is_none_or(|k| self.texts.map.contains_key(&k)))
-            .collect();
+        let nk = rows.len();
 
-        // Top-N by interval mean time (stable: rows without a delta keep their order).
-        let mut order: Vec<usize> = (0..rows.len()).filter(|&i| visible[i]).collect();
-        let rank = |i: usize| deltas[i].as_ref().map_or(0.0, |d| d.exec / d.calls as f64);
+        // Top-N by interval mean time (stable: rows without a delta keep their order); keyed
+        // rows first in first-seen order, then pass-through rows (indices from `nk`).
+        let mut order: Vec<u32> = (0..nk)
+            .filter(|&i| !excluded[i] && self.texts.map.contains_key(&rows[i].key))
+            .chain(nk..nk + pass)
+            .map(|i| i as u32)
+            .collect();
+        drop(excluded);
+        let rank = |i: u32| match deltas.get(i as usize) {
+            Some(&(c, e)) if c > 0 => e / c as f64,
+            _ => 0.0,
+        };
         if !first_run {
             order.sort_by(|&a, &b| {
                 rank(b)
@@ -858,12 +1105,14 @@ impl CatalogCollector for PgStatStatements {
         if self.diff_limit > 0 && order.len() > self.diff_limit {
             order.truncate(self.diff_limit);
         }
+        order.shrink_to_fit();
+        let key_at = |i: u32| rows.get(i as usize).map(|r| r.key);
 
         // Texts evicted from the cache are fetched again for the rows being sent.
         if self.include_queries {
             let missing: Vec<Key> = order
                 .iter()
-                .filter_map(|&i| rows[i].key)
+                .filter_map(|&i| key_at(i))
                 .filter(|k| self.texts.map.get(k).is_some_and(|e| e.query.is_none()))
                 .collect();
             if !missing.is_empty() {
@@ -889,31 +1138,59 @@ impl CatalogCollector for PgStatStatements {
             }
         }
         for &i in &order {
-            if let Some(e) = rows[i].key.and_then(|k| self.texts.map.get_mut(&k)) {
+            if let Some(e) = key_at(i).and_then(|k| self.texts.map.get_mut(&k)) {
                 e.last_used = self.tick;
             }
         }
 
+        // The full counters of the rows sent only (at most diff_limit rows in memory). They are
+        // read just after the light read; deltas and the baseline come from the light read.
+        let sent_keys: Vec<Key> = order.iter().filter_map(|&i| key_at(i)).collect();
+        let with_pass = order.iter().any(|&i| i as usize >= nk);
+        let full = match full_read {
+            Some(full) => full,
+            None if sent_keys.is_empty() && !with_pass => Aggregator::default(),
+            None => {
+                self.read_full(ctx, v, &schema, Some((&sent_keys, with_pass)))
+                    .inspect_err(|_| self.ext = None)?
+                    .0
+            }
+        };
+        drop(sent_keys);
+        // A statement deallocated between the two reads is left out with its delta (every delta
+        // has its row).
+        let full_at = |i: u32| -> Option<&StatRow> {
+            match key_at(i) {
+                Some(k) => full.pos.get(&k).map(|&j| &full.rows[j as usize]),
+                None => full.pass.get(i as usize - nk),
+            }
+        };
+        order.retain(|&i| full_at(i).is_some());
+        let has_delta = |i: u32| deltas.get(i as usize).is_some_and(|d| d.0 > 0);
+
         out.begin(collected_at)?;
         out.begin_rows()?;
         for &i in &order {
-            out.value_row(&self.row_json(&rows[i]))?;
+            if let Some(r) = full_at(i) {
+                out.value_row(&self.row_json(r))?;
+            }
         }
         out.end_rows()?;
-        if order.iter().any(|&i| deltas[i].is_some()) {
+        if order.iter().any(|&i| has_delta(i)) {
             out.member_with("deltas", |out| {
                 out.scratch().push('[');
                 let mut first = true;
                 for &i in &order {
-                    let (Some(d), r) = (&deltas[i], &rows[i]) else {
+                    let Some(r) = full_at(i).filter(|_| has_delta(i)) else {
                         continue;
                     };
+                    let (d, ids) = (deltas[i as usize], r.ids());
                     let mut m = Map::new();
-                    m.insert("userid".into(), r.ids[0].json());
-                    m.insert("dbid".into(), r.ids[1].json());
-                    m.insert("queryid".into(), r.ids[2].json());
-                    m.insert("calls".into(), Value::from(d.calls));
-                    m.insert("total_exec_time".into(), Num::F(d.exec).json());
+                    m.insert("userid".into(), ids[0].json());
+                    m.insert("dbid".into(), ids[1].json());
+                    m.insert("queryid".into(), ids[2].json());
+                    m.insert("calls".into(), Value::from(d.0));
+                    m.insert("total_exec_time".into(), Num::F(d.1).json());
                     if !first {
                         out.scratch().push(',');
                     }
@@ -926,12 +1203,21 @@ impl CatalogCollector for PgStatStatements {
                 Ok(())
             })?;
         }
+        drop(full);
         self.texts.enforce_budget();
-        self.snapshot = Some(
-            rows.iter()
-                .filter_map(|r| r.key.map(|k| (k, counters(r))))
-                .collect(),
-        );
+        // The next baseline: every keyed row's (calls, total), indexed by this tick's map.
+        let vals = rows
+            .iter()
+            .map(|r| {
+                if self.texts.map.get(&r.key).is_some_and(|e| e.excluded) {
+                    (Some(0), Some(0.0))
+                } else {
+                    (r.calls, r.exec)
+                }
+            })
+            .collect();
+        drop(rows);
+        self.snapshot = Some(Snapshot { pos, vals });
         out.member("delta_count", &Value::from(delta_count))?;
         let avg = if sum_calls > 0 {
             sum_exec / sum_calls as f64
@@ -956,19 +1242,19 @@ mod tests {
         min: f64,
         max: f64,
     ) -> StatRow {
-        let mut vals = [Num::Null; NF];
-        vals[idx("calls")] = Num::I(calls);
-        vals[idx("total_exec_time")] = Num::F(total);
-        vals[idx("mean_exec_time")] = Num::F(mean);
-        vals[idx("stddev_exec_time")] = Num::F(sd);
-        vals[idx("min_exec_time")] = Num::F(min);
-        vals[idx("max_exec_time")] = Num::F(max);
-        vals[idx("toplevel")] = Num::B(true);
-        StatRow {
-            key,
-            ids: [Num::I(10), Num::I(5), Num::I(-4242)],
-            vals,
-        }
+        let (q, u, d) = match key {
+            Some((q, u, d)) => (Some(q), Some(u), Some(d)),
+            None => (None, Some(10), Some(5)),
+        };
+        let mut r = StatRow::new(q, u, d);
+        r.set(idx("calls"), Num::I(calls));
+        r.set(idx("total_exec_time"), Num::F(total));
+        r.set(idx("mean_exec_time"), Num::F(mean));
+        r.set(idx("stddev_exec_time"), Num::F(sd));
+        r.set(idx("min_exec_time"), Num::F(min));
+        r.set(idx("max_exec_time"), Num::F(max));
+        r.set(idx("toplevel"), Num::B(true));
+        r
     }
 
     #[test]
@@ -979,19 +1265,21 @@ mod tests {
             row(k, 1, 30.0, 30.0, 0.0, 30.0, 30.0),
         ]);
         assert_eq!(out.len(), 1);
-        let v = &out[0].vals;
-        assert_eq!(v[idx("calls")], Num::I(3));
-        assert_eq!(v[idx("total_exec_time")], Num::F(60.0));
-        assert_eq!(v[idx("mean_exec_time")], Num::F(20.0));
-        assert_eq!(v[idx("min_exec_time")], Num::F(10.0));
-        assert_eq!(v[idx("max_exec_time")], Num::F(30.0));
-        assert_eq!(v[idx("toplevel")], Num::Null);
-        let Num::F(sd) = v[idx("stddev_exec_time")] else {
+        let v = |n: &str| out[0].get(idx(n));
+        assert_eq!(v("calls"), Num::I(3));
+        assert_eq!(v("total_exec_time"), Num::F(60.0));
+        assert_eq!(v("mean_exec_time"), Num::F(20.0));
+        assert_eq!(v("min_exec_time"), Num::F(10.0));
+        assert_eq!(v("max_exec_time"), Num::F(30.0));
+        assert_eq!(v("toplevel"), Num::Null);
+        let Num::F(sd) = v("stddev_exec_time") else {
             panic!()
         };
         assert!((sd - (200.0f64 / 3.0).sqrt()).abs() < 1e-9, "{sd}");
         // Plan stddev had no inputs → null.
-        assert_eq!(v[idx("stddev_plan_time")], Num::Null);
+        assert_eq!(v("stddev_plan_time"), Num::Null);
+        // Untouched counters stay NULL through the merge.
+        assert_eq!(v("wal_bytes"), Num::Null);
     }
 
     #[test]
@@ -1002,9 +1290,13 @@ mod tests {
             row(Some((1, 1, 1)), 3, 50.0, 16.0, 0.0, 1.0, 1.0),
         ]);
         assert_eq!(out.len(), 2);
-        assert_eq!(out[0].vals[idx("calls")], Num::I(8));
-        assert_eq!(out[0].vals[idx("total_exec_time")], Num::F(150.0));
-        assert!(out[1].key.is_none());
+        assert_eq!(out[0].get(idx("calls")), Num::I(8));
+        assert_eq!(out[0].get(idx("total_exec_time")), Num::F(150.0));
+        assert!(out[1].key().is_none());
+        // The pass-through row is not finalised: its mean stays as read.
+        assert_eq!(out[1].get(idx("mean_exec_time")), Num::F(1.0));
+        assert_eq!(out[1].ids()[2], Num::Null);
+        assert_eq!(out[1].ids()[0], Num::I(10));
     }
 
     #[test]
