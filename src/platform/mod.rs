@@ -147,16 +147,16 @@ impl Platform {
     ) -> Result<()> {
         let bytes = gojson::to_vec(body)
             .map_err(|e| Error::other(format!("encoding {segment} payload: {e}")))?;
-        match &self.transport {
-            Transport::DryRun(d) => d.write(method, segment, gzipped, &bytes),
-            Transport::Http(_) => {
-                let wire = if gzipped { gzip(&bytes) } else { bytes };
-                self.send_wire(method, segment, &wire, gzipped, budget, retry)
-            }
-        }
+        // Dry-run writes the JSON itself; `gzipped` only says how it would have been sent.
+        let wire = if gzipped && !self.is_dry_run() {
+            gzip(&bytes)
+        } else {
+            bytes
+        };
+        self.send_wire(method, segment, &wire, gzipped, budget, retry)
     }
 
-    /// Sends an already encoded (and, when `gzipped`, compressed) body.
+    /// Sends an already encoded body: compressed when `gzipped` over HTTP, plain in dry-run.
     fn send_wire(
         &self,
         method: Method,
